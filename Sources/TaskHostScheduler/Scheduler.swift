@@ -1,0 +1,392 @@
+import Synchronization
+
+/// The answer to an operator's command on one target.
+public enum TargetCommandResult: Sendable, Hashable {
+    case done
+    /// The target holds no state: nothing is queued or running for it.
+    case unknownTarget
+    /// `release` and `drain` act on parked targets only.
+    case notParked
+}
+
+/// Runs tasks from an asynchronous sequence under the TaskHost scheduling contract
+/// (`SEMANTICS.md`): a global cap, one running task per target, per-target FIFO with retries
+/// holding the head, no head-of-line blocking across targets, round-robin fairness, bounded
+/// memory.
+///
+/// Create one per run, call ``run(_:)``, and use the other methods from any task while it runs.
+///
+/// - Important: The executor is called concurrently for different targets, never for two
+///   tasks of one target at once (unless `perTargetLimit` is above 1).
+public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C.Duration == Duration {
+    public typealias Payload = Executor.Payload
+    typealias State = SchedulerState<Payload, C.Instant>
+    typealias Work = Dispatch<Payload, C.Instant>
+
+    let executor: Executor
+    let configuration: SchedulerConfiguration
+    let clock: C
+    let hooks: SchedulerHooks<Payload>
+    let random: @Sendable () -> Double
+    let state: Mutex<State>
+    let started = Atomic<Bool>(false)
+    let tracksReadyTime: Bool
+    let measuresExecution: Bool
+
+    /// - Parameters:
+    ///   - executor: runs the tasks.
+    ///   - configuration: cap, buffer, retry, timeout and exhaustion policy.
+    ///   - clock: the clock for backoff, timeouts and grace periods; tests pass a manual one.
+    ///   - hooks: callbacks for metrics, results and dead letters.
+    ///   - random: a source of numbers in `0..<1` for retry jitter.
+    public init(
+        executor: Executor,
+        configuration: SchedulerConfiguration = SchedulerConfiguration(),
+        clock: C,
+        hooks: SchedulerHooks<Payload> = SchedulerHooks(),
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+    ) {
+        self.executor = executor
+        self.configuration = configuration
+        self.clock = clock
+        self.hooks = hooks
+        self.random = random
+        self.state = Mutex(State(configuration: configuration))
+        self.tracksReadyTime = hooks.attemptStarted != nil
+        self.measuresExecution = hooks.attemptFinished != nil
+    }
+
+    // MARK: Running
+
+    /// Pulls every task from `tasks` and runs it; returns when the input is exhausted and every
+    /// admitted task reached a final state, or after a shutdown.
+    ///
+    /// Cancelling the calling task shuts down at once (a zero grace period).
+    /// - Important: Call it once per scheduler.
+    public func run<S: AsyncSequence & Sendable>(_ tasks: S) async -> RunSummary<Payload>
+    where S.Element == TaskItem<Payload> {
+        precondition(!started.exchange(true, ordering: .relaxed), "a Scheduler runs once; create a new one")
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.runIntake(tasks) }
+            group.addTask { await self.runTimer() }
+            await withTaskCancellationHandler {
+                while true {
+                    let events = await self.nextSupervisorEvents()
+                    for _ in 0..<events.spawnWorkers {
+                        group.addTask { await self.runWorker() }
+                    }
+                    if let grace = events.startGraceTimer {
+                        group.addTask {
+                            do {
+                                try await self.clock.sleep(for: grace)
+                                self.shutdown(gracePeriod: .zero)
+                            } catch {}  // the run ended first
+                        }
+                    }
+                    if events.cancelNow { group.cancelAll() }
+                    if events.finished { break }
+                }
+            } onCancel: {
+                self.shutdown(gracePeriod: .zero)
+            }
+            group.cancelAll()  // a pending grace timer
+        }
+        return state.withLock { $0.finalSummary() }
+    }
+
+    private func nextSupervisorEvents() async -> SupervisorEvents {
+        await withUnsafeContinuation { continuation in
+            if let events = state.withLock({ $0.nextSupervisorEvents(continuation) }) {
+                continuation.resume(returning: events)
+            }
+        }
+    }
+
+    // MARK: Intake
+
+    private func runIntake<S: AsyncSequence & Sendable>(_ tasks: S) async where S.Element == TaskItem<Payload> {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.pull(tasks) }
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                if state.withLock({ $0.waitForIntakeStop(continuation) }) { continuation.resume() }
+            }
+            group.cancelAll()  // a source blocked in next() stops now
+        }
+    }
+
+    private func pull<S: AsyncSequence>(_ tasks: S) async where S.Element == TaskItem<Payload> {
+        var iterator = tasks.makeAsyncIterator()
+        var failure: (any Error)?
+        let inline = executor.supportsImmediateExecution
+        var hasRoom = true
+        do {
+            while true {
+                if !hasRoom {
+                    hasRoom = await waitForRoom()
+                    if !hasRoom { break }
+                }
+                guard let task = try await iterator.next() else { break }
+                let now = tracksReadyTime ? clock.now : nil
+                var wakeups = Wakeups<Payload, C.Instant>()
+                let admission = state.withLock { state in
+                    let admission = state.admit(task, now: now, inline: inline, &wakeups)
+                    hasRoom = state.intakeHasRoom
+                    return admission
+                }
+                wakeups.perform()
+                if case .runInline(let work) = admission {
+                    runInline(work)
+                }
+            }
+        } catch {
+            failure = error
+        }
+        var wakeups = Wakeups<Payload, C.Instant>()
+        state.withLock { $0.finishIntake(error: failure, &wakeups) }
+        wakeups.perform()
+    }
+
+    private func waitForRoom() async -> Bool {
+        await withUnsafeContinuation { continuation in
+            if let answer = state.withLock({ $0.intakeMayPull(continuation) }) {
+                continuation.resume(returning: answer)
+            }
+        }
+    }
+
+    /// Runs a task the intake admitted to an idle target, without a task switch.
+    private func runInline(_ work: Work) {
+        let start = attemptStarting(work)
+        switch executor.executeImmediately(work.entry.task, context: work.context) {
+        case .succeeded:
+            _ = finish(work, .success, startedAt: start, takeNext: false)
+        case .failed(let error):
+            _ = finish(work, .failure(error), startedAt: start, takeNext: false)
+        case .deferred:
+            var wakeups = Wakeups<Payload, C.Instant>()
+            state.withLock { $0.handOff(work, &wakeups) }
+            wakeups.perform()
+        }
+    }
+
+    // MARK: Workers
+
+    private func runWorker() async {
+        state.withLock { $0.workerStarted() }
+        var next = await park()
+        while let work = next {
+            let start = attemptStarting(work)
+            let result = await execute(work)
+            next = finish(work, result, startedAt: start, takeNext: true)
+            if next == nil { next = await park() }
+        }
+        state.withLock { $0.workerExited() }
+    }
+
+    private func park() async -> Work? {
+        await withUnsafeContinuation { continuation in
+            let (work, resumeNow) = state.withLock { $0.parkWorker(continuation) }
+            if resumeNow { continuation.resume(returning: work) }
+        }
+    }
+
+    private func execute(_ work: Work) async -> AttemptResult {
+        let task = work.entry.task
+        let context = work.context
+        if executor.supportsImmediateExecution {
+            switch executor.executeImmediately(task, context: context) {
+            case .succeeded: return .success
+            case .failed(let error): return .failure(error)
+            case .deferred: break
+            }
+        }
+        guard let timeout = configuration.timeout else {
+            do {
+                try await executor.execute(task, context: context)
+                return .success
+            } catch {
+                return .failure(error)
+            }
+        }
+        return await withTaskGroup(of: AttemptResult?.self) { group in
+            group.addTask {
+                do {
+                    try await self.executor.execute(task, context: context)
+                    return .success
+                } catch {
+                    return .failure(error)
+                }
+            }
+            group.addTask {
+                do {
+                    try await self.clock.sleep(for: timeout)
+                    return .failure(TaskTimeoutError(timeout: timeout))
+                } catch {
+                    return nil  // cancelled: the attempt finished first
+                }
+            }
+            // The first answer wins; the group still waits for the executor to return, so a
+            // timed-out attempt keeps its target busy and its slot held until it does.
+            var outcome: AttemptResult?
+            while outcome == nil, let next = await group.next() {
+                outcome = next
+                group.cancelAll()
+            }
+            return outcome ?? .failure(CancellationError())
+        }
+    }
+
+    @inline(__always)
+    private func attemptStarting(_ work: Work) -> C.Instant? {
+        if let started = hooks.attemptStarted {
+            let now = clock.now
+            let wait = work.entry.readySince.map { $0.duration(to: now) } ?? .zero
+            started(work.entry.task, work.context, wait)
+            return now
+        }
+        return measuresExecution ? clock.now : nil
+    }
+
+    /// Records an attempt's end and, for a worker, takes its next task under the same lock.
+    private func finish(_ work: Work, _ result: AttemptResult, startedAt: C.Instant?, takeNext: Bool) -> Work? {
+        var now: C.Instant?
+        var draw = 0.0
+        if case .failure = result {
+            now = clock.now
+            if configuration.retry.jitter > 0 { draw = random() }
+        } else if startedAt != nil || tracksReadyTime {
+            now = clock.now
+        }
+        var wakeups = Wakeups<Payload, C.Instant>()
+        let (disposition, next) = state.withLock { state in
+            let disposition = state.complete(work, result: result, now: now, random: draw, &wakeups)
+            let next = takeNext ? state.takeNext() : nil
+            state.wakeWorkers(&wakeups)
+            return (disposition, next)
+        }
+        wakeups.perform()
+        if let finished = hooks.attemptFinished {
+            var error: (any Error)?
+            if case .failure(let failure) = result { error = failure }
+            let elapsed = startedAt.flatMap { start in now.map { start.duration(to: $0) } } ?? .zero
+            finished(
+                AttemptRecord(
+                    task: work.entry.task, context: work.context, disposition: disposition, error: error,
+                    executionTime: elapsed))
+        }
+        return next
+    }
+
+    // MARK: Timer
+
+    private func runTimer() async {
+        while !Task.isCancelled {
+            var wakeups = Wakeups<Payload, C.Instant>()
+            let now = clock.now
+            let step = state.withLock { $0.fireTimers(now: now, &wakeups) }
+            wakeups.perform()
+            switch step {
+            case .exit:
+                return
+            case .wait:
+                await waitForEarlierDeadline(than: nil)
+            case .sleep(let deadline):
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { try? await self.clock.sleep(until: deadline, tolerance: nil) }
+                    group.addTask { await self.waitForEarlierDeadline(than: deadline) }
+                    _ = await group.next()
+                    group.cancelAll()
+                }
+            }
+        }
+    }
+
+    private func waitForEarlierDeadline(than deadline: C.Instant?) async {
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                let parked = state.withLock { state in
+                    Task.isCancelled ? false : state.parkTimer(continuation, until: deadline)
+                }
+                if !parked { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.takeTimerWaiter() }?.resume()
+        }
+    }
+
+    // MARK: Operating a run
+
+    /// Stops intake and starts no new task; running tasks get `gracePeriod` to finish, then
+    /// are cancelled. Queued tasks are reported in ``RunSummary/unfinished``.
+    /// A second call with a zero grace period cancels running tasks at once.
+    public func shutdown(gracePeriod: Duration) {
+        var wakeups = Wakeups<Payload, C.Instant>()
+        state.withLock { $0.beginShutdown(grace: gracePeriod, &wakeups) }
+        wakeups.perform()
+    }
+
+    /// Stops a target: its running task finishes, nothing more of it starts until ``release(_:)``.
+    @discardableResult
+    public func park(_ target: TargetID) -> TargetCommandResult {
+        state.withLock { $0.park(target) }
+    }
+
+    /// Resumes a parked target; its head gets a fresh set of attempts.
+    @discardableResult
+    public func release(_ target: TargetID) -> TargetCommandResult {
+        var wakeups = Wakeups<Payload, C.Instant>()
+        let result = state.withLock { $0.release(target, &wakeups) }
+        wakeups.perform()
+        return result
+    }
+
+    /// Sends every queued task of a parked target to the dead-letter hook (with a ``DrainedError``)
+    /// and resumes the target for tasks that arrive later.
+    @discardableResult
+    public func drain(_ target: TargetID) -> TargetCommandResult {
+        var wakeups = Wakeups<Payload, C.Instant>()
+        let (result, drained) = state.withLock { $0.drain(target, &wakeups) }
+        wakeups.perform()
+        if let finished = hooks.attemptFinished {
+            for entry in drained {
+                finished(
+                    AttemptRecord(
+                        task: entry.task, context: ExecutionContext(sequence: entry.sequence, attempt: entry.attempts),
+                        disposition: .deadLettered, error: DrainedError(), executionTime: .zero))
+            }
+        }
+        return result
+    }
+
+    /// The gauges of SEMANTICS.md item 12, read under the lock.
+    public func snapshot() -> SchedulerSnapshot {
+        let now = tracksReadyTime ? clock.now : nil
+        return state.withLock { $0.snapshot(now: now) }
+    }
+}
+
+extension Scheduler where C == ContinuousClock {
+    public convenience init(
+        executor: Executor,
+        configuration: SchedulerConfiguration = SchedulerConfiguration(),
+        hooks: SchedulerHooks<Payload> = SchedulerHooks()
+    ) {
+        self.init(executor: executor, configuration: configuration, clock: ContinuousClock(), hooks: hooks)
+    }
+}
+
+/// Runs every task of `tasks` with `executor`: at most `maxConcurrency` at once (`nil`: no cap),
+/// never two of one target at once, each target's tasks started in arrival order.
+///
+/// The Swift form of the original design's `run(executor, queue, maxThreads?)`. For retries,
+/// timeouts, hooks and operator commands, create a ``Scheduler``.
+public func run<E: TaskExecutor, S: AsyncSequence & Sendable>(
+    executor: E,
+    tasks: S,
+    maxConcurrency: Int?,
+    configuration: SchedulerConfiguration = SchedulerConfiguration()
+) async -> RunSummary<E.Payload> where S.Element == TaskItem<E.Payload> {
+    var configuration = configuration
+    configuration.maxConcurrency = maxConcurrency
+    return await Scheduler(executor: executor, configuration: configuration).run(tasks)
+}

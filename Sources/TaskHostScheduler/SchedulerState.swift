@@ -1,0 +1,720 @@
+import DequeModule
+import HeapModule
+
+/// One admitted task with what the scheduler knows of it.
+struct Entry<Payload: Sendable, Instant: Sendable>: Sendable {
+    var task: TaskItem<Payload>
+    var sequence: UInt64
+    /// Attempts already started.
+    var attempts: Int
+    /// When it became eligible to start (admission, or the end of its backoff); only tracked
+    /// when latency is observed.
+    var readySince: Instant?
+}
+
+/// A task handed to an executor: which target slot it holds and the entry itself.
+struct Dispatch<Payload: Sendable, Instant: Sendable>: Sendable {
+    var slot: Int32
+    var generation: UInt32
+    var entry: Entry<Payload, Instant>
+
+    var context: ExecutionContext { ExecutionContext(sequence: entry.sequence, attempt: entry.attempts) }
+}
+
+/// A FIFO of one target's tasks with the head stored inline, so that a target with one task
+/// (the common case with many targets) needs no allocation.
+struct TargetQueue<Element> {
+    private(set) var first: Element?
+    private var rest = Deque<Element>()
+
+    var isEmpty: Bool { first == nil }
+    var count: Int { first == nil ? 0 : 1 + rest.count }
+
+    mutating func append(_ element: Element) {
+        if first == nil { first = element } else { rest.append(element) }
+    }
+
+    mutating func prepend(_ element: Element) {
+        if let head = first { rest.prepend(head) }
+        first = element
+    }
+
+    mutating func popFirst() -> Element? {
+        guard let head = first else { return nil }
+        first = rest.popFirst()
+        return head
+    }
+
+    mutating func modifyFirst(_ body: (inout Element) -> Void) {
+        guard var head = first else { return }
+        first = nil
+        body(&head)
+        first = head
+    }
+
+    mutating func removeAll() -> [Element] {
+        var all: [Element] = []
+        all.reserveCapacity(count)
+        while let element = popFirst() { all.append(element) }
+        rest = Deque()
+        return all
+    }
+}
+
+enum TargetPhase: UInt8 {
+    /// Not in the ready structure: nothing to start, or at its running limit.
+    case idle
+    /// In the ready structure, waiting for a slot.
+    case ready
+    /// Its head waits out a retry delay; a timer entry will make it ready.
+    case backoff
+    /// Stopped by the `park` policy or an operator.
+    case parked
+}
+
+struct TargetSlot<Payload: Sendable, Instant: Sendable> {
+    var id: TargetID
+    var queue = TargetQueue<Entry<Payload, Instant>>()
+    var running: Int32 = 0
+    var phase: TargetPhase = .idle
+    /// Bumped when the slot is reused for another target: stale references are recognised.
+    var generation: UInt32 = 0
+    /// Bumped whenever the target enters the ready structure or a backoff: stale ready and timer
+    /// entries are skipped (lazy deletion instead of a scan).
+    var token: UInt32 = 0
+
+    init(id: TargetID) { self.id = id }
+}
+
+struct ReadyRef {
+    var slot: Int32
+    var token: UInt32
+}
+
+struct RankedRef: Comparable {
+    var priority: Int
+    var order: UInt64
+    var ref: ReadyRef
+
+    static func < (lhs: RankedRef, rhs: RankedRef) -> Bool {
+        if lhs.priority != rhs.priority { return lhs.priority < rhs.priority }
+        return lhs.order > rhs.order  // earlier-ready is "larger": popMax serves it first
+    }
+    static func == (lhs: RankedRef, rhs: RankedRef) -> Bool {
+        lhs.priority == rhs.priority && lhs.order == rhs.order
+    }
+}
+
+struct TimerEntry<Instant: InstantProtocol>: Comparable {
+    var deadline: Instant
+    var slot: Int32
+    var generation: UInt32
+    var token: UInt32
+
+    static func < (lhs: Self, rhs: Self) -> Bool { lhs.deadline < rhs.deadline }
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.deadline == rhs.deadline }
+}
+
+enum AttemptResult: Sendable {
+    case success
+    case failure(any Error)
+}
+
+/// Events the supervisor (the task that owns the worker group) must act on.
+struct SupervisorEvents {
+    var spawnWorkers = 0
+    var finished = false
+    var cancelNow = false
+    var startGraceTimer: Duration?
+
+    var isEmpty: Bool { spawnWorkers == 0 && !finished && !cancelNow && startGraceTimer == nil }
+}
+
+/// Continuations to resume and events to deliver once the lock is released.
+struct Wakeups<Payload: Sendable, Instant: Sendable> {
+    var workers: [(UnsafeContinuation<Dispatch<Payload, Instant>?, Never>, Dispatch<Payload, Instant>?)] = []
+    var intake: UnsafeContinuation<Bool, Never>?
+    var intakeValue = true
+    var intakeStop: UnsafeContinuation<Void, Never>?
+    var timer: UnsafeContinuation<Void, Never>?
+    var supervisor: UnsafeContinuation<SupervisorEvents, Never>?
+    var supervisorEvents = SupervisorEvents()
+
+    func perform() {
+        for (worker, dispatch) in workers { worker.resume(returning: dispatch) }
+        intake?.resume(returning: intakeValue)
+        intakeStop?.resume()
+        timer?.resume()
+        supervisor?.resume(returning: supervisorEvents)
+    }
+}
+
+/// The scheduler's whole mutable state: a state machine driven under one lock. Its methods
+/// never call user code; they return what the caller must do after unlocking.
+struct SchedulerState<Payload: Sendable, Instant: InstantProtocol & Sendable>: ~Copyable
+where Instant.Duration == Duration {
+    typealias Task = Entry<Payload, Instant>
+    typealias Work = Dispatch<Payload, Instant>
+
+    enum Phase { case running, draining, finished }
+
+    let cap: Int
+    let perTargetLimit: Int32
+    let bufferSize: Int
+    let resumeIntakeBelow: Int
+    let retry: RetryPolicy
+    let onExhausted: ExhaustedPolicy
+
+    var phase = Phase.running
+    var intakeFinished = false
+
+    // Targets.
+    var targets: [TargetSlot<Payload, Instant>] = []
+    var freeSlots: [Int32] = []
+    var index: [TargetID: Int32] = [:]
+
+    // Ready targets: priority 0 in arrival order, others in a heap by (priority, order).
+    var readyFIFO = Deque<ReadyRef>()
+    var readyRanked = Heap<RankedRef>()
+    var readyOrder: UInt64 = 0
+    var readyCount = 0
+    var backoffCount = 0
+
+    // Backoff deadlines.
+    var timers = Heap<TimerEntry<Instant>>()
+    var timerSleepingUntil: Instant?
+    var timerWaiter: UnsafeContinuation<Void, Never>?
+
+    // Execution.
+    var running = 0
+    var queued = 0
+    var nextSequence: UInt64 = 0
+    var workers = 0
+    var spawnsPending = 0
+    var idleWorkers: [UnsafeContinuation<Work?, Never>] = []
+    /// Dispatches the intake could not run inline; workers take these first.
+    var handoff = Deque<Work>()
+
+    // Intake and supervisor.
+    var intakeWaiter: UnsafeContinuation<Bool, Never>?
+    var intakeStopWaiter: UnsafeContinuation<Void, Never>?
+    var intakeStopRequested = false
+    var supervisorWaiter: UnsafeContinuation<SupervisorEvents, Never>?
+    var supervisorPending = SupervisorEvents()
+
+    var summary = RunSummary<Payload>()
+
+    init(configuration: SchedulerConfiguration) {
+        cap = configuration.maxConcurrency ?? Int.max
+        perTargetLimit = Int32(clamping: configuration.perTargetLimit)
+        bufferSize = configuration.bufferSize
+        resumeIntakeBelow = max(1, configuration.bufferSize - max(1, configuration.bufferSize / 4))
+        retry = configuration.retry
+        onExhausted = configuration.onExhausted
+    }
+
+    // MARK: Targets
+
+    private mutating func slot(for id: TargetID) -> Int32 {
+        if let slot = index[id] { return slot }
+        let slot: Int32
+        if let free = freeSlots.popLast() {
+            slot = free
+            targets[Int(slot)].id = id
+        } else {
+            slot = Int32(targets.count)
+            targets.append(TargetSlot(id: id))
+        }
+        index[id] = slot
+        return slot
+    }
+
+    private mutating func removeIfEmpty(_ slot: Int32) {
+        let i = Int(slot)
+        guard targets[i].queue.isEmpty, targets[i].running == 0, targets[i].phase == .idle else { return }
+        index.removeValue(forKey: targets[i].id)
+        targets[i].generation &+= 1
+        targets[i].token &+= 1
+        targets[i].id = .integer(0)
+        freeSlots.append(slot)
+    }
+
+    /// Puts the target where it belongs after a change: ready, idle, or removed.
+    private mutating func settle(_ slot: Int32) {
+        let i = Int(slot)
+        switch targets[i].phase {
+        case .backoff, .parked, .ready:
+            return
+        case .idle:
+            if let head = targets[i].queue.first, targets[i].running < perTargetLimit, phase == .running {
+                targets[i].phase = .ready
+                targets[i].token &+= 1
+                let ref = ReadyRef(slot: slot, token: targets[i].token)
+                let priority = head.task.priority
+                if priority == 0 {
+                    readyFIFO.append(ref)
+                } else {
+                    readyRanked.insert(RankedRef(priority: priority, order: readyOrder, ref: ref))
+                }
+                readyOrder &+= 1
+                readyCount += 1
+            } else {
+                removeIfEmpty(slot)
+            }
+        }
+    }
+
+    private mutating func popReady() -> Int32? {
+        while true {
+            let ref: ReadyRef
+            if let top = readyRanked.max, top.priority > 0 || readyFIFO.isEmpty {
+                ref = readyRanked.removeMax().ref
+            } else if let first = readyFIFO.popFirst() {
+                ref = first
+            } else {
+                return nil
+            }
+            let i = Int(ref.slot)
+            if targets[i].phase == .ready, targets[i].token == ref.token {
+                targets[i].phase = .idle
+                readyCount -= 1
+                return ref.slot
+            }
+        }
+    }
+
+    /// Leaves the ready structure lazily: its entry becomes stale.
+    private mutating func unready(_ slot: Int32) {
+        let i = Int(slot)
+        if targets[i].phase == .ready {
+            targets[i].phase = .idle
+            targets[i].token &+= 1
+            readyCount -= 1
+        }
+    }
+
+    // MARK: Dispatch
+
+    /// Takes the next task to run, or nil when no slot is free or nothing is ready.
+    mutating func takeNext() -> Work? {
+        guard phase == .running, running < cap else { return nil }
+        if let work = handoff.popFirst() { return work }
+        guard let slot = popReady() else { return nil }
+        return start(slot)
+    }
+
+    private mutating func start(_ slot: Int32) -> Work {
+        let i = Int(slot)
+        var entry = targets[i].queue.popFirst()!
+        entry.attempts += 1
+        queued -= 1
+        running += 1
+        if running > summary.maxRunning { summary.maxRunning = running }
+        targets[i].running += 1
+        let work = Work(slot: slot, generation: targets[i].generation, entry: entry)
+        settle(slot)  // unordered mode: may be ready again at once, at the tail
+        return work
+    }
+
+    /// Hands ready work to idle workers, and asks for new workers when none is idle.
+    mutating func wakeWorkers(_ wakeups: inout Wakeups<Payload, Instant>) {
+        while !idleWorkers.isEmpty, let work = takeNext() {
+            wakeups.workers.append((idleWorkers.removeLast(), work))
+        }
+        let startable = min(readyCount + handoff.count, cap - running)
+        if phase == .running, startable > 0, idleWorkers.isEmpty {
+            let wanted = min(startable, cap - workers) - spawnsPending
+            if wanted > 0 {
+                spawnsPending += wanted
+                notifySupervisor(&wakeups) { $0.spawnWorkers += wanted }
+            }
+        }
+    }
+
+    /// A worker that found nothing to do: parks it unless work appeared or the run is over.
+    mutating func parkWorker(_ continuation: UnsafeContinuation<Work?, Never>) -> (Work?, resumeNow: Bool) {
+        if phase == .finished { return (nil, true) }
+        if let work = takeNext() { return (work, true) }
+        idleWorkers.append(continuation)
+        return (nil, false)
+    }
+
+    mutating func workerStarted() {
+        spawnsPending -= 1
+        workers += 1
+    }
+
+    mutating func workerExited() {
+        workers -= 1
+    }
+
+    // MARK: Intake
+
+    enum Admission {
+        /// Queued; the scheduler will start it.
+        case queued
+        /// The target was idle and a slot free: the caller runs it now.
+        case runInline(Work)
+    }
+
+    /// Accepts a task from the input. Returns whether the intake may pull the next one at once.
+    mutating func admit(
+        _ task: TaskItem<Payload>,
+        now: Instant?,
+        inline: Bool,
+        _ wakeups: inout Wakeups<Payload, Instant>
+    ) -> Admission {
+        let sequence = nextSequence
+        nextSequence &+= 1
+        summary.admitted += 1
+        let slot = slot(for: task.targetId)
+        let i = Int(slot)
+        let entry = Task(task: task, sequence: sequence, attempts: 0, readySince: now)
+        queued += 1
+        if inline, targets[i].queue.isEmpty, targets[i].phase == .idle, targets[i].running < perTargetLimit,
+            readyCount == 0, handoff.isEmpty, running < cap, phase == .running
+        {
+            targets[i].queue.append(entry)
+            return .runInline(start(slot))
+        }
+        targets[i].queue.append(entry)
+        settle(slot)
+        wakeWorkers(&wakeups)
+        return .queued
+    }
+
+    /// A dispatch the intake started but could not finish inline: a worker runs it.
+    mutating func handOff(_ work: Work, _ wakeups: inout Wakeups<Payload, Instant>) {
+        handoff.append(work)
+        wakeWorkers(&wakeups)
+    }
+
+    /// Whether the intake may pull another task now; if not it parks until space frees up.
+    mutating func intakeMayPull(_ continuation: UnsafeContinuation<Bool, Never>) -> Bool? {
+        if phase != .running || intakeStopRequested { return false }
+        if queued < bufferSize { return true }
+        intakeWaiter = continuation
+        return nil
+    }
+
+    var intakeHasRoom: Bool { phase == .running && !intakeStopRequested && queued < bufferSize }
+
+    mutating func finishIntake(error: (any Error)?, _ wakeups: inout Wakeups<Payload, Instant>) {
+        intakeFinished = true
+        wakeups.intakeStop = stopIntake()
+        if let error, !(error is CancellationError) || phase == .running { summary.inputError = error }
+        checkFinished(&wakeups)
+    }
+
+    /// Called by the intake's owner: parks until the intake must stop.
+    mutating func waitForIntakeStop(_ continuation: UnsafeContinuation<Void, Never>) -> Bool {
+        if intakeStopRequested || intakeFinished { return true }
+        intakeStopWaiter = continuation
+        return false
+    }
+
+    private mutating func stopIntake() -> UnsafeContinuation<Void, Never>? {
+        intakeStopRequested = true
+        defer { intakeStopWaiter = nil }
+        return intakeStopWaiter
+    }
+
+    // MARK: Completion
+
+    /// Records the end of an attempt. Returns what happened to the task.
+    mutating func complete(
+        _ work: Work,
+        result: AttemptResult,
+        now: Instant?,
+        random: Double,
+        _ wakeups: inout Wakeups<Payload, Instant>
+    ) -> AttemptDisposition {
+        let i = Int(work.slot)
+        precondition(targets[i].generation == work.generation, "completion for a target that was removed")
+        running -= 1
+        targets[i].running -= 1
+        var entry = work.entry
+        let disposition: AttemptDisposition
+        switch result {
+        case .success:
+            summary.succeeded += 1
+            disposition = .succeeded
+        case .failure(let error):
+            disposition = fail(&entry, slot: work.slot, error: error, now: now, random: random, &wakeups)
+        }
+        if intakeWaiter != nil, queued < resumeIntakeBelow || phase != .running {
+            wakeups.intake = intakeWaiter
+            wakeups.intakeValue = phase == .running
+            intakeWaiter = nil
+        }
+        settle(work.slot)
+        checkFinished(&wakeups)
+        return disposition
+    }
+
+    private mutating func fail(
+        _ entry: inout Task,
+        slot: Int32,
+        error: any Error,
+        now: Instant?,
+        random: Double,
+        _ wakeups: inout Wakeups<Payload, Instant>
+    ) -> AttemptDisposition {
+        let i = Int(slot)
+        if phase != .running {
+            // Shutdown: the task goes back to the head of its target, with its attempts.
+            targets[i].queue.prepend(entry)
+            queued += 1
+            return .cancelled
+        }
+        var delay: Duration?
+        if error is NonRetryableError {
+            delay = nil
+        } else if entry.attempts < retry.maxAttempts {
+            if let retryAfter = error as? RetryAfterError {
+                delay = min(retryAfter.delay, retry.maxDelay)
+            } else {
+                delay = retry.delay(beforeRetry: entry.attempts, random: random)
+            }
+        }
+        if let delay {
+            summary.retries += 1
+            entry.readySince = now.map { $0.advanced(by: delay) }
+            targets[i].queue.prepend(entry)
+            queued += 1
+            unready(slot)
+            if delay <= .zero || now == nil {
+                targets[i].phase = .idle  // due at once; settle() makes it ready
+            } else {
+                targets[i].phase = .backoff
+                backoffCount += 1
+                targets[i].token &+= 1
+                addTimer(
+                    TimerEntry(
+                        deadline: now!.advanced(by: delay), slot: slot, generation: targets[i].generation,
+                        token: targets[i].token), &wakeups)
+            }
+            return .retrying(after: delay)
+        }
+        summary.failed += 1
+        switch onExhausted {
+        case .deadLetter:
+            summary.deadLettered += 1
+            return .deadLettered
+        case .park:
+            targets[i].queue.prepend(entry)
+            queued += 1
+            unready(slot)
+            targets[i].phase = .parked
+            return .parked
+        }
+    }
+
+    // MARK: Timers
+
+    private mutating func addTimer(_ entry: TimerEntry<Instant>, _ wakeups: inout Wakeups<Payload, Instant>) {
+        timers.insert(entry)
+        if let waiter = timerWaiter, timerSleepingUntil.map({ entry.deadline < $0 }) ?? true {
+            timerWaiter = nil
+            wakeups.timer = waiter
+        }
+    }
+
+    enum TimerStep {
+        case sleep(until: Instant)
+        case wait
+        case exit
+    }
+
+    /// Makes due targets ready and says how long the timer task sleeps next.
+    mutating func fireTimers(now: Instant, _ wakeups: inout Wakeups<Payload, Instant>) -> TimerStep {
+        while let first = timers.min, first.deadline <= now {
+            let entry = timers.removeMin()
+            let i = Int(entry.slot)
+            guard targets[i].generation == entry.generation, targets[i].token == entry.token,
+                targets[i].phase == .backoff
+            else { continue }
+            targets[i].phase = .idle
+            backoffCount -= 1
+            settle(entry.slot)
+        }
+        wakeWorkers(&wakeups)
+        checkFinished(&wakeups)
+        if phase == .finished { return .exit }
+        return timers.min.map { .sleep(until: $0.deadline) } ?? .wait
+    }
+
+    /// Parks the timer task until a nearer deadline arrives. Returns false to resume at once.
+    mutating func parkTimer(_ continuation: UnsafeContinuation<Void, Never>, until deadline: Instant?) -> Bool {
+        if phase == .finished { return false }
+        if let deadline, let first = timers.min, first.deadline < deadline { return false }
+        if deadline == nil, !timers.isEmpty { return false }
+        timerWaiter = continuation
+        timerSleepingUntil = deadline
+        return true
+    }
+
+    mutating func takeTimerWaiter() -> UnsafeContinuation<Void, Never>? {
+        defer { timerWaiter = nil }
+        return timerWaiter
+    }
+
+    // MARK: Supervisor, shutdown, end
+
+    private mutating func notifySupervisor(
+        _ wakeups: inout Wakeups<Payload, Instant>, _ change: (inout SupervisorEvents) -> Void
+    ) {
+        change(&supervisorPending)
+        if let waiter = supervisorWaiter {
+            supervisorWaiter = nil
+            wakeups.supervisor = waiter
+            wakeups.supervisorEvents = supervisorPending
+            supervisorPending = SupervisorEvents()
+        }
+    }
+
+    mutating func nextSupervisorEvents(_ continuation: UnsafeContinuation<SupervisorEvents, Never>) -> SupervisorEvents? {
+        if !supervisorPending.isEmpty {
+            defer { supervisorPending = SupervisorEvents() }
+            return supervisorPending
+        }
+        supervisorWaiter = continuation
+        return nil
+    }
+
+    mutating func takeSupervisorWaiter() -> (UnsafeContinuation<SupervisorEvents, Never>, SupervisorEvents)? {
+        guard let waiter = supervisorWaiter else { return nil }
+        supervisorWaiter = nil
+        defer { supervisorPending = SupervisorEvents() }
+        return (waiter, supervisorPending)
+    }
+
+    private mutating func checkFinished(_ wakeups: inout Wakeups<Payload, Instant>) {
+        guard phase != .finished, intakeFinished, running == 0 else { return }
+        // Cheap tests first; the scan for backed-off targets only runs when everything else is idle.
+        if phase == .running, readyCount > 0 || !handoff.isEmpty || backoffCount > 0 { return }
+        phase = .finished
+        for worker in idleWorkers { wakeups.workers.append((worker, nil)) }
+        idleWorkers.removeAll()
+        if let waiter = takeTimerWaiter() { wakeups.timer = waiter }
+        if let waiter = intakeWaiter {
+            intakeWaiter = nil
+            wakeups.intake = waiter
+            wakeups.intakeValue = false
+        }
+        notifySupervisor(&wakeups) { $0.finished = true }
+    }
+
+    /// Starts a graceful shutdown: intake stops, nothing new starts, running tasks get `grace`.
+    mutating func beginShutdown(grace: Duration, _ wakeups: inout Wakeups<Payload, Instant>) {
+        guard phase == .running else {
+            if phase == .draining, grace <= .zero { notifySupervisor(&wakeups) { $0.cancelNow = true } }
+            return
+        }
+        phase = .draining
+        wakeups.intakeStop = stopIntake()
+        if let waiter = intakeWaiter {
+            intakeWaiter = nil
+            wakeups.intake = waiter
+            wakeups.intakeValue = false
+        }
+        // Handed-off dispatches never started: back to the head of their targets.
+        while let work = handoff.popLast() {
+            running -= 1
+            targets[Int(work.slot)].running -= 1
+            var entry = work.entry
+            entry.attempts -= 1
+            targets[Int(work.slot)].queue.prepend(entry)
+            queued += 1
+        }
+        if grace <= .zero {
+            notifySupervisor(&wakeups) { $0.cancelNow = true }
+        } else {
+            notifySupervisor(&wakeups) { $0.startGraceTimer = grace }
+        }
+        checkFinished(&wakeups)
+    }
+
+    /// After the supervisor saw `finished`: stops the intake and collects what did not finish.
+    mutating func finalSummary() -> RunSummary<Payload> {
+        var result = summary
+        for i in targets.indices {
+            let parked = targets[i].phase == .parked
+            for entry in targets[i].queue.removeAll() {
+                let reason: UnfinishedTask<Payload>.Reason = parked ? .parked : .shutdown
+                if parked { result.parked += 1 } else { result.cancelled += 1 }
+                result.unfinished.append(
+                    UnfinishedTask(task: entry.task, sequence: entry.sequence, attempts: entry.attempts, reason: reason))
+            }
+        }
+        result.unfinished.sort { $0.sequence < $1.sequence }
+        return result
+    }
+
+    // MARK: Operators
+
+    mutating func park(_ id: TargetID) -> TargetCommandResult {
+        guard let slot = index[id] else { return .unknownTarget }
+        let i = Int(slot)
+        unready(slot)
+        if targets[i].phase == .backoff { backoffCount -= 1 }
+        targets[i].phase = .parked
+        targets[i].token &+= 1
+        return .done
+    }
+
+    mutating func release(_ id: TargetID, _ wakeups: inout Wakeups<Payload, Instant>) -> TargetCommandResult {
+        guard let slot = index[id] else { return .unknownTarget }
+        let i = Int(slot)
+        guard targets[i].phase == .parked else { return .notParked }
+        targets[i].queue.modifyFirst { $0.attempts = 0 }
+        targets[i].phase = .idle
+        if summary.failed > 0, targets[i].queue.first != nil { summary.failed -= 1 }
+        settle(slot)
+        wakeWorkers(&wakeups)
+        return .done
+    }
+
+    /// Removes every queued task of a parked target; the caller reports them as dead letters.
+    mutating func drain(_ id: TargetID, _ wakeups: inout Wakeups<Payload, Instant>) -> (TargetCommandResult, [Task]) {
+        guard let slot = index[id] else { return (.unknownTarget, []) }
+        let i = Int(slot)
+        guard targets[i].phase == .parked else { return (.notParked, []) }
+        let drained = targets[i].queue.removeAll()
+        queued -= drained.count
+        summary.deadLettered += drained.count
+        targets[i].phase = .idle
+        targets[i].token &+= 1
+        settle(slot)
+        if intakeWaiter != nil, queued < resumeIntakeBelow {
+            wakeups.intake = intakeWaiter
+            intakeWaiter = nil
+        }
+        checkFinished(&wakeups)
+        return (.done, drained)
+    }
+
+    func snapshot(now: Instant?) -> SchedulerSnapshot {
+        var s = SchedulerSnapshot()
+        s.running = running
+        s.queued = queued
+        s.intakeFinished = intakeFinished
+        s.shuttingDown = phase != .running
+        for (_, slot) in index {
+            let target = targets[Int(slot)]
+            s.knownTargets += 1
+            if target.running > 0 { s.busyTargets += 1 }
+            switch target.phase {
+            case .ready: s.readyTargets += 1
+            case .backoff: s.backedOffTargets += 1
+            case .parked: s.parkedTargets += 1
+            case .idle: break
+            }
+            if let now, target.phase == .ready, let since = target.queue.first?.readySince {
+                let age = since.duration(to: now)
+                if s.oldestHeadAge.map({ age > $0 }) ?? true { s.oldestHeadAge = age }
+            }
+        }
+        return s
+    }
+}
