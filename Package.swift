@@ -10,7 +10,8 @@ let package = Package(
         .executable(name: "taskhost-example", targets: ["TaskHostExample"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0")
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // The scheduler: pure Swift, no I/O, no dlopen. Usable on its own as a library.
@@ -23,7 +24,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "TaskHostBench",
-            dependencies: ["TaskHostScheduler"]
+            dependencies: [
+                "TaskHostScheduler",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(
             name: "TaskHostExample",
