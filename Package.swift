@@ -20,7 +20,8 @@ let package = Package(
             dependencies: [
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
-            ]
+            ],
+            swiftSettings: [.unsafeFlags(["-cross-module-optimization"])]
         ),
         .executableTarget(
             name: "TaskHostBench",

@@ -134,8 +134,10 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                     return admission
                 }
                 wakeups.perform()
-                if case .runInline(let work) = admission {
-                    runInline(work)
+                switch admission {
+                case .queued: break
+                case .runInline(let work): runInline(work)
+                case .runDetached(let sequence): runDetached(task, sequence: sequence, readySince: now)
                 }
             }
         } catch {
@@ -151,6 +153,33 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
             if let answer = state.withLock({ $0.intakeMayPull(continuation) }) {
                 continuation.resume(returning: answer)
             }
+        }
+    }
+
+    /// Runs a task of a target without state, without a task switch and without making state
+    /// for the target unless the attempt fails or defers.
+    private func runDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: C.Instant?) {
+        if hooks.attemptStarted != nil || measuresExecution {
+            // Hooks need the full record: take the ordinary path.
+            let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
+            return runInline(work)
+        }
+        let context = ExecutionContext(sequence: sequence, attempt: 1)
+        switch executor.executeImmediately(task, context: context) {
+        case .succeeded:
+            var wakeups = Wakeups<Payload, C.Instant>()
+            state.withLock { $0.completeDetached(&wakeups) }
+            wakeups.perform()
+        case .failed(let error):
+            let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
+            _ = finish(work, .failure(error), startedAt: nil, takeNext: false)
+        case .deferred:
+            var wakeups = Wakeups<Payload, C.Instant>()
+            state.withLock { state in
+                let work = state.adoptDetached(task, sequence: sequence, readySince: readySince)
+                state.handOff(work, &wakeups)
+            }
+            wakeups.perform()
         }
     }
 

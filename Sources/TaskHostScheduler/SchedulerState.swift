@@ -355,6 +355,10 @@ where Instant.Duration == Duration {
         case queued
         /// The target was idle and a slot free: the caller runs it now.
         case runInline(Work)
+        /// The target holds no state and a slot is free: the caller runs the task now, and no
+        /// target state is created unless the attempt fails or defers (``adoptDetached``).
+        /// Exclusivity holds because only the intake admits tasks, and it is busy running this one.
+        case runDetached(sequence: UInt64)
     }
 
     /// Accepts a task from the input. Returns whether the intake may pull the next one at once.
@@ -367,6 +371,11 @@ where Instant.Duration == Duration {
         let sequence = nextSequence
         nextSequence &+= 1
         summary.admitted += 1
+        if inline, readyCount == 0, handoff.isEmpty, running < cap, phase == .running, index[task.targetId] == nil {
+            running += 1
+            if running > summary.maxRunning { summary.maxRunning = running }
+            return .runDetached(sequence: sequence)
+        }
         let slot = slot(for: task.targetId)
         let i = Int(slot)
         let entry = Task(task: task, sequence: sequence, attempts: 0, readySince: now)
@@ -381,6 +390,22 @@ where Instant.Duration == Duration {
         settle(slot)
         wakeWorkers(&wakeups)
         return .queued
+    }
+
+    /// A detached task that succeeded: it frees its slot, no target state was ever made.
+    mutating func completeDetached(_ wakeups: inout Wakeups<Payload, Instant>) {
+        running -= 1
+        summary.succeeded += 1
+        if readyCount > 0 || !handoff.isEmpty { wakeWorkers(&wakeups) }
+        checkFinished(&wakeups)
+    }
+
+    /// Gives a detached task the state of a dispatched one, for a failure or a handoff.
+    mutating func adoptDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Instant?) -> Work {
+        let slot = slot(for: task.targetId)
+        targets[Int(slot)].running += 1
+        let entry = Task(task: task, sequence: sequence, attempts: 1, readySince: readySince)
+        return Work(slot: slot, generation: targets[Int(slot)].generation, entry: entry)
     }
 
     /// A dispatch the intake started but could not finish inline: a worker runs it.
