@@ -101,5 +101,7 @@ public struct SchedulerSnapshot: Sendable, Hashable {
     /// How long the oldest waiting head has waited, when hooks ask for latency.
     public var oldestHeadAge: Duration?
     public var intakeFinished = false
+    /// The intake waits for room: the buffer is full (back-pressure is on).
+    public var intakeWaitingForRoom = false
     public var shuttingDown = false
 }

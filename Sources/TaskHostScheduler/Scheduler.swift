@@ -214,7 +214,9 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     private func park() async -> Work? {
         await withUnsafeContinuation { continuation in
-            let (work, resumeNow) = state.withLock { $0.parkWorker(continuation) }
+            var wakeups = Wakeups<Payload, C.Instant>()
+            let (work, resumeNow) = state.withLock { $0.parkWorker(continuation, &wakeups) }
+            wakeups.perform()
             if resumeNow { continuation.resume(returning: work) }
         }
     }

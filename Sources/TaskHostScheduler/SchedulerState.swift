@@ -332,9 +332,14 @@ where Instant.Duration == Duration {
     }
 
     /// A worker that found nothing to do: parks it unless work appeared or the run is over.
-    mutating func parkWorker(_ continuation: UnsafeContinuation<Work?, Never>) -> (Work?, resumeNow: Bool) {
+    mutating func parkWorker(
+        _ continuation: UnsafeContinuation<Work?, Never>, _ wakeups: inout Wakeups<Payload, Instant>
+    ) -> (Work?, resumeNow: Bool) {
         if phase == .finished { return (nil, true) }
-        if let work = takeNext() { return (work, true) }
+        if let work = takeNext() {
+            wakeWorkers(&wakeups)  // more may be startable (unordered targets, several ready)
+            return (work, true)
+        }
         idleWorkers.append(continuation)
         return (nil, false)
     }
@@ -724,6 +729,7 @@ where Instant.Duration == Duration {
         s.running = running
         s.queued = queued
         s.intakeFinished = intakeFinished
+        s.intakeWaitingForRoom = intakeWaiter != nil
         s.shuttingDown = phase != .running
         for (_, slot) in index {
             let target = targets[Int(slot)]

@@ -1,0 +1,582 @@
+import Synchronization
+import Testing
+
+@testable import TaskHostScheduler
+
+/// One test per guarantee and edge case of SEMANTICS.md. Time is a ManualClock; executions
+/// wait on gates the test opens; no test sleeps on the wall clock.
+@Suite struct ContractTests {
+    typealias S = Scheduler<GatedExecutor, ManualClock>
+
+    func scheduler(
+        _ executor: GatedExecutor, clock: ManualClock = ManualClock(), _ configure: (inout SchedulerConfiguration) -> Void = { _ in },
+        hooks: SchedulerHooks<Int> = SchedulerHooks()
+    ) -> S {
+        var configuration = SchedulerConfiguration()
+        configure(&configuration)
+        return Scheduler(executor: executor, configuration: configuration, clock: clock, hooks: hooks, random: { 0.5 })
+    }
+
+    @Test("The original basic example: targets 1, 2, 1 with cap 3")
+    func basicExample() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = 3 }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks([1, 2, 1])), in: &group)
+            await eventually("tasks 0 and 1 running") { executor.isWaiting(0) && executor.isWaiting(1) }
+            #expect(executor.started == [0, 1])  // the second task of target 1 waits
+            executor.open(0)
+            await eventually("task 2 running") { executor.isWaiting(2) }
+            #expect(executor.started == [0, 1, 2])
+            executor.open(1)
+            executor.open(2)
+            await eventually { run.isFinished }
+            #expect(run.summary?.succeeded == 3)
+        }
+        #expect(executor.violations.isEmpty)
+    }
+
+    @Test("Global cap: never more than maxConcurrency running", arguments: [1, 2, 5])
+    func globalCap(cap: Int) async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = cap }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks((0..<12).map { TargetID.integer(Int64($0)) })), in: &group)
+            for next in 0..<12 {
+                let expected = min(cap, 12 - next)
+                await eventually("\(expected) running") {
+                    executor.waitingCount == expected && s.snapshot().running == expected
+                }
+                #expect(executor.running <= cap)
+                let waiting = (0..<12).first { executor.isWaiting($0) }!
+                executor.open(waiting)
+            }
+            await eventually { run.isFinished }
+            #expect(run.summary?.maxRunning == cap)
+        }
+    }
+
+    @Test("Unbounded: every distinct target runs at once")
+    func unbounded() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = nil }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks((0..<200).map { TargetID.string("t\($0)") })), in: &group)
+            await eventually("200 running") { executor.waitingCount == 200 }
+            for i in 0..<200 { executor.open(i) }
+            await eventually { run.isFinished }
+            #expect(run.summary?.succeeded == 200)
+        }
+    }
+
+    @Test("A hot target with 100,000 queued tasks does not delay a cold target's task")
+    func coldTargetBehindHotBacklog() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) {
+            $0.maxConcurrency = 4
+            $0.bufferSize = 200_000
+        }
+        var items = (0..<100_000).map { TaskItem(targetId: TargetID.string("hot"), payload: $0) }
+        items.append(TaskItem(targetId: "cold", payload: 100_000))
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(items), in: &group)
+            await eventually("cold task started") { executor.isWaiting(100_000) }
+            #expect(executor.started == [0, 100_000])  // only the hot head ran before it
+            #expect(s.snapshot().queued == 99_999)
+            s.shutdown(gracePeriod: .zero)
+            executor.open(0)
+            executor.open(100_000)
+            await eventually { run.isFinished }
+            // The two running tasks saw the cancellation; the 99,999 queued never started.
+            #expect(run.summary?.cancelled == 100_001)
+            #expect(run.summary?.unfinished.filter { $0.attempts == 0 }.count == 99_999)
+        }
+    }
+
+    @Test("Round-robin: ready targets are served in the order they became ready")
+    func roundRobin() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = 1 }
+        // Task 0 (target X) holds the only slot while A, B, C queue up.
+        let targets: [TargetID] = ["X", "A", "A", "A", "B", "B", "C", "C", "C"]
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, source, in: &group)
+            let items = tasks(targets)
+            input.yield(items[0])
+            await eventually { executor.isWaiting(0) }
+            for item in items.dropFirst() { input.yield(item) }
+            input.finish()
+            await eventually { s.snapshot().queued == 8 }
+            for payload in [0, 1, 4, 6, 2, 5, 7, 3, 8] {
+                await eventually("task \(payload) running") { executor.isWaiting(payload) }
+                executor.open(payload)
+            }
+            await eventually { run.isFinished }
+        }
+        #expect(executor.started == [0, 1, 4, 6, 2, 5, 7, 3, 8])
+    }
+
+    @Test("Priority orders target heads, never the tasks of one target")
+    func priorityOrdersHeads() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = 1 }
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        let items = [
+            TaskItem(targetId: "low", payload: 1, priority: 0),
+            TaskItem(targetId: "high", payload: 2, priority: 0),  // the head is not urgent...
+            TaskItem(targetId: "high", payload: 3, priority: 9),  // ...its follower is, but cannot overtake it
+            TaskItem(targetId: "urgent", payload: 4, priority: 5),
+        ]
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, source, in: &group)
+            input.yield(TaskItem(targetId: "X", payload: 0))
+            await eventually { executor.isWaiting(0) }
+            for item in items { input.yield(item) }
+            input.finish()
+            await eventually { s.snapshot().queued == 4 }
+            for payload in [0, 4, 1, 2, 3] {
+                await eventually("task \(payload) running") { executor.isWaiting(payload) }
+                executor.open(payload)
+            }
+            await eventually { run.isFinished }
+        }
+        #expect(executor.started == [0, 4, 1, 2, 3])
+    }
+
+    @Test("A head that fails: followers wait, other targets proceed, its slot is free during backoff")
+    func failingHeadHoldsTarget() async {
+        let executor = GatedExecutor()
+        let clock = ManualClock()
+        let s = scheduler(executor, clock: clock) {
+            $0.maxConcurrency = 1
+            $0.retry = RetryPolicy(maxAttempts: 3, backoff: .fixed(.seconds(10)))
+        }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["A", "A", "B", "B"])), in: &group)
+            await eventually { executor.isWaiting(0) }
+            executor.open(0, succeed: false)
+            // A backs off for 10 s holding its head; the single slot goes to B at once.
+            await eventually("B runs during A's backoff") { executor.isWaiting(2) }
+            #expect(s.snapshot().backedOffTargets == 1)
+            executor.open(2)
+            await eventually { executor.isWaiting(3) }
+            executor.open(3)
+            await eventually { s.snapshot().running == 0 }
+            #expect(executor.started == [0, 2, 3])  // task 1 did not overtake its failing head
+            clock.advance(by: .seconds(9))
+            await eventually { s.snapshot().backedOffTargets == 1 }
+            #expect(!executor.isWaiting(0))
+            clock.advance(by: .seconds(1))
+            await eventually("the retry of task 0") { executor.isWaiting(0) }
+            executor.open(0)
+            await eventually { executor.isWaiting(1) }
+            executor.open(1)
+            await eventually { run.isFinished }
+            #expect(run.summary?.retries == 1)
+            #expect(run.summary?.succeeded == 4)
+        }
+        #expect(executor.events.filter { $0.kind == .start }.map(\.attempt) == [1, 1, 1, 2, 1])
+    }
+
+    @Test("A poison head under deadLetter: exactly one dead letter, no follower runs early")
+    func poisonHeadDeadLetter() async {
+        let executor = GatedExecutor()
+        let clock = ManualClock()
+        let deadLetters = Mutex<[Int]>([])
+        let hooks = SchedulerHooks<Int>(attemptFinished: { record in
+            if case .deadLettered = record.disposition { deadLetters.withLock { $0.append(record.task.payload) } }
+        })
+        let s = scheduler(executor, clock: clock, { $0.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1))) }, hooks: hooks)
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["P", "P"])), in: &group)
+            await eventually { executor.isWaiting(0) }
+            executor.open(0, succeed: false)
+            await eventually { s.snapshot().backedOffTargets == 1 }
+            clock.advance(by: .seconds(1))
+            await eventually { executor.isWaiting(0) }
+            #expect(executor.started == [0, 0])
+            executor.open(0, succeed: false)
+            await eventually("the follower after the dead letter") { executor.isWaiting(1) }
+            executor.open(1)
+            await eventually { run.isFinished }
+            #expect(run.summary?.deadLettered == 1)
+            #expect(run.summary?.failed == 1)
+            #expect(run.summary?.succeeded == 1)
+        }
+        #expect(deadLetters.withLock { $0 } == [0])
+    }
+
+    @Test("A poison head under park: the target stops; release and drain resume it")
+    func poisonHeadPark() async {
+        let executor = GatedExecutor()
+        let deadLetters = Mutex<[Int]>([])
+        let hooks = SchedulerHooks<Int>(attemptFinished: { record in
+            if case .deadLettered = record.disposition { deadLetters.withLock { $0.append(record.task.payload) } }
+        })
+        let s = scheduler(executor, { $0.onExhausted = .park }, hooks: hooks)
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        for item in tasks(["P", "P", "Q", "P"]) { input.yield(item) }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, source, in: &group)
+            await eventually { executor.isWaiting(0) && executor.isWaiting(2) }
+            executor.open(0, succeed: false)
+            executor.open(2)
+            await eventually { s.snapshot().parkedTargets == 1 && s.snapshot().running == 0 }
+            #expect(executor.started == [0, 2])
+            #expect(s.release("Q") == .unknownTarget)
+            // Release: the head runs again with fresh attempts, then its followers.
+            #expect(s.release("P") == .done)
+            await eventually { executor.isWaiting(0) }
+            executor.open(0, succeed: false)
+            await eventually { s.snapshot().parkedTargets == 1 && s.snapshot().running == 0 }
+            // Drain: every queued task of P goes to the dead letters; later tasks of P run.
+            #expect(s.drain("P") == .done)
+            #expect(deadLetters.withLock { $0 } == [0, 1, 3])
+            input.yield(TaskItem(targetId: "P", payload: 4))
+            await eventually { executor.isWaiting(4) }
+            executor.open(4)
+            input.finish()
+            await eventually { run.isFinished }
+            #expect(run.summary?.succeeded == 2)
+            #expect(run.summary?.deadLettered == 3)
+        }
+        #expect(executor.started == [0, 2, 0, 4])
+    }
+
+    @Test("Parked targets end a finite run and are reported with their tasks")
+    func parkedAtEnd() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.onExhausted = .park }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["P", "P", "Q"])), in: &group)
+            await eventually { executor.isWaiting(0) && executor.isWaiting(2) }
+            executor.open(0, succeed: false)
+            executor.open(2)
+            await eventually { run.isFinished }
+            let summary = run.summary!
+            #expect(summary.parked == 2)
+            #expect(summary.failed == 1)
+            #expect(summary.unfinished.map(\.task.payload) == [0, 1])
+            #expect(summary.unfinished.map(\.attempts) == [1, 0])
+            #expect(summary.unfinished.allSatisfy { $0.reason == .parked })
+        }
+    }
+
+    @Test("A non-retryable error skips the remaining attempts; retry-after overrides the backoff")
+    func errorClassification() async {
+        let clock = ManualClock()
+        let attempts = Mutex<[Int: Int]>([:])
+        let executor = ClosureExecutor<Int> { task, context in
+            attempts.withLock { $0[task.payload, default: 0] += 1 }
+            if task.payload == 0 { throw NonRetryableError(TestFailure.failed(0)) }
+            if task.payload == 1, context.attempt == 1 { throw RetryAfterError(after: .seconds(30), TestFailure.failed(1)) }
+        }
+        let s = Scheduler(
+            executor: executor,
+            configuration: SchedulerConfiguration(retry: RetryPolicy(maxAttempts: 5, backoff: .fixed(.seconds(1)))),
+            clock: clock)
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["a", "b"])), in: &group)
+            await eventually { s.snapshot().backedOffTargets == 1 && s.snapshot().running == 0 }
+            clock.advance(by: .seconds(29))
+            await eventually { s.snapshot().backedOffTargets == 1 }
+            #expect(attempts.withLock { $0[1] } == 1)
+            clock.advance(by: .seconds(1))
+            await eventually { run.isFinished }
+            #expect(run.summary?.deadLettered == 1)
+            #expect(run.summary?.succeeded == 1)
+        }
+        #expect(attempts.withLock { $0 } == [0: 1, 1: 2])
+    }
+
+    @Test("A timeout cancels the attempt; an executor that ignores it never overlaps its retry")
+    func timeoutIgnoringCancellation() async {
+        let executor = GatedExecutor(ignoresCancellation: true)
+        let clock = ManualClock()
+        let s = scheduler(executor, clock: clock) {
+            $0.timeout = .seconds(5)
+            $0.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.zero))
+        }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["A", "A"])), in: &group)
+            await eventually { executor.isWaiting(0) && clock.sleeperCount == 1 }
+            clock.advance(by: .seconds(5))
+            // Timed out, but still inside the executor: the target stays busy, the slot held.
+            for _ in 0..<1000 { await Task.yield() }
+            #expect(executor.started == [0])
+            #expect(s.snapshot().running == 1)
+            executor.open(0)
+            await eventually("the retry after the executor returned") { executor.isWaiting(0) }
+            executor.open(0)
+            await eventually { executor.isWaiting(1) }
+            executor.open(1)
+            await eventually { run.isFinished }
+            #expect(run.summary?.retries == 1)
+        }
+        #expect(executor.violations.isEmpty)
+        #expect(executor.events.map(\.kind) == [.start, .end, .start, .end, .start, .end])
+    }
+
+    @Test("A timeout cancels an executor that honours cancellation")
+    func timeoutCancels() async {
+        let clock = ManualClock()
+        let errors = Mutex<[String]>([])
+        let executor = ClosureExecutor<Int> { _, _ in try await clock.sleep(for: .seconds(60)) }
+        let hooks = SchedulerHooks<Int>(attemptFinished: { record in
+            errors.withLock { $0.append(record.error.map { "\($0)" } ?? "none") }
+        })
+        let s = Scheduler(
+            executor: executor, configuration: SchedulerConfiguration(timeout: .seconds(2)), clock: clock, hooks: hooks)
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["A"])), in: &group)
+            await eventually { clock.sleeperCount == 2 }
+            clock.advance(by: .seconds(2))
+            await eventually { run.isFinished }
+            #expect(run.summary?.deadLettered == 1)
+        }
+        #expect(errors.withLock { $0 } == ["timed out after 2.0 seconds"])
+    }
+
+    @Test("Back-pressure: the intake stops pulling while the buffer is full")
+    func backPressure() async {
+        let executor = GatedExecutor()
+        let pulled = Counter()
+        let s = scheduler(executor) {
+            $0.maxConcurrency = 1
+            $0.bufferSize = 10
+        }
+        let source = CountingSource(count: 1000, pulled: pulled)
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, source, in: &group)
+            await eventually { executor.isWaiting(0) && s.snapshot().intakeWaitingForRoom }
+            for _ in 0..<1000 { await Task.yield() }
+            // At most one running and ten buffered: nothing more was pulled.
+            #expect(pulled.load() <= 11)
+            #expect(s.snapshot().queued <= 10)
+            s.shutdown(gracePeriod: .zero)
+            executor.open(0)
+            await eventually { run.isFinished }
+            #expect(run.summary?.cancelled == 10)
+        }
+    }
+
+    @Test("Unordered mode: a per-target limit above 1 runs that many of one target")
+    func unorderedMode() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.perTargetLimit = 3 }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(Array(repeating: "A", count: 5))), in: &group)
+            await eventually { executor.waitingCount == 3 }
+            #expect(s.snapshot().running == 3)
+            for i in 0..<5 {
+                await eventually { executor.isWaiting(i) }
+                executor.open(i)
+            }
+            await eventually { run.isFinished }
+            #expect(run.summary?.maxRunning == 3)
+        }
+    }
+
+    @Test("The same target arriving from several producers never overlaps and keeps each producer's order")
+    func severalSources() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = 4 }
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, source, in: &group)
+            await withTaskGroup(of: Void.self) { producers in
+                for producer in 0..<3 {
+                    producers.addTask {
+                        for k in 0..<20 {
+                            input.yield(TaskItem(targetId: k % 2 == 0 ? "shared" : .integer(Int64(producer)), payload: producer * 100 + k))
+                            await Task.yield()
+                        }
+                    }
+                }
+            }
+            input.finish()
+            var opened = Set<Int>()
+            while opened.count < 60 {
+                await eventually { executor.waitingCount > 0 }
+                for p in 0..<3 { for k in 0..<20 where executor.isWaiting(p * 100 + k) && opened.insert(p * 100 + k).inserted { executor.open(p * 100 + k) } }
+            }
+            await eventually { run.isFinished }
+            #expect(run.summary?.succeeded == 60)
+        }
+        #expect(executor.violations.isEmpty)
+        let shared = executor.started.filter { $0 % 2 == 0 }
+        for producer in 0..<3 {
+            let mine = shared.filter { $0 / 100 == producer }
+            #expect(mine == mine.sorted())
+        }
+    }
+
+    @Test("Shutdown during backoff reports the task with its attempts")
+    func shutdownDuringBackoff() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.retry = RetryPolicy(maxAttempts: 3, backoff: .fixed(.seconds(60))) }
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        input.yield(TaskItem(targetId: "A", payload: 0))
+        input.yield(TaskItem(targetId: "A", payload: 1))
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, source, in: &group)
+            await eventually { executor.isWaiting(0) }
+            executor.open(0, succeed: false)
+            await eventually { s.snapshot().backedOffTargets == 1 }
+            s.shutdown(gracePeriod: .seconds(30))  // the source never ends: shutdown stops it
+            await eventually { run.isFinished }
+            let summary = run.summary!
+            #expect(summary.cancelled == 2)
+            #expect(summary.unfinished.map(\.task.payload) == [0, 1])
+            #expect(summary.unfinished.map(\.attempts) == [1, 0])
+            #expect(summary.unfinished.allSatisfy { $0.reason == .shutdown })
+        }
+    }
+
+    @Test("Shutdown during a long task: grace period, then cancellation; nothing new starts")
+    func shutdownDuringLongTask() async {
+        let clock = ManualClock()
+        let started = Mutex<[Int]>([])
+        let executor = ClosureExecutor<Int> { task, _ in
+            started.withLock { $0.append(task.payload) }
+            try await clock.sleep(for: .seconds(3600))
+        }
+        let s = Scheduler(executor: executor, configuration: SchedulerConfiguration(maxConcurrency: 1), clock: clock)
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["A", "B", "A"])), in: &group)
+            await eventually { clock.sleeperCount == 1 }
+            s.shutdown(gracePeriod: .seconds(10))
+            await eventually { clock.sleeperCount == 2 }  // the executor and the grace timer
+            clock.advance(by: .seconds(9))
+            for _ in 0..<500 { await Task.yield() }
+            #expect(!run.isFinished)
+            clock.advance(by: .seconds(1))
+            await eventually { run.isFinished }
+            let summary = run.summary!
+            #expect(summary.cancelled == 3)
+            #expect(summary.unfinished.map(\.attempts) == [1, 0, 0])
+        }
+        #expect(started.withLock { $0 } == [0])
+    }
+
+    @Test("Shutdown with a zero grace period cancels at once; so does cancelling run")
+    func shutdownZeroGrace() async {
+        let clock = ManualClock()
+        let executor = ClosureExecutor<Int> { _, _ in try await clock.sleep(for: .seconds(3600)) }
+        let s = Scheduler(executor: executor, configuration: SchedulerConfiguration(), clock: clock)
+        let summary = await withTaskGroup(of: RunSummary<Int>.self) { group in
+            group.addTask { await s.run(ListSource(tasks(["A", "B", "A"]))) }
+            await eventually { clock.sleeperCount == 2 }
+            group.cancelAll()
+            return await group.next()!
+        }
+        #expect(summary.cancelled == 3)
+        #expect(summary.succeeded == 0)
+    }
+
+    @Test("Emptied targets leave no state behind")
+    func emptiedTargetsRemoved() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = 8 }
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks((0..<50).map { TargetID.integer(Int64($0 % 10)) })), in: &group)
+            await eventually { executor.waitingCount == 8 }
+            #expect(s.snapshot().knownTargets == 10)
+            var opened = 0
+            while opened < 50 {
+                for i in 0..<50 where executor.isWaiting(i) {
+                    executor.open(i)
+                    opened += 1
+                }
+                await Task.yield()
+            }
+            await eventually { run.isFinished }
+        }
+        #expect(s.snapshot().knownTargets == 0)
+        #expect(s.snapshot().queued == 0)
+    }
+
+    @Test("An input that throws ends intake; admitted tasks still run and the error is reported")
+    func inputError() async {
+        let counter = Atomic<Int>(0)
+        let executor = SynchronousExecutor<Int> { _, _ in counter.add(1, ordering: .relaxed) }
+        let summary = await run(executor: executor, tasks: FailingSource(failAfter: 3), maxConcurrency: 2)
+        #expect(summary.succeeded == 3)
+        #expect(counter.load(ordering: .relaxed) == 3)
+        #expect(summary.inputError is TestFailure)
+    }
+
+    @Test("Hooks see queue wait, execution time, attempts and dispositions")
+    func hooks() async {
+        let clock = ManualClock()
+        let records = Mutex<[(Int, Int, String, Duration)]>([])
+        let waits = Mutex<[Duration]>([])
+        let executor = ClosureExecutor<Int> { task, context in
+            try await clock.sleep(for: .seconds(2))
+            if task.payload == 0, context.attempt == 1 { throw TestFailure.failed(0) }
+        }
+        let hooks = SchedulerHooks<Int>(
+            attemptStarted: { _, _, wait in waits.withLock { $0.append(wait) } },
+            attemptFinished: { record in
+                records.withLock { $0.append((record.task.payload, record.context.attempt, "\(record.disposition)", record.executionTime)) }
+            })
+        let s = Scheduler(
+            executor: executor,
+            configuration: SchedulerConfiguration(
+                maxConcurrency: 1, retry: RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1)))),
+            clock: clock, hooks: hooks)
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(tasks(["A", "B"])), in: &group)
+            while !run.isFinished {
+                await eventually { clock.sleeperCount > 0 || run.isFinished }
+                if let next = clock.nextDeadline { clock.advance(to: next) }
+            }
+        }
+        let seen = records.withLock { $0 }
+        #expect(seen.map(\.0) == [0, 1, 0])
+        #expect(seen.map(\.1) == [1, 1, 2])
+        #expect(seen.map(\.2) == ["retrying(after: 1.0 seconds)", "succeeded", "succeeded"])
+        #expect(seen.allSatisfy { $0.3 == .seconds(2) })
+        // B waited 2 s for the slot; A's retry became due at 3 s and started at 4 s.
+        #expect(waits.withLock { $0 } == [.zero, .seconds(2), .seconds(1)])
+    }
+}
+
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+    func load() -> Int { value.load(ordering: .relaxed) }
+}
+
+/// Counts how many tasks were pulled.
+struct CountingSource: AsyncSequence, Sendable {
+    let count: Int
+    let pulled: Counter
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let count: Int
+        let pulled: Counter
+        var index = 0
+        mutating func next() async -> TaskItem<Int>? {
+            guard index < count else { return nil }
+            pulled.value.add(1, ordering: .relaxed)
+            defer { index += 1 }
+            return TaskItem(targetId: "A", payload: index)
+        }
+    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(count: count, pulled: pulled) }
+}
+
+struct FailingSource: AsyncSequence, Sendable {
+    let failAfter: Int
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let failAfter: Int
+        var index = 0
+        mutating func next() async throws -> TaskItem<Int>? {
+            guard index < failAfter else { throw TestFailure.failed(index) }
+            defer { index += 1 }
+            return TaskItem(targetId: .integer(Int64(index)), payload: index)
+        }
+    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(failAfter: failAfter) }
+}
