@@ -188,6 +188,7 @@ where Instant.Duration == Duration {
     // Execution.
     var running = 0
     var queued = 0
+    var parkedQueued = 0
     var nextSequence: UInt64 = 0
     var workers = 0
     var spawnsPending = 0
@@ -392,6 +393,7 @@ where Instant.Duration == Duration {
             return .runInline(start(slot))
         }
         targets[i].queue.append(entry)
+        if targets[i].phase == .parked { parkedQueued += 1 }
         settle(slot)
         wakeWorkers(&wakeups)
         return .queued
@@ -422,12 +424,17 @@ where Instant.Duration == Duration {
     /// Whether the intake may pull another task now; if not it parks until space frees up.
     mutating func intakeMayPull(_ continuation: UnsafeContinuation<Bool, Never>) -> Bool? {
         if phase != .running || intakeStopRequested { return false }
-        if queued < bufferSize { return true }
+        if buffered < bufferSize { return true }
         intakeWaiter = continuation
         return nil
     }
 
-    var intakeHasRoom: Bool { phase == .running && !intakeStopRequested && queued < bufferSize }
+    var intakeHasRoom: Bool { phase == .running && !intakeStopRequested && buffered < bufferSize }
+
+    /// Tasks that count against the buffer: queued ones, less those held by parked targets. A
+    /// parked target must not stop the intake for every other target; its tasks are reported by
+    /// the `parkedTargets` gauge and in the summary.
+    var buffered: Int { queued - parkedQueued }
 
     mutating func finishIntake(error: (any Error)?, _ wakeups: inout Wakeups<Payload, Instant>) {
         intakeFinished = true
@@ -472,14 +479,18 @@ where Instant.Duration == Duration {
         case .failure(let error):
             disposition = fail(&entry, slot: work.slot, error: error, now: now, random: random, &wakeups)
         }
-        if intakeWaiter != nil, queued < resumeIntakeBelow || phase != .running {
+        wakeIntakeIfRoom(&wakeups)
+        settle(work.slot)
+        checkFinished(&wakeups)
+        return disposition
+    }
+
+    private mutating func wakeIntakeIfRoom(_ wakeups: inout Wakeups<Payload, Instant>) {
+        if intakeWaiter != nil, buffered < resumeIntakeBelow || phase != .running {
             wakeups.intake = intakeWaiter
             wakeups.intakeValue = phase == .running
             intakeWaiter = nil
         }
-        settle(work.slot)
-        checkFinished(&wakeups)
-        return disposition
     }
 
     private mutating func fail(
@@ -536,6 +547,8 @@ where Instant.Duration == Duration {
             queued += 1
             unready(slot)
             targets[i].phase = .parked
+            parkedQueued += targets[i].queue.count
+            wakeIntakeIfRoom(&wakeups)
             return .parked
         }
     }
@@ -688,6 +701,7 @@ where Instant.Duration == Duration {
         let i = Int(slot)
         unready(slot)
         if targets[i].phase == .backoff { backoffCount -= 1 }
+        if targets[i].phase != .parked { parkedQueued += targets[i].queue.count }
         targets[i].phase = .parked
         targets[i].token &+= 1
         return .done
@@ -697,6 +711,7 @@ where Instant.Duration == Duration {
         guard let slot = index[id] else { return .unknownTarget }
         let i = Int(slot)
         guard targets[i].phase == .parked else { return .notParked }
+        parkedQueued -= targets[i].queue.count
         targets[i].queue.modifyFirst { $0.attempts = 0 }
         targets[i].phase = .idle
         if summary.failed > 0, targets[i].queue.first != nil { summary.failed -= 1 }
@@ -712,14 +727,12 @@ where Instant.Duration == Duration {
         guard targets[i].phase == .parked else { return (.notParked, []) }
         let drained = targets[i].queue.removeAll()
         queued -= drained.count
+        parkedQueued -= drained.count
         summary.deadLettered += drained.count
         targets[i].phase = .idle
         targets[i].token &+= 1
         settle(slot)
-        if intakeWaiter != nil, queued < resumeIntakeBelow {
-            wakeups.intake = intakeWaiter
-            intakeWaiter = nil
-        }
+        wakeIntakeIfRoom(&wakeups)
         checkFinished(&wakeups)
         return (.done, drained)
     }
