@@ -44,7 +44,8 @@ struct Scenario {
                 let u = rng.next()
                 targets.append(u % 10 < 8 ? Int32(rng.next() % 10) : Int32(10 + rng.next() % 10_000))
             }
-            return Scenario(key: key, name: "S2-skew", maxThreads: 64, kind: .noop, targets: targets, targetCount: 10_010)
+            return Scenario(
+                key: key, name: "S2-skew", maxThreads: 64, kind: .noop, targets: targets, targetCount: 10_010)
         case "S3":
             let n = override ?? 5000
             var rng = SplitMix64(seed: 3)

@@ -115,16 +115,14 @@ struct TaskHostBench: AsyncParsableCommand {
                 await gate.wait()
             }
         }
-        let source = AsyncStream<TaskItem<Int>> { continuation in
-            for i in 0..<hotCount { continuation.yield(TaskItem(targetId: "hot", payload: i)) }
-            coldArrived.withLock { $0 = clock.now }
-            continuation.yield(TaskItem(targetId: "cold", payload: hotCount))
-            continuation.finish()
-        }
+        // The cold task's arrival is stamped when the scheduler pulls it, behind the hot backlog.
+        let source = StampedSequence(hotCount: hotCount) { coldArrived.withLock { $0 = clock.now } }
         let configuration = SchedulerConfiguration(maxConcurrency: 8, bufferSize: hotCount + 10)
         let scheduler = Scheduler(executor: executor, configuration: configuration)
         let summary = await scheduler.run(source)
-        guard let arrived = coldArrived.withLock({ $0 }), let started = coldStarted.withLock({ $0 }) else { return false }
+        guard let arrived = coldArrived.withLock({ $0 }), let started = coldStarted.withLock({ $0 }) else {
+            return false
+        }
         let latency = arrived.duration(to: started)
         let ok = summary.succeeded == hotCount + 1
         emit([
@@ -203,6 +201,28 @@ struct TaskHostBench: AsyncParsableCommand {
         ])
         return ok
     }
+}
+
+/// `hotCount` tasks of target "hot", then one of target "cold"; `onCold` runs as it is pulled.
+struct StampedSequence: AsyncSequence, Sendable {
+    typealias Element = TaskItem<Int>
+    let hotCount: Int
+    let onCold: @Sendable () -> Void
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let hotCount: Int
+        let onCold: @Sendable () -> Void
+        var index = 0
+        mutating func next() async -> TaskItem<Int>? {
+            defer { index += 1 }
+            if index < hotCount { return TaskItem(targetId: "hot", payload: index) }
+            guard index == hotCount else { return nil }
+            onCold()
+            return TaskItem(targetId: "cold", payload: index)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(hotCount: hotCount, onCold: onCold) }
 }
 
 /// A one-shot barrier for the latency and memory scenarios.

@@ -28,7 +28,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     let clock: C
     let hooks: SchedulerHooks<Payload>
     let random: @Sendable () -> Double
-    let state: Mutex<State>
+    let state: StateLock<State>
     let started = Atomic<Bool>(false)
     let tracksReadyTime: Bool
     let measuresExecution: Bool
@@ -51,7 +51,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         self.clock = clock
         self.hooks = hooks
         self.random = random
-        self.state = Mutex(State(configuration: configuration))
+        self.state = StateLock(State(configuration: configuration))
         self.tracksReadyTime = hooks.attemptStarted != nil
         self.measuresExecution = hooks.attemptFinished != nil
     }

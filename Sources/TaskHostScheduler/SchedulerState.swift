@@ -616,7 +616,8 @@ where Instant.Duration == Duration {
         }
     }
 
-    mutating func nextSupervisorEvents(_ continuation: UnsafeContinuation<SupervisorEvents, Never>) -> SupervisorEvents? {
+    mutating func nextSupervisorEvents(_ continuation: UnsafeContinuation<SupervisorEvents, Never>) -> SupervisorEvents?
+    {
         if !supervisorPending.isEmpty {
             defer { supervisorPending = SupervisorEvents() }
             return supervisorPending
@@ -687,7 +688,8 @@ where Instant.Duration == Duration {
                 let reason: UnfinishedTask<Payload>.Reason = parked ? .parked : .shutdown
                 if parked { result.parked += 1 } else { result.cancelled += 1 }
                 result.unfinished.append(
-                    UnfinishedTask(task: entry.task, sequence: entry.sequence, attempts: entry.attempts, reason: reason))
+                    UnfinishedTask(task: entry.task, sequence: entry.sequence, attempts: entry.attempts, reason: reason)
+                )
             }
         }
         result.unfinished.sort { $0.sequence < $1.sequence }

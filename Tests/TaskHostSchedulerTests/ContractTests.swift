@@ -9,7 +9,8 @@ import Testing
     typealias S = Scheduler<GatedExecutor, ManualClock>
 
     func scheduler(
-        _ executor: GatedExecutor, clock: ManualClock = ManualClock(), _ configure: (inout SchedulerConfiguration) -> Void = { _ in },
+        _ executor: GatedExecutor, clock: ManualClock = ManualClock(),
+        _ configure: (inout SchedulerConfiguration) -> Void = { _ in },
         hooks: SchedulerHooks<Int> = SchedulerHooks()
     ) -> S {
         var configuration = SchedulerConfiguration()
@@ -187,7 +188,9 @@ import Testing
         let hooks = SchedulerHooks<Int>(attemptFinished: { record in
             if case .deadLettered = record.disposition { deadLetters.withLock { $0.append(record.task.payload) } }
         })
-        let s = scheduler(executor, clock: clock, { $0.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1))) }, hooks: hooks)
+        let s = scheduler(
+            executor, clock: clock, { $0.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1))) },
+            hooks: hooks)
         await withTaskGroup(of: Void.self) { group in
             let run = start(s, ListSource(tasks(["P", "P"])), in: &group)
             await eventually { executor.isWaiting(0) }
@@ -270,7 +273,9 @@ import Testing
         let executor = ClosureExecutor<Int> { task, context in
             attempts.withLock { $0[task.payload, default: 0] += 1 }
             if task.payload == 0 { throw NonRetryableError(TestFailure.failed(0)) }
-            if task.payload == 1, context.attempt == 1 { throw RetryAfterError(after: .seconds(30), TestFailure.failed(1)) }
+            if task.payload == 1, context.attempt == 1 {
+                throw RetryAfterError(after: .seconds(30), TestFailure.failed(1))
+            }
         }
         let s = Scheduler(
             executor: executor,
@@ -389,7 +394,10 @@ import Testing
                 for producer in 0..<3 {
                     producers.addTask {
                         for k in 0..<20 {
-                            input.yield(TaskItem(targetId: k % 2 == 0 ? "shared" : .integer(Int64(producer)), payload: producer * 100 + k))
+                            input.yield(
+                                TaskItem(
+                                    targetId: k % 2 == 0 ? "shared" : .integer(Int64(producer)),
+                                    payload: producer * 100 + k))
                             await Task.yield()
                         }
                     }
@@ -399,7 +407,11 @@ import Testing
             var opened = Set<Int>()
             while opened.count < 60 {
                 await eventually { executor.waitingCount > 0 }
-                for p in 0..<3 { for k in 0..<20 where executor.isWaiting(p * 100 + k) && opened.insert(p * 100 + k).inserted { executor.open(p * 100 + k) } }
+                for p in 0..<3 {
+                    for k in 0..<20 where executor.isWaiting(p * 100 + k) && opened.insert(p * 100 + k).inserted {
+                        executor.open(p * 100 + k)
+                    }
+                }
             }
             await eventually { run.isFinished }
             #expect(run.summary?.succeeded == 60)
@@ -519,7 +531,10 @@ import Testing
         let hooks = SchedulerHooks<Int>(
             attemptStarted: { _, _, wait in waits.withLock { $0.append(wait) } },
             attemptFinished: { record in
-                records.withLock { $0.append((record.task.payload, record.context.attempt, "\(record.disposition)", record.executionTime)) }
+                records.withLock {
+                    $0.append(
+                        (record.task.payload, record.context.attempt, "\(record.disposition)", record.executionTime))
+                }
             })
         let s = Scheduler(
             executor: executor,

@@ -211,12 +211,16 @@ final class InvariantChecker: Sendable {
         guard case .integer(let target) = task.targetId else { return }
         let now = clock.now
         state.withLock { s in
-            if !s.busy.insert(target).inserted { s.violations.append("target \(target) overlapped at task \(task.payload)") }
+            if !s.busy.insert(target).inserted {
+                s.violations.append("target \(target) overlapped at task \(task.payload)")
+            }
             s.running += 1
             if s.running > plan.cap ?? .max { s.violations.append("running \(s.running) > cap \(plan.cap!)") }
             if let last = s.lastStarted[target] {
                 if task.payload < last { s.violations.append("FIFO: task \(task.payload) after \(last) on \(target)") }
-                if task.payload == last, context.attempt == 1 { s.violations.append("task \(task.payload) started twice") }
+                if task.payload == last, context.attempt == 1 {
+                    s.violations.append("task \(task.payload) started twice")
+                }
             }
             // Every earlier task of this target must be final before this one starts.
             s.lastStarted[target] = task.payload
@@ -284,4 +288,3 @@ final class InvariantChecker: Sendable {
     }
 
 }
-

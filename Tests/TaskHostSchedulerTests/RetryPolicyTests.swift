@@ -10,17 +10,19 @@ import Testing
 
     @Test func linearBackoff() {
         let policy = RetryPolicy(maxAttempts: 5, backoff: .linear(initial: .seconds(1), step: .milliseconds(500)))
-        #expect((1...4).map { policy.delay(beforeRetry: $0, random: 0) } == [
-            .seconds(1), .milliseconds(1500), .seconds(2), .milliseconds(2500),
-        ])
+        #expect(
+            (1...4).map { policy.delay(beforeRetry: $0, random: 0) } == [
+                .seconds(1), .milliseconds(1500), .seconds(2), .milliseconds(2500),
+            ])
     }
 
     @Test func exponentialBackoffIsCappedByMaxDelay() {
         let policy = RetryPolicy(
             maxAttempts: 100, backoff: .exponential(initial: .milliseconds(100), multiplier: 3), maxDelay: .seconds(2))
-        #expect((1...5).map { policy.delay(beforeRetry: $0, random: 0) } == [
-            .milliseconds(100), .milliseconds(300), .milliseconds(900), .seconds(2), .seconds(2),
-        ])
+        #expect(
+            (1...5).map { policy.delay(beforeRetry: $0, random: 0) } == [
+                .milliseconds(100), .milliseconds(300), .milliseconds(900), .seconds(2), .seconds(2),
+            ])
         #expect(policy.delay(beforeRetry: 10_000, random: 0) == .seconds(2))
     }
 

@@ -148,10 +148,13 @@ final class GatedExecutor: TaskExecutor, @unchecked Sendable {
 
     func execute(_ task: TaskItem<Int>, context: ExecutionContext) async throws {
         state.withLock { state in
-            state.events.append(Event(kind: .start, payload: task.payload, target: task.targetId, attempt: context.attempt))
+            state.events.append(
+                Event(kind: .start, payload: task.payload, target: task.targetId, attempt: context.attempt))
             state.running += 1
             state.runningByTarget[task.targetId, default: 0] += 1
-            if state.runningByTarget[task.targetId]! > 1 { state.violations.append("target \(task.targetId) overlapped") }
+            if state.runningByTarget[task.targetId]! > 1 {
+                state.violations.append("target \(task.targetId) overlapped")
+            }
         }
         let succeed = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let now = state.withLock { state -> Bool? in
@@ -162,7 +165,8 @@ final class GatedExecutor: TaskExecutor, @unchecked Sendable {
             if let now { continuation.resume(returning: now) }
         }
         state.withLock { state in
-            state.events.append(Event(kind: .end, payload: task.payload, target: task.targetId, attempt: context.attempt))
+            state.events.append(
+                Event(kind: .end, payload: task.payload, target: task.targetId, attempt: context.attempt))
             state.running -= 1
             state.runningByTarget[task.targetId, default: 0] -= 1
         }

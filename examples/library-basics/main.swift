@@ -43,11 +43,14 @@ let email = ClosureExecutor<String> { task, _ in
     log("send \(task.payload) via \(task.targetId)")
     try await Task.sleep(for: .milliseconds(50))
 }
-let recipients = ["ann@mail.example.org", "bob@mail.example.org", "cy@post.example.net", "di@inbox.example.com",
-    "ed@mail.example.org", "flo@post.example.net"]
+let recipients = [
+    "ann@mail.example.org", "bob@mail.example.org", "cy@post.example.net", "di@inbox.example.com",
+    "ed@mail.example.org", "flo@post.example.net",
+]
 _ = await run(
     executor: email,
-    tasks: Tasks(items: recipients.map { TaskItem(targetId: .string(String($0.split(separator: "@")[1])), payload: $0) }),
+    tasks: Tasks(
+        items: recipients.map { TaskItem(targetId: .string(String($0.split(separator: "@")[1])), payload: $0) }),
     maxConcurrency: 4)
 
 // 3. News: fetch articles politely, one request at a time per site; a flaky site is retried.
