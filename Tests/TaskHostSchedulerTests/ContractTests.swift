@@ -184,7 +184,7 @@ import Testing
     func poisonHeadDeadLetter() async {
         let executor = GatedExecutor()
         let clock = ManualClock()
-        let deadLetters = Mutex<[Int]>([])
+        let deadLetters = StateLock<[Int]>([])
         let hooks = SchedulerHooks<Int>(attemptFinished: { record in
             if case .deadLettered = record.disposition { deadLetters.withLock { $0.append(record.task.payload) } }
         })
@@ -213,7 +213,7 @@ import Testing
     @Test("A poison head under park: the target stops; release and drain resume it")
     func poisonHeadPark() async {
         let executor = GatedExecutor()
-        let deadLetters = Mutex<[Int]>([])
+        let deadLetters = StateLock<[Int]>([])
         let hooks = SchedulerHooks<Int>(attemptFinished: { record in
             if case .deadLettered = record.disposition { deadLetters.withLock { $0.append(record.task.payload) } }
         })
@@ -269,7 +269,7 @@ import Testing
     @Test("A non-retryable error skips the remaining attempts; retry-after overrides the backoff")
     func errorClassification() async {
         let clock = ManualClock()
-        let attempts = Mutex<[Int: Int]>([:])
+        let attempts = StateLock<[Int: Int]>([:])
         let executor = ClosureExecutor<Int> { task, context in
             attempts.withLock { $0[task.payload, default: 0] += 1 }
             if task.payload == 0 { throw NonRetryableError(TestFailure.failed(0)) }
@@ -326,7 +326,7 @@ import Testing
     @Test("A timeout cancels an executor that honours cancellation")
     func timeoutCancels() async {
         let clock = ManualClock()
-        let errors = Mutex<[String]>([])
+        let errors = StateLock<[String]>([])
         let executor = ClosureExecutor<Int> { _, _ in try await clock.sleep(for: .seconds(60)) }
         let hooks = SchedulerHooks<Int>(attemptFinished: { record in
             errors.withLock { $0.append(record.error.map { "\($0)" } ?? "none") }
@@ -449,7 +449,7 @@ import Testing
     @Test("Shutdown during a long task: grace period, then cancellation; nothing new starts")
     func shutdownDuringLongTask() async {
         let clock = ManualClock()
-        let started = Mutex<[Int]>([])
+        let started = StateLock<[Int]>([])
         let executor = ClosureExecutor<Int> { task, _ in
             started.withLock { $0.append(task.payload) }
             try await clock.sleep(for: .seconds(3600))
@@ -522,8 +522,8 @@ import Testing
     @Test("Hooks see queue wait, execution time, attempts and dispositions")
     func hooks() async {
         let clock = ManualClock()
-        let records = Mutex<[(Int, Int, String, Duration)]>([])
-        let waits = Mutex<[Duration]>([])
+        let records = StateLock<[(Int, Int, String, Duration)]>([])
+        let waits = StateLock<[Duration]>([])
         let executor = ClosureExecutor<Int> { task, context in
             try await clock.sleep(for: .seconds(2))
             if task.payload == 0, context.attempt == 1 { throw TestFailure.failed(0) }

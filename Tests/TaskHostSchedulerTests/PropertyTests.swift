@@ -55,7 +55,7 @@ import Testing
         let clock = ManualClock()
         let checker = InvariantChecker(plan: plan, clock: clock)
         let executor = PlanExecutor(plan: plan, clock: clock, checker: checker)
-        let deadLetters = Mutex<[Int]>([])
+        let deadLetters = StateLock<[Int]>([])
         let hooks = SchedulerHooks<Int>(attemptFinished: { record in
             checker.finished(record)
             if case .deadLettered = record.disposition { deadLetters.withLock { $0.append(record.task.payload) } }
@@ -198,7 +198,7 @@ final class InvariantChecker: Sendable {
 
     let plan: PropertyTests.Plan
     let clock: ManualClock
-    private let state = Mutex(State())
+    private let state = StateLock(State())
 
     init(plan: PropertyTests.Plan, clock: ManualClock) {
         self.plan = plan

@@ -25,7 +25,7 @@ final class ManualClock: Clock, @unchecked Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = StateLock(State())
 
     var now: Instant { state.withLock { $0.now } }
     var minimumResolution: Duration { .nanoseconds(1) }
@@ -124,7 +124,7 @@ final class GatedExecutor: TaskExecutor, @unchecked Sendable {
         var violations: [String] = []
     }
 
-    private let state = Mutex(State())
+    private let state = StateLock(State())
     let ignoresCancellation: Bool
 
     init(ignoresCancellation: Bool = false) { self.ignoresCancellation = ignoresCancellation }
@@ -180,7 +180,7 @@ enum TestFailure: Error, Equatable { case failed(Int) }
 /// Runs a scheduler in a child task so the test can drive it.
 final class RunHandle<Payload: Sendable>: Sendable {
     let finished = Atomic<Bool>(false)
-    let result = Mutex<RunSummary<Payload>?>(nil)
+    let result = StateLock<RunSummary<Payload>?>(nil)
     var summary: RunSummary<Payload>? { result.withLock { $0 } }
     var isFinished: Bool { finished.load(ordering: .acquiring) }
 }
