@@ -626,13 +626,6 @@ where Instant.Duration == Duration {
         return nil
     }
 
-    mutating func takeSupervisorWaiter() -> (UnsafeContinuation<SupervisorEvents, Never>, SupervisorEvents)? {
-        guard let waiter = supervisorWaiter else { return nil }
-        supervisorWaiter = nil
-        defer { supervisorPending = SupervisorEvents() }
-        return (waiter, supervisorPending)
-    }
-
     private mutating func checkFinished(_ wakeups: inout Wakeups<Payload, Instant>) {
         guard phase != .finished, intakeFinished, running == 0 else { return }
         // Cheap tests first; the scan for backed-off targets only runs when everything else is idle.
