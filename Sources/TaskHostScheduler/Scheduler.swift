@@ -67,7 +67,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     where S.Element == TaskItem<Payload> {
         precondition(!started.exchange(true, ordering: .relaxed), "a Scheduler runs once; create a new one")
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.runIntake(tasks) }
+            group.addTask { await self.pull(tasks) }
             group.addTask { await self.runTimer() }
             await withTaskCancellationHandler {
                 while true {
@@ -104,20 +104,26 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     // MARK: Intake
 
-    private func runIntake<S: AsyncSequence & Sendable>(_ tasks: S) async where S.Element == TaskItem<Payload> {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.pull(tasks) }
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                if state.withLock({ $0.waitForIntakeStop(continuation) }) { continuation.resume() }
-            }
-            group.cancelAll()  // a source blocked in next() stops now
+    /// The intake: pulls tasks while the buffer has room and admits them. A task whose target is
+    /// idle, with a slot free and nothing else ready, starts here at once: inline for an executor
+    /// that can finish synchronously, otherwise in an immediate child task that runs on this
+    /// thread until its first suspension (no thread hop when the executor does not suspend).
+    ///
+    /// A source blocked in `next()` is cancelled when the run ends or the grace period expires.
+    private func pull<S: AsyncSequence>(_ tasks: S) async where S.Element == TaskItem<Payload> {
+        await withDiscardingTaskGroup { group in
+            var iterator = tasks.makeAsyncIterator()
+            let failure = await pull(&iterator, startingIn: &group)
+            var wakeups = Wakeups<Payload, C.Instant>()
+            state.withLock { $0.finishIntake(error: failure, &wakeups) }
+            wakeups.perform()
         }
     }
 
-    private func pull<S: AsyncSequence>(_ tasks: S) async where S.Element == TaskItem<Payload> {
-        var iterator = tasks.makeAsyncIterator()
-        var failure: (any Error)?
-        let inline = executor.supportsImmediateExecution
+    private func pull<I: AsyncIteratorProtocol>(
+        _ iterator: inout I, startingIn group: inout DiscardingTaskGroup
+    ) async -> (any Error)? where I.Element == TaskItem<Payload> {
+        let synchronous = executor.supportsImmediateExecution
         var hasRoom = true
         do {
             while true {
@@ -129,23 +135,27 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 let now = tracksReadyTime ? clock.now : nil
                 var wakeups = Wakeups<Payload, C.Instant>()
                 let admission = state.withLock { state in
-                    let admission = state.admit(task, now: now, inline: inline, &wakeups)
+                    let admission = state.admit(
+                        task, now: now, inline: true, detachable: synchronous, &wakeups)
                     hasRoom = state.intakeHasRoom
                     return admission
                 }
                 wakeups.perform()
                 switch admission {
-                case .queued: break
-                case .runInline(let work): runInline(work)
-                case .runDetached(let sequence): runDetached(task, sequence: sequence, readySince: now)
+                case .queued:
+                    break
+                case .runInline(let work) where synchronous:
+                    runInline(work)
+                case .runInline(let work):
+                    group.addImmediateTask { await self.work(from: work, parkWhenIdle: false) }
+                case .runDetached(let sequence):
+                    runDetached(task, sequence: sequence, readySince: now)
                 }
             }
         } catch {
-            failure = error
+            return error
         }
-        var wakeups = Wakeups<Payload, C.Instant>()
-        state.withLock { $0.finishIntake(error: failure, &wakeups) }
-        wakeups.perform()
+        return nil
     }
 
     private func waitForRoom() async -> Bool {
@@ -202,14 +212,21 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     private func runWorker() async {
         state.withLock { $0.workerStarted() }
-        var next = await park()
+        if let first = await park() {
+            await work(from: first, parkWhenIdle: true)
+        }
+        state.withLock { $0.workerExited() }
+    }
+
+    /// Runs `first`, then whatever is ready next; parks when idle, or returns.
+    private func work(from first: Work, parkWhenIdle: Bool) async {
+        var next: Work? = first
         while let work = next {
             let start = attemptStarting(work)
             let result = await execute(work)
             next = finish(work, result, startedAt: start, takeNext: true)
-            if next == nil { next = await park() }
+            if next == nil, parkWhenIdle { next = await park() }
         }
-        state.withLock { $0.workerExited() }
     }
 
     private func park() async -> Work? {

@@ -135,7 +135,6 @@ struct Wakeups<Payload: Sendable, Instant: Sendable> {
     var workers: [(UnsafeContinuation<Dispatch<Payload, Instant>?, Never>, Dispatch<Payload, Instant>?)] = []
     var intake: UnsafeContinuation<Bool, Never>?
     var intakeValue = true
-    var intakeStop: UnsafeContinuation<Void, Never>?
     var timer: UnsafeContinuation<Void, Never>?
     var supervisor: UnsafeContinuation<SupervisorEvents, Never>?
     var supervisorEvents = SupervisorEvents()
@@ -143,7 +142,6 @@ struct Wakeups<Payload: Sendable, Instant: Sendable> {
     func perform() {
         for (worker, dispatch) in workers { worker.resume(returning: dispatch) }
         intake?.resume(returning: intakeValue)
-        intakeStop?.resume()
         timer?.resume()
         supervisor?.resume(returning: supervisorEvents)
     }
@@ -198,7 +196,6 @@ where Instant.Duration == Duration {
 
     // Intake and supervisor.
     var intakeWaiter: UnsafeContinuation<Bool, Never>?
-    var intakeStopWaiter: UnsafeContinuation<Void, Never>?
     var intakeStopRequested = false
     var supervisorWaiter: UnsafeContinuation<SupervisorEvents, Never>?
     var supervisorPending = SupervisorEvents()
@@ -372,12 +369,13 @@ where Instant.Duration == Duration {
         _ task: TaskItem<Payload>,
         now: Instant?,
         inline: Bool,
+        detachable: Bool,
         _ wakeups: inout Wakeups<Payload, Instant>
     ) -> Admission {
         let sequence = nextSequence
         nextSequence &+= 1
         summary.admitted += 1
-        if inline, readyCount == 0, handoff.isEmpty, running < cap, phase == .running, index[task.targetId] == nil {
+        if detachable, readyCount == 0, handoff.isEmpty, running < cap, phase == .running, index[task.targetId] == nil {
             running += 1
             if running > summary.maxRunning { summary.maxRunning = running }
             return .runDetached(sequence: sequence)
@@ -438,22 +436,8 @@ where Instant.Duration == Duration {
 
     mutating func finishIntake(error: (any Error)?, _ wakeups: inout Wakeups<Payload, Instant>) {
         intakeFinished = true
-        wakeups.intakeStop = stopIntake()
         if let error, !(error is CancellationError) || phase == .running { summary.inputError = error }
         checkFinished(&wakeups)
-    }
-
-    /// Called by the intake's owner: parks until the intake must stop.
-    mutating func waitForIntakeStop(_ continuation: UnsafeContinuation<Void, Never>) -> Bool {
-        if intakeStopRequested || intakeFinished { return true }
-        intakeStopWaiter = continuation
-        return false
-    }
-
-    private mutating func stopIntake() -> UnsafeContinuation<Void, Never>? {
-        intakeStopRequested = true
-        defer { intakeStopWaiter = nil }
-        return intakeStopWaiter
     }
 
     // MARK: Completion
@@ -627,7 +611,8 @@ where Instant.Duration == Duration {
     }
 
     private mutating func checkFinished(_ wakeups: inout Wakeups<Payload, Instant>) {
-        guard phase != .finished, intakeFinished, running == 0 else { return }
+        // Draining ends once nothing runs: a source still blocked in next() is then cancelled.
+        guard phase != .finished, running == 0, intakeFinished || phase == .draining else { return }
         // Cheap tests first; the scan for backed-off targets only runs when everything else is idle.
         if phase == .running, readyCount > 0 || !handoff.isEmpty || backoffCount > 0 { return }
         phase = .finished
@@ -649,7 +634,7 @@ where Instant.Duration == Duration {
             return
         }
         phase = .draining
-        wakeups.intakeStop = stopIntake()
+        intakeStopRequested = true
         if let waiter = intakeWaiter {
             intakeWaiter = nil
             wakeups.intake = waiter
