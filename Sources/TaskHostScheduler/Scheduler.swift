@@ -187,7 +187,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
             var wakeups = Wakeups<Payload, C.Instant>()
             state.withLock { state in
                 let work = state.adoptDetached(task, sequence: sequence, readySince: readySince)
-                state.handOff(work, &wakeups)
+                state.handOff(work, startedAt: nil, &wakeups)
             }
             wakeups.perform()
         }
@@ -203,7 +203,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
             _ = finish(work, .failure(error), startedAt: start, takeNext: false)
         case .deferred:
             var wakeups = Wakeups<Payload, C.Instant>()
-            state.withLock { $0.handOff(work, &wakeups) }
+            state.withLock { $0.handOff(work, startedAt: start, &wakeups) }
             wakeups.perform()
         }
     }
@@ -222,7 +222,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     private func work(from first: Work, parkWhenIdle: Bool) async {
         var next: Work? = first
         while let work = next {
-            let start = attemptStarting(work)
+            let start = work.immediateTried ? work.startedAt : attemptStarting(work)
             let result = await execute(work)
             next = finish(work, result, startedAt: start, takeNext: true)
             if next == nil, parkWhenIdle { next = await park() }
@@ -241,7 +241,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     private func execute(_ work: Work) async -> AttemptResult {
         let task = work.entry.task
         let context = work.context
-        if executor.supportsImmediateExecution {
+        if executor.supportsImmediateExecution, !work.immediateTried {
             switch executor.executeImmediately(task, context: context) {
             case .succeeded: return .success
             case .failed(let error): return .failure(error)

@@ -17,6 +17,10 @@ struct Dispatch<Payload: Sendable, Instant: Sendable>: Sendable {
     var slot: Int32
     var generation: UInt32
     var entry: Entry<Payload, Instant>
+    /// Set when `executeImmediately` already started this attempt and deferred it: the worker
+    /// then calls only `execute`, and keeps the original start time.
+    var immediateTried = false
+    var startedAt: Instant?
 
     var context: ExecutionContext { ExecutionContext(sequence: entry.sequence, attempt: entry.attempts) }
 }
@@ -295,8 +299,9 @@ where Instant.Duration == Duration {
 
     /// Takes the next task to run, or nil when no slot is free or nothing is ready.
     mutating func takeNext() -> Work? {
-        guard phase == .running, running < cap else { return nil }
+        // Deferred attempts already hold their slot and were started by the executor.
         if let work = handoff.popFirst() { return work }
+        guard phase == .running, running < cap else { return nil }
         guard let slot = popReady() else { return nil }
         return start(slot)
     }
@@ -319,8 +324,9 @@ where Instant.Duration == Duration {
         while !idleWorkers.isEmpty, let work = takeNext() {
             wakeups.workers.append((idleWorkers.removeLast(), work))
         }
-        let startable = min(readyCount + handoff.count, cap - running)
-        if phase == .running, startable > 0, idleWorkers.isEmpty {
+        // Deferred attempts already hold their slots; ready targets need a free one.
+        let startable = handoff.count + (phase == .running ? max(0, min(readyCount, cap - running)) : 0)
+        if startable > 0, idleWorkers.isEmpty {
             let wanted = min(startable, cap - workers) - spawnsPending
             if wanted > 0 {
                 spawnsPending += wanted
@@ -414,7 +420,10 @@ where Instant.Duration == Duration {
     }
 
     /// A dispatch the intake started but could not finish inline: a worker runs it.
-    mutating func handOff(_ work: Work, _ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func handOff(_ work: Work, startedAt: Instant?, _ wakeups: inout Wakeups<Payload, Instant>) {
+        var work = work
+        work.immediateTried = true
+        work.startedAt = startedAt
         handoff.append(work)
         wakeWorkers(&wakeups)
     }
@@ -640,15 +649,8 @@ where Instant.Duration == Duration {
             wakeups.intake = waiter
             wakeups.intakeValue = false
         }
-        // Handed-off dispatches never started: back to the head of their targets.
-        while let work = handoff.popLast() {
-            running -= 1
-            targets[Int(work.slot)].running -= 1
-            var entry = work.entry
-            entry.attempts -= 1
-            targets[Int(work.slot)].queue.prepend(entry)
-            queued += 1
-        }
+        // Handed-off dispatches already started in the executor (it deferred them): a worker
+        // still runs them to their end, so they stay in `handoff` and keep their slots.
         if grace <= .zero {
             notifySupervisor(&wakeups) { $0.cancelNow = true }
         } else {

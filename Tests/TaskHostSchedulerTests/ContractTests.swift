@@ -558,6 +558,34 @@ import Testing
         // B waited 2 s for the slot; A's retry became due at 3 s and started at 4 s.
         #expect(waits.withLock { $0 } == [.zero, .seconds(2), .seconds(1)])
     }
+    @Test("A deferred immediate attempt is finished by execute, never started twice")
+    func deferredImmediateAttempt() async {
+        let executor = DeferringExecutor()
+        let summary = await run(
+            executor: executor, tasks: ListSource(tasks((0..<200).map { TargetID.integer(Int64($0 % 7)) })),
+            maxConcurrency: 3)
+        #expect(summary.succeeded == 200)
+        let calls = executor.calls.withLock { $0 }
+        // Every task was tried inline once; the odd ones deferred and were finished by execute once.
+        #expect(calls.immediate.sorted() == Array(0..<200))
+        #expect(calls.execute.sorted() == (0..<200).filter { $0 % 2 == 1 })
+    }
+}
+
+/// Finishes even payloads inline and defers odd ones to `execute`.
+final class DeferringExecutor: TaskExecutor, Sendable {
+    let calls = StateLock<(immediate: [Int], execute: [Int])>(([], []))
+    var supportsImmediateExecution: Bool { true }
+
+    func executeImmediately(_ task: TaskItem<Int>, context: ExecutionContext) -> ImmediateOutcome {
+        calls.withLock { $0.immediate.append(task.payload) }
+        return task.payload % 2 == 0 ? .succeeded : .deferred
+    }
+
+    func execute(_ task: TaskItem<Int>, context: ExecutionContext) async throws {
+        calls.withLock { $0.execute.append(task.payload) }
+        await Task.yield()
+    }
 }
 
 final class Counter: Sendable {
