@@ -6,14 +6,26 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "TaskHostScheduler", targets: ["TaskHostScheduler"]),
+        .library(name: "TaskHostPluginSDK", targets: ["TaskHostPluginSDK"]),
+        .library(name: "TaskHostRuntime", targets: ["TaskHostRuntime"]),
+        .executable(name: "taskhost", targets: ["TaskHostCLI"]),
         .executable(name: "taskhost-bench", targets: ["TaskHostBench"]),
         .executable(name: "taskhost-example", targets: ["TaskHostExample"]),
+        // Example plugins: each its own shared library, loaded with dlopen.
+        .library(name: "TargetFile", type: .dynamic, targets: ["TargetFile"]),
+        .library(name: "Command", type: .dynamic, targets: ["Command"]),
+        .library(name: "Echo", type: .dynamic, targets: ["Echo"]),
+        // A plain C library that knows nothing of TaskHost, called through libffi.
+        .library(name: "pricing", type: .dynamic, targets: ["Pricing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
+        // The plugin ABI: one C header, usable as-is by C, C++, Rust or Zig authors.
+        .target(name: "CTaskHostPlugin"),
         // The scheduler: pure Swift, no I/O, no dlopen. Usable on its own as a library.
         .target(
             name: "TaskHostScheduler",
@@ -23,10 +35,33 @@ let package = Package(
             ],
             swiftSettings: [.unsafeFlags(["-cross-module-optimization"])]
         ),
+        // The Swift plugin SDK: depends on the header only, so plugins stay small.
+        .target(name: "TaskHostPluginSDK", dependencies: ["CTaskHostPlugin"]),
+        .systemLibrary(
+            name: "CTaskHostFFI", path: "Sources/CTaskHostFFI", pkgConfig: "libffi",
+            providers: [.apt(["libffi-dev"])]),
+        // Small C helpers of the host (dlopen error text, dladdr) with _GNU_SOURCE.
+        .target(name: "CTaskHostSystem"),
+        // The host runtime: plugin loading, the plugin executor, libffi functions.
+        .target(
+            name: "TaskHostRuntime",
+            dependencies: [
+                "TaskHostScheduler", "CTaskHostPlugin", "CTaskHostFFI", "CTaskHostSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "TaskHostCLI",
+            dependencies: [
+                "TaskHostRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "TaskHostBench",
             dependencies: [
-                "TaskHostScheduler",
+                "TaskHostScheduler", "TaskHostRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -35,9 +70,20 @@ let package = Package(
             dependencies: ["TaskHostScheduler"],
             path: "examples/library-basics"
         ),
+        .target(
+            name: "TargetFile", dependencies: ["CTaskHostPlugin"], path: "Plugins/TargetFile", publicHeadersPath: "."),
+        .target(name: "Command", dependencies: ["CTaskHostPlugin"], path: "Plugins/Command", publicHeadersPath: "."),
+        .target(name: "Echo", dependencies: ["TaskHostPluginSDK"], path: "Plugins/Echo"),
+        .target(name: "Pricing", path: "Plugins/Pricing"),
         .testTarget(
             name: "TaskHostSchedulerTests",
             dependencies: ["TaskHostScheduler"]
+        ),
+        // Loads the real plugins built from Plugins/ (never links them) and fixtures it compiles.
+        .testTarget(
+            name: "TaskHostRuntimeTests",
+            dependencies: ["TaskHostRuntime", "TaskHostScheduler"],
+            exclude: ["Fixtures"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -36,5 +36,5 @@ _Static_assert(offsetof(th_plugin, get_capability) == 80, "th_plugin.get_capabil
 _Static_assert(sizeof(th_cancel_v1) == 16, "th_cancel_v1");
 #endif
 
-/* A translation unit must not be empty. */
-int th_abi_layout_checked = 1;
+/* A translation unit must not be empty; hidden so that it is never exported by a plugin. */
+__attribute__((visibility("hidden"))) int th_abi_layout_checked = 1;

@@ -16,8 +16,11 @@
  *    abi_minor is at most the host's. Structs only ever grow at the end; struct_size says how much
  *    of a struct its producer knows. A NULL function pointer means "not implemented".
  *  - Ownership: every pointer passed INTO a plugin function is borrowed for the duration of that
- *    call only (copy what you keep). Every pointer the plugin hands TO the host (names, messages,
- *    outputs) stays valid until the call that carries it returns; the host copies it.
+ *    call only (copy what you keep). Strings the plugin hands TO the host in a th_outcome are
+ *    copied by the host: for a synchronous result right after execute() returns, so they must stay
+ *    valid until the plugin's next call on the same thread (a thread-local buffer is enough, a
+ *    per-instance one is not: executions run concurrently); for a pending result, until
+ *    host->complete() returns. Table strings (name, version, ...) live as long as the library.
  *  - Errors: functions return a th_status; no C++ exception, Swift error or longjmp crosses the
  *    boundary. Messages are UTF-8, not necessarily NUL-terminated, passed as th_str.
  *  - Threads: each function below says from which threads it may be called.
@@ -157,8 +160,10 @@ typedef struct th_plugin {
     th_status (*execute)(void *instance, const th_task *task, th_completion *token, th_outcome *outcome);
 
     /* Looks up an optional plugin capability by versioned id; NULL when not offered. Any thread.
-     * May be NULL (no capabilities). Capability ids of ABI 1.0:
-     *   "taskhost.cancel/1" -> const th_cancel_v1 * */
+     * `instance` is NULL when the host asks at load time whether the plugin offers it at all; the
+     * answer must then be the same for every instance. May be NULL (no capabilities).
+     * Capability ids of ABI 1.0:
+     *   "taskhost.cancel/1" -> const th_cancel_v1 *  (every function in it non-NULL) */
     const void *(*get_capability)(void *instance, const char *id);
 } th_plugin;
 

@@ -1,0 +1,17 @@
+#ifndef TASKHOST_SYSTEM_H
+#define TASKHOST_SYSTEM_H
+#include <stdint.h>
+
+/* dlopen with RTLD_NOW | RTLD_LOCAL; on failure copies dlerror() into error (read right after
+ * the call that set it) and returns NULL. */
+void *th_dlopen(const char *path, char *error, uint64_t error_cap);
+
+/* dlsym; on failure copies dlerror() into error and returns NULL. */
+void *th_dlsym(void *handle, const char *symbol, char *error, uint64_t error_cap);
+
+/* The path of the shared object that contains `address` (dladdr), or 0 when unknown. */
+int th_object_path(const void *address, char *path, uint64_t path_cap);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t th_monotonic_ns(void);
+#endif

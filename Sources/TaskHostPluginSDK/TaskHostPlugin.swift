@@ -1,0 +1,400 @@
+import CTaskHostPlugin
+import FoundationEssentials
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// An executor plugin written in Swift. Implement it, then export it with one line:
+///
+/// ```swift
+/// @_cdecl("taskhost_plugin_entry") public func entry() -> UnsafeRawPointer { exportPlugin(MyPlugin.self) }
+/// ```
+///
+/// The host never runs two tasks of one target in an instance at once, and starts a target's
+/// tasks in arrival order.
+public protocol TaskHostPlugin: Sendable {
+    /// The configuration, decoded from the JSON the host passes (`{}` when none).
+    associatedtype Configuration: Decodable & Sendable
+
+    static var name: String { get }
+    static var version: String { get }
+    static var summary: String? { get }
+    /// A JSON Schema of ``Configuration``, shown by `taskhost plugin inspect`.
+    static var configSchema: String? { get }
+
+    /// Creates an instance. Throw ``PluginExecutionError/invalidConfiguration(_:)`` for a bad value.
+    init(configuration: Configuration, host: PluginHost) throws
+
+    /// Runs one attempt. Return an output for the results sink, or throw: ``PluginExecutionError``
+    /// chooses the status; any other error is a retryable `TH_ERROR` with its description.
+    /// Cancellation (a timeout or shutdown) cancels this task.
+    func execute(_ task: PluginTask) async throws -> String?
+
+    /// Runs one attempt without suspending, when it can: return `.finished(output:)`, or
+    /// `.deferred` to have ``execute(_:)`` called instead. The default defers.
+    func executeImmediately(_ task: PluginTask) throws -> ImmediateResult
+}
+
+extension TaskHostPlugin {
+    public static var summary: String? { nil }
+    public static var configSchema: String? { nil }
+    public func executeImmediately(_ task: PluginTask) throws -> ImmediateResult { .deferred }
+}
+
+public enum ImmediateResult: Sendable {
+    case finished(output: String?)
+    case deferred
+}
+
+/// Failures with a chosen status.
+public enum PluginExecutionError: Error, Sendable {
+    /// `TH_RETRYABLE`, optionally after a delay.
+    case retryable(String, after: Duration? = nil)
+    /// `TH_PERMANENT`: retrying cannot help; the host skips the remaining attempts.
+    case permanent(String)
+    /// `TH_INVALID_CONFIG`, from `init`.
+    case invalidConfiguration(String)
+}
+
+/// One execution, copied out of the host's `th_task`.
+public struct PluginTask: Sendable {
+    public var targetId: String
+    /// The target id as an integer, when the input gave an integer.
+    public var targetInteger: Int64?
+    public var id: String?
+    public var payload: String
+    public var sequence: UInt64
+    public var attempt: Int
+}
+
+/// The host's services: its structured log.
+public struct PluginHost: @unchecked Sendable {
+    let api: UnsafePointer<th_host_api>
+
+    public enum Level: Int32, Sendable {
+        case trace = 0, debug, info, warning, error
+    }
+
+    /// Writes a line into the host's log, tagged with the plugin's name. Any thread.
+    public func log(_ level: Level, _ message: String) {
+        guard let log = api.pointee.log else { return }
+        var message = message
+        message.withUTF8 { log(api.pointee.host_context, level.rawValue, th_str($0)) }
+    }
+}
+
+/// Registers `type` as this library's plugin and returns the table for `taskhost_plugin_entry`.
+public func exportPlugin<P: TaskHostPlugin>(_ type: P.Type) -> UnsafeRawPointer {
+    Registry.shared.register(type)
+}
+
+// MARK: The C side
+
+/// The one plugin of this library, erased so that the C thunks (which cannot be generic) reach it.
+protocol ErasedFactory: Sendable {
+    func validate(_ json: String) -> String?
+    func create(_ json: String, host: PluginHost) throws -> any TaskHostPluginInstance
+}
+
+protocol TaskHostPluginInstance: Sendable {
+    func execute(_ task: PluginTask) async throws -> String?
+    func executeImmediately(_ task: PluginTask) throws -> ImmediateResult
+}
+
+struct Factory<P: TaskHostPlugin>: ErasedFactory {
+    func decode(_ json: String) throws -> P.Configuration {
+        do {
+            return try JSONDecoder().decode(P.Configuration.self, from: Data(json.utf8))
+        } catch let error as DecodingError {
+            throw PluginExecutionError.invalidConfiguration(Self.describe(error))
+        }
+    }
+
+    func validate(_ json: String) -> String? {
+        do {
+            _ = try decode(json)
+            return nil
+        } catch {
+            return Self.message(error)
+        }
+    }
+
+    func create(_ json: String, host: PluginHost) throws -> any TaskHostPluginInstance {
+        Instance(plugin: try P(configuration: try decode(json), host: host))
+    }
+
+    static func message(_ error: any Error) -> String {
+        if case PluginExecutionError.invalidConfiguration(let text) = error { return text }
+        return String(describing: error)
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return keys.isEmpty ? "the configuration" : "key '" + keys.joined(separator: ".") + "'"
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            let parent = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return "missing key '\(parent.isEmpty ? "" : parent + ".")\(key.stringValue)': add it"
+        case .typeMismatch(let type, let context):
+            return "\(path(context)): expected \(type)"
+        case .valueNotFound(let type, let context):
+            return "\(path(context)): expected a \(type), found null"
+        case .dataCorrupted(let context):
+            return "\(path(context)): \(context.debugDescription)"
+        @unknown default:
+            return String(describing: error)
+        }
+    }
+}
+
+struct Instance<P: TaskHostPlugin>: TaskHostPluginInstance {
+    let plugin: P
+    func execute(_ task: PluginTask) async throws -> String? { try await plugin.execute(task) }
+    func executeImmediately(_ task: PluginTask) throws -> ImmediateResult { try plugin.executeImmediately(task) }
+}
+
+final class Registry: @unchecked Sendable {
+    static let shared = Registry()
+    private var lock = pthread_mutex_t()
+    private var factory: (any ErasedFactory)?
+    private var table: UnsafeMutablePointer<th_plugin>?
+
+    init() { pthread_mutex_init(&lock, nil) }
+
+    var current: (any ErasedFactory)? {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return factory
+    }
+
+    func register<P: TaskHostPlugin>(_ type: P.Type) -> UnsafeRawPointer {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        if let table { return UnsafeRawPointer(table) }
+        factory = Factory<P>()
+        let table = UnsafeMutablePointer<th_plugin>.allocate(capacity: 1)
+        table.initialize(
+            to: th_plugin(
+                abi_major: UInt32(TH_ABI_MAJOR), abi_minor: UInt32(TH_ABI_MINOR),
+                struct_size: UInt32(MemoryLayout<th_plugin>.size), reserved0: 0,
+                name: strdup(P.name), version: strdup(P.version), description: P.summary.map { strdup($0) } ?? nil,
+                config_schema: P.configSchema.map { strdup($0) } ?? nil,
+                validate: validateThunk, create: createThunk, destroy: destroyThunk, execute: executeThunk,
+                get_capability: capabilityThunk))
+        self.table = table
+        return UnsafeRawPointer(table)
+    }
+}
+
+/// An instance as the host sees it: the plugin, the host API and the running executions.
+final class InstanceBox: @unchecked Sendable {
+    let instance: any TaskHostPluginInstance
+    let host: UnsafePointer<th_host_api>
+    private var lock = pthread_mutex_t()
+    private var running: [UInt: Task<Void, Never>] = [:]
+
+    init(instance: any TaskHostPluginInstance, host: UnsafePointer<th_host_api>) {
+        self.instance = instance
+        self.host = host
+        pthread_mutex_init(&lock, nil)
+    }
+
+    private var finishedEarly: Set<UInt> = []
+
+    /// Records a running execution, unless it already finished.
+    func track(_ token: UInt, _ task: Task<Void, Never>) {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        if finishedEarly.remove(token) == nil { running[token] = task }
+    }
+
+    func finished(_ token: UInt) {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        if running.removeValue(forKey: token) == nil { finishedEarly.insert(token) }
+    }
+
+    func cancel(_ token: UInt) {
+        pthread_mutex_lock(&lock)
+        let task = running[token]
+        pthread_mutex_unlock(&lock)
+        task?.cancel()
+    }
+}
+
+private func string(_ value: th_str) -> String {
+    guard let pointer = value.ptr, value.len > 0 else { return "" }
+    return String(decoding: UnsafeRawBufferPointer(start: pointer, count: Int(value.len)), as: UTF8.self)
+}
+
+private func write(_ message: String, to buffer: th_message_buffer) {
+    guard let out = buffer.ptr, buffer.cap > 0 else { return }
+    let bytes = Array(message.utf8.prefix(Int(buffer.cap) - 1))
+    for (i, byte) in bytes.enumerated() { out[i] = CChar(bitPattern: byte) }
+    out[bytes.count] = 0
+}
+
+extension th_str {
+    init(_ buffer: UnsafeBufferPointer<UInt8>) {
+        self.init(
+            ptr: UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), len: UInt64(buffer.count))
+    }
+}
+
+/// Maps a thrown error to a status and message. Nothing Swift crosses the boundary.
+private func status(for error: any Error) -> (Int32, String, Int64) {
+    switch error {
+    case PluginExecutionError.retryable(let message, let after):
+        let ms = after.map { Int64($0.components.seconds) * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
+        return (TH_RETRYABLE, message, ms ?? -1)
+    case PluginExecutionError.permanent(let message):
+        return (TH_PERMANENT, message, -1)
+    case PluginExecutionError.invalidConfiguration(let message):
+        return (TH_INVALID_CONFIG, message, -1)
+    case is CancellationError:
+        return (TH_CANCELLED, "cancelled", -1)
+    default:
+        return (TH_ERROR, String(describing: error), -1)
+    }
+}
+
+/// A per-thread buffer for synchronous outcome strings, valid until the thread's next call.
+private final class ThreadBuffer {
+    var storage: [UInt8] = []
+}
+
+private let threadBufferKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { value in
+        if let value { Unmanaged<ThreadBuffer>.fromOpaque(value).release() }
+    }
+    return key
+}()
+
+private func threadBuffer() -> ThreadBuffer {
+    if let existing = pthread_getspecific(threadBufferKey) {
+        return Unmanaged<ThreadBuffer>.fromOpaque(existing).takeUnretainedValue()
+    }
+    let buffer = ThreadBuffer()
+    pthread_setspecific(threadBufferKey, Unmanaged.passRetained(buffer).toOpaque())
+    return buffer
+}
+
+/// Writes `message` and `output` into the thread's buffer and points `outcome` at them.
+private func fill(_ outcome: UnsafeMutablePointer<th_outcome>, message: String?, output: String?) {
+    let buffer = threadBuffer()
+    buffer.storage.removeAll(keepingCapacity: true)
+    buffer.storage.append(contentsOf: (message ?? "").utf8)
+    let messageCount = buffer.storage.count
+    buffer.storage.append(contentsOf: (output ?? "").utf8)
+    buffer.storage.withUnsafeBufferPointer { all in
+        let base = UnsafeRawPointer(all.baseAddress)?.assumingMemoryBound(to: CChar.self)
+        outcome.pointee.message = th_str(ptr: message == nil ? nil : base, len: UInt64(messageCount))
+        outcome.pointee.output = th_str(
+            ptr: output == nil ? nil : base.map { $0 + messageCount }, len: UInt64(all.count - messageCount))
+    }
+}
+
+private let validateThunk: @convention(c) (th_str, th_message_buffer) -> Int32 = { config, error in
+    guard let factory = Registry.shared.current else { return TH_ERROR }
+    if let message = factory.validate(string(config)) {
+        write(message, to: error)
+        return TH_INVALID_CONFIG
+    }
+    return TH_OK
+}
+
+private let createThunk:
+    @convention(c) (
+        UnsafePointer<th_host_api>?, th_str, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, th_message_buffer
+    ) -> Int32 = { host, config, instanceOut, errorBuffer in
+        guard let factory = Registry.shared.current, let host, let instanceOut else { return TH_ERROR }
+        let json = config.len == 0 ? "{}" : string(config)
+        do {
+            let instance = try factory.create(json, host: PluginHost(api: host))
+            instanceOut.pointee = Unmanaged.passRetained(InstanceBox(instance: instance, host: host)).toOpaque()
+            return TH_OK
+        } catch {
+            let (status, message, _) = status(for: error)
+            write(message, to: errorBuffer)
+            return status == TH_INVALID_CONFIG ? TH_INVALID_CONFIG : TH_ERROR
+        }
+    }
+
+private let destroyThunk: @convention(c) (UnsafeMutableRawPointer?) -> Void = { instance in
+    guard let instance else { return }
+    Unmanaged<InstanceBox>.fromOpaque(instance).release()
+}
+
+private let executeThunk:
+    @convention(c) (
+        UnsafeMutableRawPointer?, UnsafePointer<th_task>?, OpaquePointer?, UnsafeMutablePointer<th_outcome>?
+    ) -> Int32 = { instance, task, token, outcome in
+        guard let instance, let task, let outcome else { return TH_ERROR }
+        let box = Unmanaged<InstanceBox>.fromOpaque(instance).takeUnretainedValue()
+        let raw = task.pointee
+        let pluginTask = PluginTask(
+            targetId: string(raw.target_id), targetInteger: raw.target_is_integer != 0 ? raw.target_integer : nil,
+            id: raw.task_id.len > 0 ? string(raw.task_id) : nil, payload: string(raw.payload),
+            sequence: raw.sequence, attempt: Int(raw.attempt))
+        do {
+            if case .finished(let output) = try box.instance.executeImmediately(pluginTask) {
+                fill(outcome, message: nil, output: output)
+                return TH_OK
+            }
+        } catch {
+            let (status, message, retryAfter) = status(for: error)
+            outcome.pointee.retry_after_ms = retryAfter
+            fill(outcome, message: message, output: nil)
+            return status
+        }
+        guard let token else { return TH_ERROR }
+        let tokenBits = UInt(bitPattern: UnsafeRawPointer(token))
+        let work = Task {
+            var result = th_outcome()
+            result.struct_size = UInt32(MemoryLayout<th_outcome>.size)
+            result.retry_after_ms = -1
+            var message = ""
+            var output = ""
+            do {
+                output = try await box.instance.execute(pluginTask) ?? ""
+                result.status = TH_OK
+            } catch {
+                let mapped = status(for: error)
+                (result.status, message, result.retry_after_ms) = mapped
+            }
+            box.finished(tokenBits)
+            message.withUTF8 { message in
+                output.withUTF8 { output in
+                    result.message = th_str(message)
+                    result.output = th_str(output)
+                    box.host.pointee.complete(box.host.pointee.host_context, OpaquePointer(bitPattern: tokenBits), &result)
+                }
+            }
+        }
+        box.track(tokenBits, work)
+        return TH_PENDING
+    }
+
+private let cancelThunk: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?) -> Void = { instance, token in
+    guard let instance, let token else { return }
+    let box = Unmanaged<InstanceBox>.fromOpaque(instance).takeUnretainedValue()
+    box.cancel(UInt(bitPattern: UnsafeRawPointer(token)))
+}
+
+/// Allocated once, never freed or written after initialization.
+private nonisolated(unsafe) let cancelCapability: UnsafeMutablePointer<th_cancel_v1> = {
+    let capability = UnsafeMutablePointer<th_cancel_v1>.allocate(capacity: 1)
+    capability.initialize(
+        to: th_cancel_v1(struct_size: UInt32(MemoryLayout<th_cancel_v1>.size), reserved0: 0, cancel: cancelThunk))
+    return capability
+}()
+
+private let capabilityThunk: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?) -> UnsafeRawPointer? = {
+    _, id in
+    guard let id, String(cString: id) == TH_CAPABILITY_CANCEL_V1 else { return nil }
+    return UnsafeRawPointer(cancelCapability)
+}

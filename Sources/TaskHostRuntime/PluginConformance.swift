@@ -1,0 +1,189 @@
+import CTaskHostPlugin
+import Logging
+import Synchronization
+import TaskHostScheduler
+
+/// The result of `taskhost plugin check`: one line per check.
+public struct ConformanceReport: Sendable {
+    public struct Check: Sendable {
+        public var name: String
+        /// nil: skipped (not applicable).
+        public var passed: Bool?
+        public var detail: String
+    }
+
+    public var plugin: String
+    public var checks: [Check] = []
+    public var passed: Bool { !checks.contains { $0.passed == false } }
+
+    mutating func record(_ name: String, _ passed: Bool?, _ detail: String) {
+        checks.append(Check(name: name, passed: passed, detail: detail))
+    }
+
+    public var text: String {
+        var lines = ["plugin check: \(plugin)"]
+        for check in checks {
+            let mark = check.passed.map { $0 ? "PASS" : "FAIL" } ?? "SKIP"
+            lines.append("  \(mark)  \(check.name): \(check.detail)")
+        }
+        let failed = checks.filter { $0.passed == false }.count
+        lines.append(failed == 0 ? "result: conforming" : "result: \(failed) check\(failed == 1 ? "" : "s") failed")
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Counts the misbehaviour lines the host logs for a plugin, and keeps them.
+final class MisbehaviourRecorder: LogHandler, @unchecked Sendable {
+    let lines = Mutex<[String]>([])
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        if event.message.description.hasPrefix("plugin misbehaviour") {
+            lines.withLock { $0.append(event.message.description) }
+        }
+    }
+}
+
+/// Exercises a plugin the way the host will: versions, bad and good configuration, concurrent
+/// tasks on distinct targets, completion exactly once, cancellation, error mapping.
+public enum PluginConformance {
+    public static func check(
+        _ reference: String, loader: PluginLoader, configuration: String = "{}", payload: String = "{}",
+        tasks: Int = 128, targets: Int = 32
+    ) async -> ConformanceReport {
+        var report = ConformanceReport(plugin: reference)
+        let plugin: LoadedPlugin
+        do {
+            plugin = try loader.load(reference)
+        } catch {
+            report.record("load", false, error.description)
+            return report
+        }
+        report.plugin = plugin.path
+        report.record(
+            "load", true,
+            "\(plugin.name) \(plugin.version), ABI \(plugin.abiMajor).\(plugin.abiMinor), capabilities: "
+                + (plugin.capabilities.isEmpty ? "none" : plugin.capabilities.joined(separator: ", ")))
+        report.record(
+            "metadata", !plugin.name.isEmpty && !plugin.version.isEmpty,
+            plugin.name.isEmpty || plugin.version.isEmpty ? "name and version must not be empty" : "name and version set")
+
+        let recorder = MisbehaviourRecorder()
+        let logger = Logger(label: "taskhost.plugin-check") { _ in recorder }
+
+        // Bad configuration must be refused, by validate and by create.
+        let malformed = "{\"unterminated"
+        if plugin.hasValidate {
+            let message = plugin.validate(configuration: malformed)
+            report.record(
+                "validate refuses malformed JSON", message != nil,
+                message.map { "refused: \($0)" } ?? "accepted \(malformed)")
+        } else {
+            report.record("validate refuses malformed JSON", nil, "the plugin has no validate function")
+        }
+        do {
+            let instance = try plugin.makeInstance(configuration: malformed, logger: logger)
+            instance.destroy()
+            report.record("create refuses malformed JSON", false, "create accepted \(malformed)")
+        } catch {
+            report.record("create refuses malformed JSON", true, "refused: \(error.message)")
+        }
+
+        // The given configuration must be accepted.
+        if let message = plugin.validate(configuration: configuration) {
+            report.record("validate accepts the configuration", false, message)
+        } else {
+            report.record("validate accepts the configuration", plugin.hasValidate ? true : nil, configuration)
+        }
+        let instance: PluginInstance
+        do {
+            instance = try plugin.makeInstance(configuration: configuration, logger: logger)
+            report.record("create", true, "instance created with \(configuration)")
+        } catch {
+            report.record("create", false, error.description)
+            return report
+        }
+
+        // Concurrent tasks on distinct targets, each completed exactly once, statuses known.
+        let outcomes = Mutex<[UInt64: [Int32]]>([:])
+        let executor = PluginExecutor(instance: instance, abandonAfter: .seconds(5)) { _, context, outcome in
+            outcomes.withLock { $0[context.sequence, default: []].append(outcome.status) }
+        }
+        let items = (0..<tasks).map {
+            TaskItem(targetId: .string("check-\($0 % targets)"), payload: payload, id: "check-\($0)")
+        }
+        let scheduler = Scheduler(
+            executor: executor,
+            configuration: SchedulerConfiguration(maxConcurrency: 16, timeout: .seconds(10)))
+        let summary = await scheduler.run(TaskList(items))
+        let seen = outcomes.withLock { $0 }
+        let once = seen.count == tasks && seen.values.allSatisfy { $0.count == 1 }
+        let statuses = Set(seen.values.flatMap { $0 })
+        let known: Set<Int32> = [TH_OK, TH_ERROR, TH_RETRYABLE, TH_TIMEOUT, TH_CANCELLED, TH_PERMANENT, TH_NOT_SUPPORTED]
+        report.record(
+            "concurrent tasks on distinct targets", once && summary.admitted == tasks,
+            "\(tasks) tasks over \(targets) targets, up to 16 at once: \(summary.succeeded) succeeded, "
+                + "\(summary.failed) failed, \(seen.count) answered")
+        let misbehaviour = recorder.lines.withLock { $0 }
+        report.record(
+            "completion exactly once", once && misbehaviour.isEmpty,
+            misbehaviour.isEmpty ? "every execution completed once" : misbehaviour.prefix(3).joined(separator: "; "))
+        report.record(
+            "error mapping", statuses.isSubset(of: known),
+            "statuses seen: " + statuses.sorted().map { StatusName.of($0) }.joined(separator: ", "))
+
+        // Cancellation of a pending execution, when the plugin offers it.
+        if let cancel = instance.cancel {
+            let token = CallToken()
+            let opaque = Unmanaged.passRetained(token).toOpaque()
+            var outcome = th_outcome()
+            outcome.struct_size = UInt32(MemoryLayout<th_outcome>.size)
+            let task = TaskItem(targetId: "check-cancel", payload: payload)
+            let status = withPluginTask(task, ExecutionContext(sequence: UInt64(tasks), attempt: 1)) {
+                plugin.table.pointee.execute(instance.instance, $0, OpaquePointer(opaque), &outcome)
+            }
+            if status == TH_PENDING {
+                cancel.pointee.cancel(instance.instance, OpaquePointer(opaque))
+                let answer = await withTaskGroup(of: PluginOutcome?.self) { group in
+                    group.addTask { await token.wait() }
+                    group.addTask {
+                        try? await Task.sleep(for: .seconds(5))
+                        return nil
+                    }
+                    let first = await group.next() ?? nil
+                    group.cancelAll()
+                    if first == nil { _ = token.abandon(after: .seconds(5), plugin: plugin.name) }
+                    return first
+                }
+                report.record(
+                    "cancellation", answer != nil,
+                    answer.map { "completed after cancel with \(StatusName.of($0.status))" }
+                        ?? "no completion within 5 s of cancel")
+            } else {
+                Unmanaged<CallToken>.fromOpaque(opaque).release()
+                report.record("cancellation", nil, "the task completed synchronously (\(StatusName.of(status)))")
+            }
+        } else {
+            report.record("cancellation", nil, "the plugin does not offer \(TH_CAPABILITY_CANCEL_V1)")
+        }
+        instance.destroy()
+        report.record("destroy", true, "instance destroyed")
+        return report
+    }
+}
+
+/// A task sequence from an array.
+public struct TaskList<Payload: Sendable>: AsyncSequence, Sendable {
+    let items: [TaskItem<Payload>]
+    public init(_ items: [TaskItem<Payload>]) { self.items = items }
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: IndexingIterator<[TaskItem<Payload>]>
+        public mutating func next() async -> TaskItem<Payload>? { base.next() }
+    }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: items.makeIterator()) }
+}

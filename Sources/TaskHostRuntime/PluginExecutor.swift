@@ -1,0 +1,398 @@
+import CTaskHostPlugin
+import Dispatch
+import Logging
+import Synchronization
+import TaskHostScheduler
+
+/// What a plugin reported for one execution, copied out of its `th_outcome`.
+public struct PluginOutcome: Sendable, Equatable {
+    public var status: Int32
+    public var retryAfterMilliseconds: Int64
+    public var message: String?
+    public var output: String?
+
+    init(_ outcome: th_outcome) {
+        status = outcome.status
+        retryAfterMilliseconds = outcome.retry_after_ms
+        message = Self.string(outcome.message)
+        output = Self.string(outcome.output)
+    }
+
+    init(status: Int32, message: String) {
+        self.status = status
+        retryAfterMilliseconds = -1
+        self.message = message
+        output = nil
+    }
+
+    static func string(_ value: th_str) -> String? {
+        guard let pointer = value.ptr, value.len > 0 else { return nil }
+        return String(
+            decoding: UnsafeRawBufferPointer(start: pointer, count: Int(value.len)), as: UTF8.self)
+    }
+}
+
+/// A failed plugin execution, as the scheduler sees it.
+public struct PluginFailure: Error, CustomStringConvertible, Sendable {
+    public var plugin: String
+    public var outcome: PluginOutcome
+    public var description: String {
+        "\(plugin): \(StatusName.of(outcome.status))" + (outcome.message.map { ": \($0)" } ?? "")
+    }
+}
+
+/// The host side of the host API table: the logger and the plugin's name.
+final class HostContext: Sendable {
+    let logger: Logger
+    let pluginName: String
+    let quarantine = Mutex(Quarantine())
+
+    init(logger: Logger, pluginName: String) {
+        self.logger = logger
+        self.pluginName = pluginName
+    }
+
+    func misbehaviour(_ message: String) {
+        logger.error("plugin misbehaviour: \(message)", metadata: ["plugin": "\(pluginName)"])
+    }
+}
+
+/// Keeps completed tokens alive for a while, so that a second completion of a token is
+/// detected (and logged) instead of touching freed memory.
+struct Quarantine: ~Copyable {
+    static let capacity = 4096
+    var tokens: [Unmanaged<CallToken>] = []
+    var next = 0
+
+    mutating func keep(_ token: Unmanaged<CallToken>) -> Unmanaged<CallToken>? {
+        if tokens.count < Self.capacity {
+            tokens.append(token)
+            return nil
+        }
+        let evicted = tokens[next]
+        tokens[next] = token
+        next = (next + 1) % Self.capacity
+        return evicted
+    }
+
+    deinit { for token in tokens { token.release() } }
+}
+
+/// One pending execution: the `th_completion *` handed to the plugin.
+final class CallToken: Sendable {
+    enum State {
+        case running
+        case completed(PluginOutcome)
+        case waiting(CheckedContinuation<PluginOutcome, Never>)
+        case consumed
+        case abandoned
+    }
+
+    let state = Mutex(State.running)
+
+    /// Records a completion. False when the token was already completed or abandoned.
+    func complete(_ outcome: PluginOutcome) -> Bool {
+        enum Action { case stored, resume(CheckedContinuation<PluginOutcome, Never>), refused }
+        let action: Action = state.withLock { state in
+            switch state {
+            case .running:
+                state = .completed(outcome)
+                return .stored
+            case .waiting(let continuation):
+                state = .consumed
+                return .resume(continuation)
+            case .completed, .consumed, .abandoned:
+                return .refused
+            }
+        }
+        switch action {
+        case .stored: return true
+        case .resume(let continuation):
+            continuation.resume(returning: outcome)
+            return true
+        case .refused: return false
+        }
+    }
+
+    /// Waits for the completion.
+    func wait() async -> PluginOutcome {
+        await withCheckedContinuation { continuation in
+            let ready: PluginOutcome? = state.withLock { state in
+                if case .completed(let outcome) = state {
+                    state = .consumed
+                    return outcome
+                }
+                state = .waiting(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    /// Gives up on a plugin that did not complete after cancellation. True when it was waited for.
+    func abandon(after timeout: Duration, plugin: String) -> Bool {
+        let waiter: CheckedContinuation<PluginOutcome, Never>? = state.withLock { state in
+            guard case .waiting(let continuation) = state else { return nil }
+            state = .abandoned
+            return continuation
+        }
+        waiter?.resume(
+            returning: PluginOutcome(
+                status: TH_TIMEOUT,
+                message: "\(plugin) did not complete within \(timeout) after cancel; execution abandoned"))
+        return waiter != nil
+    }
+}
+
+/// A plugin instance: created from a configuration, destroyed once.
+public final class PluginInstance: @unchecked Sendable {
+    public let plugin: LoadedPlugin
+    let instance: UnsafeMutableRawPointer?
+    let host: UnsafeMutablePointer<th_host_api>
+    let context: HostContext
+    let cancel: UnsafePointer<th_cancel_v1>?
+    private let destroyed = Atomic<Bool>(false)
+
+    init(plugin: LoadedPlugin, configuration json: String, logger: Logger) throws(PluginError) {
+        self.plugin = plugin
+        let context = HostContext(logger: logger, pluginName: plugin.name)
+        self.context = context
+        let host = UnsafeMutablePointer<th_host_api>.allocate(capacity: 1)
+        self.host = host
+        host.initialize(
+            to: th_host_api(
+                abi_major: UInt32(TH_ABI_MAJOR), abi_minor: UInt32(TH_ABI_MINOR),
+                struct_size: UInt32(MemoryLayout<th_host_api>.size), reserved0: 0,
+                host_context: Unmanaged.passRetained(context).toOpaque(),
+                log: hostLog, complete: hostComplete, get_capability: hostCapability))
+        var instance: UnsafeMutableRawPointer?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        var json = json
+        let status = json.withUTF8 { utf8 in
+            buffer.withUnsafeMutableBufferPointer { out in
+                plugin.table.pointee.create(
+                    host,
+                    th_str(
+                        ptr: UnsafeRawPointer(utf8.baseAddress)?.assumingMemoryBound(to: CChar.self),
+                        len: UInt64(utf8.count)),
+                    &instance, th_message_buffer(ptr: out.baseAddress, cap: UInt64(out.count)))
+            }
+        }
+        guard status == TH_OK else {
+            let message = cText(buffer)
+            Unmanaged<HostContext>.fromOpaque(host.pointee.host_context).release()
+            host.deallocate()
+            throw PluginError(
+                status == TH_INVALID_CONFIG ? .invalidConfiguration : .createFailed, path: plugin.path,
+                message: "\(plugin.name) refused its configuration (\(StatusName.of(status)))"
+                    + (message.isEmpty ? "" : ": \(message)"),
+                remedy: "Fix the plugin's configuration; `taskhost plugin inspect \(plugin.path)` shows its schema.")
+        }
+        self.instance = instance
+        if plugin.capabilities.contains(TH_CAPABILITY_CANCEL_V1),
+            let capability = plugin.table.pointee.get_capability?(instance, TH_CAPABILITY_CANCEL_V1)
+        {
+            cancel = UnsafePointer(capability.assumingMemoryBound(to: th_cancel_v1.self))
+        } else {
+            cancel = nil
+        }
+    }
+
+    /// Calls the plugin's destroy. Call once, after every execution completed.
+    public func destroy() {
+        guard !destroyed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        plugin.table.pointee.destroy(instance)
+    }
+}
+
+/// Runs tasks through a plugin instance under the scheduler.
+///
+/// A synchronous completion costs one call and one small allocation: no continuation, no thread
+/// hop (``executeImmediately(_:context:)``). A pending one is awaited in ``execute(_:context:)``;
+/// a timeout cancels it through `taskhost.cancel/1` when the plugin offers it, and an execution
+/// still not completed `abandonAfter` later is abandoned (logged; its late completion ignored).
+public final class PluginExecutor: TaskExecutor, Sendable {
+    public typealias Payload = String
+
+    struct Key: Hashable {
+        var sequence: UInt64
+        var attempt: Int
+    }
+
+    public let instance: PluginInstance
+    let abandonAfter: Duration
+    let pending = Mutex<[Key: CallToken]>([:])
+    let outputs: (@Sendable (TaskItem<String>, ExecutionContext, PluginOutcome) -> Void)?
+
+    /// - Parameters:
+    ///   - abandonAfter: how long to wait for a completion after cancelling an execution.
+    ///   - outcomes: called with every outcome (results sinks, conformance checks).
+    public init(
+        instance: PluginInstance, abandonAfter: Duration = .seconds(5),
+        outcomes: (@Sendable (TaskItem<String>, ExecutionContext, PluginOutcome) -> Void)? = nil
+    ) {
+        self.instance = instance
+        self.abandonAfter = abandonAfter
+        self.outputs = outcomes
+    }
+
+    public var supportsImmediateExecution: Bool { true }
+
+    public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
+        let token = CallToken()
+        let opaque = Unmanaged.passRetained(token).toOpaque()  // the plugin's reference
+        var outcome = th_outcome()
+        outcome.struct_size = UInt32(MemoryLayout<th_outcome>.size)
+        outcome.retry_after_ms = -1
+        let status = withPluginTask(task, context) { pluginTask in
+            instance.plugin.table.pointee.execute(instance.instance, pluginTask, OpaquePointer(opaque), &outcome)
+        }
+        if status == TH_PENDING {
+            pending.withLock { $0[Key(sequence: context.sequence, attempt: context.attempt)] = token }
+            return .deferred
+        }
+        outcome.status = status
+        let result = PluginOutcome(outcome)
+        if !token.complete(result) {
+            instance.context.misbehaviour(
+                "completed a token and also returned \(StatusName.of(status)) from execute (sequence \(context.sequence))")
+        } else {
+            // A synchronous result: the token is dead. It is released now, so a plugin that still
+            // completes it is not detected (the header forbids it).
+            Unmanaged<CallToken>.fromOpaque(opaque).release()
+        }
+        outputs?(task, context, result)
+        return map(result).map { .failed($0) } ?? .succeeded
+    }
+
+    public func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
+        let key = Key(sequence: context.sequence, attempt: context.attempt)
+        var token = pending.withLock { $0.removeValue(forKey: key) }
+        if token == nil {
+            switch executeImmediately(task, context: context) {
+            case .succeeded: return
+            case .failed(let error): throw error
+            case .deferred: token = pending.withLock { $0.removeValue(forKey: key) }
+            }
+        }
+        guard let token else { return }
+        let result = await withTaskCancellationHandler {
+            await token.wait()
+        } onCancel: {
+            if let cancel = instance.cancel {
+                cancel.pointee.cancel(instance.instance, OpaquePointer(Unmanaged.passUnretained(token).toOpaque()))
+            }
+            let name = instance.plugin.name
+            let context = instance.context
+            let wait = abandonAfter
+            let nanoseconds = UInt64(wait.components.seconds) * 1_000_000_000
+                + UInt64(wait.components.attoseconds / 1_000_000_000)
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+                if token.abandon(after: wait, plugin: name) {
+                    context.misbehaviour("no completion \(wait) after cancel; execution abandoned")
+                }
+            }
+        }
+        outputs?(task, context, result)
+        if let failure = map(result) { throw failure }
+    }
+
+    private func map(_ outcome: PluginOutcome) -> (any Error)? {
+        let failure = PluginFailure(plugin: instance.plugin.name, outcome: outcome)
+        switch outcome.status {
+        case TH_OK:
+            return nil
+        case TH_RETRYABLE where outcome.retryAfterMilliseconds >= 0:
+            return RetryAfterError(after: .milliseconds(outcome.retryAfterMilliseconds), failure)
+        case TH_ERROR, TH_RETRYABLE, TH_TIMEOUT, TH_CANCELLED:
+            return failure
+        case TH_PERMANENT, TH_INVALID_CONFIG, TH_NOT_SUPPORTED:
+            return NonRetryableError(failure)
+        default:
+            instance.context.misbehaviour("returned \(StatusName.of(outcome.status)) as an outcome")
+            return NonRetryableError(failure)
+        }
+    }
+}
+
+/// Lends a task to a plugin as a `th_task`, borrowed for the duration of `body`.
+@inline(__always)
+func withPluginTask<R>(
+    _ task: TaskItem<String>, _ context: ExecutionContext, _ body: (UnsafePointer<th_task>) -> R
+) -> R {
+    var target: String
+    var isInteger: Int32 = 0
+    var integer: Int64 = 0
+    switch task.targetId {
+    case .string(let value): target = value
+    case .integer(let value):
+        target = String(value)
+        isInteger = 1
+        integer = value
+    }
+    var payload = task.payload
+    var id = task.id ?? ""
+    return target.withUTF8 { target in
+        payload.withUTF8 { payload in
+            id.withUTF8 { id in
+                var pluginTask = th_task(
+                    struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
+                    sequence: context.sequence, target_id: th_str(target), target_is_integer: isInteger,
+                    reserved0: 0, target_integer: integer, task_id: th_str(id), payload: th_str(payload),
+                    deadline_ns: 0)
+                return body(&pluginTask)
+            }
+        }
+    }
+}
+
+extension th_str {
+    init(_ buffer: UnsafeBufferPointer<UInt8>) {
+        self.init(
+            ptr: UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), len: UInt64(buffer.count))
+    }
+}
+
+// MARK: The host API given to plugins
+
+private let hostLog: @convention(c) (UnsafeMutableRawPointer?, Int32, th_str) -> Void = { context, level, message in
+    guard let context else { return }
+    let host = Unmanaged<HostContext>.fromOpaque(context).takeUnretainedValue()
+    let text = PluginOutcome.string(message) ?? ""
+    let logLevel: Logger.Level =
+        switch level {
+        case TH_LOG_TRACE: .trace
+        case TH_LOG_DEBUG: .debug
+        case TH_LOG_INFO: .info
+        case TH_LOG_WARNING: .warning
+        default: .error
+        }
+    host.logger.log(level: logLevel, "\(text)", metadata: ["plugin": "\(host.pluginName)"])
+}
+
+private let hostComplete: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<th_outcome>?) -> Void =
+    { context, token, outcome in
+        guard let context else { return }
+        let host = Unmanaged<HostContext>.fromOpaque(context).takeUnretainedValue()
+        guard let token, let outcome else {
+            host.misbehaviour("complete() called with a NULL \(token == nil ? "token" : "outcome")")
+            return
+        }
+        let unmanaged = Unmanaged<CallToken>.fromOpaque(UnsafeRawPointer(token))
+        let call = unmanaged.takeUnretainedValue()
+        var copy = outcome.pointee
+        if copy.status == TH_PENDING {
+            host.misbehaviour("complete() with status TH_PENDING; treated as TH_ERROR")
+            copy.status = TH_ERROR
+        }
+        guard call.complete(PluginOutcome(copy)) else {
+            host.misbehaviour("a token was completed twice, or after it was abandoned; the second completion is ignored")
+            return
+        }
+        // The plugin's reference: kept a while so that a second completion is still detected.
+        if let evicted = host.quarantine.withLock({ $0.keep(unmanaged) }) { evicted.release() }
+    }
+
+private let hostCapability: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?) -> UnsafeRawPointer? = {
+    _, _ in nil
+}
