@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "TargetFile", type: .dynamic, targets: ["TargetFile"]),
         .library(name: "Command", type: .dynamic, targets: ["Command"]),
         .library(name: "Echo", type: .dynamic, targets: ["Echo"]),
+        .library(name: "Noop", type: .dynamic, targets: ["Noop"]),
         // A plain C library that knows nothing of TaskHost, called through libffi.
         .library(name: "pricing", type: .dynamic, targets: ["Pricing"]),
     ],
@@ -74,6 +75,7 @@ let package = Package(
             name: "TargetFile", dependencies: ["CTaskHostPlugin"], path: "Plugins/TargetFile", publicHeadersPath: "."),
         .target(name: "Command", dependencies: ["CTaskHostPlugin"], path: "Plugins/Command", publicHeadersPath: "."),
         .target(name: "Echo", dependencies: ["TaskHostPluginSDK"], path: "Plugins/Echo"),
+        .target(name: "Noop", dependencies: ["CTaskHostPlugin"], path: "Plugins/Noop", publicHeadersPath: "."),
         .target(name: "Pricing", path: "Plugins/Pricing"),
         .testTarget(
             name: "TaskHostSchedulerTests",

@@ -371,7 +371,8 @@ private let executeThunk:
                 output.withUTF8 { output in
                     result.message = th_str(message)
                     result.output = th_str(output)
-                    box.host.pointee.complete(box.host.pointee.host_context, OpaquePointer(bitPattern: tokenBits), &result)
+                    box.host.pointee.complete(
+                        box.host.pointee.host_context, OpaquePointer(bitPattern: tokenBits), &result)
                 }
             }
         }

@@ -71,7 +71,8 @@ public enum PluginConformance {
                 + (plugin.capabilities.isEmpty ? "none" : plugin.capabilities.joined(separator: ", ")))
         report.record(
             "metadata", !plugin.name.isEmpty && !plugin.version.isEmpty,
-            plugin.name.isEmpty || plugin.version.isEmpty ? "name and version must not be empty" : "name and version set")
+            plugin.name.isEmpty || plugin.version.isEmpty
+                ? "name and version must not be empty" : "name and version set")
 
         let recorder = MisbehaviourRecorder()
         let logger = Logger(label: "taskhost.plugin-check") { _ in recorder }
@@ -124,7 +125,9 @@ public enum PluginConformance {
         let seen = outcomes.withLock { $0 }
         let once = seen.count == tasks && seen.values.allSatisfy { $0.count == 1 }
         let statuses = Set(seen.values.flatMap { $0 })
-        let known: Set<Int32> = [TH_OK, TH_ERROR, TH_RETRYABLE, TH_TIMEOUT, TH_CANCELLED, TH_PERMANENT, TH_NOT_SUPPORTED]
+        let known: Set<Int32> = [
+            TH_OK, TH_ERROR, TH_RETRYABLE, TH_TIMEOUT, TH_CANCELLED, TH_PERMANENT, TH_NOT_SUPPORTED,
+        ]
         report.record(
             "concurrent tasks on distinct targets", once && summary.admitted == tasks,
             "\(tasks) tasks over \(targets) targets, up to 16 at once: \(summary.succeeded) succeeded, "

@@ -4,6 +4,10 @@ import Logging
 import Synchronization
 import TaskHostScheduler
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What a plugin reported for one execution, copied out of its `th_outcome`.
 public struct PluginOutcome: Sendable, Equatable {
     public var status: Int32
@@ -112,6 +116,11 @@ final class CallToken: Sendable {
             return true
         case .refused: return false
         }
+    }
+
+    /// Whether nothing happened to the token yet.
+    var isUntouched: Bool {
+        state.withLock { if case .running = $0 { true } else { false } }
     }
 
     /// Waits for the completion.
@@ -239,7 +248,9 @@ public final class PluginExecutor: TaskExecutor, Sendable {
     public var supportsImmediateExecution: Bool { true }
 
     public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
-        let token = CallToken()
+        // A token per call, reused on this thread while plugins complete synchronously: the common
+        // path allocates nothing.
+        let token = TokenCache.take()
         let opaque = Unmanaged.passRetained(token).toOpaque()  // the plugin's reference
         var outcome = th_outcome()
         outcome.struct_size = UInt32(MemoryLayout<th_outcome>.size)
@@ -252,15 +263,19 @@ public final class PluginExecutor: TaskExecutor, Sendable {
             return .deferred
         }
         outcome.status = status
-        let result = PluginOutcome(outcome)
-        if !token.complete(result) {
-            instance.context.misbehaviour(
-                "completed a token and also returned \(StatusName.of(status)) from execute (sequence \(context.sequence))")
-        } else {
-            // A synchronous result: the token is dead. It is released now, so a plugin that still
-            // completes it is not detected (the header forbids it).
+        if token.isUntouched {
+            // A synchronous result: the token was never used and serves the thread's next call.
             Unmanaged<CallToken>.fromOpaque(opaque).release()
+            TokenCache.give(token)
+        } else {
+            // The plugin completed the token and also returned a result: its complete() kept the
+            // plugin's reference in quarantine; the token is not reused.
+            instance.context.misbehaviour(
+                "completed a token and also returned \(StatusName.of(status)) from execute (sequence \(context.sequence))"
+            )
         }
+        if status == TH_OK, outputs == nil { return .succeeded }
+        let result = PluginOutcome(outcome)
         outputs?(task, context, result)
         return map(result).map { .failed($0) } ?? .succeeded
     }
@@ -285,7 +300,8 @@ public final class PluginExecutor: TaskExecutor, Sendable {
             let name = instance.plugin.name
             let context = instance.context
             let wait = abandonAfter
-            let nanoseconds = UInt64(wait.components.seconds) * 1_000_000_000
+            let nanoseconds =
+                UInt64(wait.components.seconds) * 1_000_000_000
                 + UInt64(wait.components.attoseconds / 1_000_000_000)
             DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
                 if token.abandon(after: wait, plugin: name) {
@@ -298,10 +314,9 @@ public final class PluginExecutor: TaskExecutor, Sendable {
     }
 
     private func map(_ outcome: PluginOutcome) -> (any Error)? {
+        if outcome.status == TH_OK { return nil }
         let failure = PluginFailure(plugin: instance.plugin.name, outcome: outcome)
         switch outcome.status {
-        case TH_OK:
-            return nil
         case TH_RETRYABLE where outcome.retryAfterMilliseconds >= 0:
             return RetryAfterError(after: .milliseconds(outcome.retryAfterMilliseconds), failure)
         case TH_ERROR, TH_RETRYABLE, TH_TIMEOUT, TH_CANCELLED:
@@ -320,29 +335,54 @@ public final class PluginExecutor: TaskExecutor, Sendable {
 func withPluginTask<R>(
     _ task: TaskItem<String>, _ context: ExecutionContext, _ body: (UnsafePointer<th_task>) -> R
 ) -> R {
-    var target: String
-    var isInteger: Int32 = 0
-    var integer: Int64 = 0
-    switch task.targetId {
-    case .string(let value): target = value
-    case .integer(let value):
-        target = String(value)
-        isInteger = 1
-        integer = value
-    }
     var payload = task.payload
     var id = task.id ?? ""
-    return target.withUTF8 { target in
-        payload.withUTF8 { payload in
-            id.withUTF8 { id in
-                var pluginTask = th_task(
-                    struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
-                    sequence: context.sequence, target_id: th_str(target), target_is_integer: isInteger,
-                    reserved0: 0, target_integer: integer, task_id: th_str(id), payload: th_str(payload),
-                    deadline_ns: 0)
-                return body(&pluginTask)
+    switch task.targetId {
+    case .string(var target):
+        return target.withUTF8 { target in
+            payload.withUTF8 { payload in
+                id.withUTF8 { id in
+                    var pluginTask = th_task(
+                        struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
+                        sequence: context.sequence, target_id: th_str(target), target_is_integer: 0,
+                        reserved0: 0, target_integer: 0, task_id: th_str(id), payload: th_str(payload),
+                        deadline_ns: 0)
+                    return body(&pluginTask)
+                }
             }
         }
+    case .integer(let integer):
+        return withDecimal(integer) { target in
+            payload.withUTF8 { payload in
+                id.withUTF8 { id in
+                    var pluginTask = th_task(
+                        struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
+                        sequence: context.sequence, target_id: th_str(target), target_is_integer: 1,
+                        reserved0: 0, target_integer: integer, task_id: th_str(id), payload: th_str(payload),
+                        deadline_ns: 0)
+                    return body(&pluginTask)
+                }
+            }
+        }
+    }
+}
+
+/// Renders an integer in decimal into a stack buffer, without allocating.
+@inline(__always)
+func withDecimal<R>(_ value: Int64, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
+        var magnitude = value.magnitude
+        var index = 24
+        repeat {
+            index -= 1
+            buffer[index] = UInt8(truncatingIfNeeded: 48 + magnitude % 10)
+            magnitude /= 10
+        } while magnitude > 0
+        if value < 0 {
+            index -= 1
+            buffer[index] = 45  // "-"
+        }
+        return body(UnsafeBufferPointer(rebasing: buffer[index...]))
     }
 }
 
@@ -370,29 +410,69 @@ private let hostLog: @convention(c) (UnsafeMutableRawPointer?, Int32, th_str) ->
     host.logger.log(level: logLevel, "\(text)", metadata: ["plugin": "\(host.pluginName)"])
 }
 
-private let hostComplete: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<th_outcome>?) -> Void =
-    { context, token, outcome in
-        guard let context else { return }
-        let host = Unmanaged<HostContext>.fromOpaque(context).takeUnretainedValue()
-        guard let token, let outcome else {
-            host.misbehaviour("complete() called with a NULL \(token == nil ? "token" : "outcome")")
-            return
+private let hostComplete:
+    @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<th_outcome>?) -> Void =
+        { context, token, outcome in
+            guard let context else { return }
+            let host = Unmanaged<HostContext>.fromOpaque(context).takeUnretainedValue()
+            guard let token, let outcome else {
+                host.misbehaviour("complete() called with a NULL \(token == nil ? "token" : "outcome")")
+                return
+            }
+            let unmanaged = Unmanaged<CallToken>.fromOpaque(UnsafeRawPointer(token))
+            let call = unmanaged.takeUnretainedValue()
+            var copy = outcome.pointee
+            if copy.status == TH_PENDING {
+                host.misbehaviour("complete() with status TH_PENDING; treated as TH_ERROR")
+                copy.status = TH_ERROR
+            }
+            guard call.complete(PluginOutcome(copy)) else {
+                host.misbehaviour(
+                    "a token was completed twice, or after it was abandoned; the second completion is ignored")
+                return
+            }
+            // The plugin's reference: kept a while so that a second completion is still detected.
+            if let evicted = host.quarantine.withLock({ $0.keep(unmanaged) }) { evicted.release() }
         }
-        let unmanaged = Unmanaged<CallToken>.fromOpaque(UnsafeRawPointer(token))
-        let call = unmanaged.takeUnretainedValue()
-        var copy = outcome.pointee
-        if copy.status == TH_PENDING {
-            host.misbehaviour("complete() with status TH_PENDING; treated as TH_ERROR")
-            copy.status = TH_ERROR
-        }
-        guard call.complete(PluginOutcome(copy)) else {
-            host.misbehaviour("a token was completed twice, or after it was abandoned; the second completion is ignored")
-            return
-        }
-        // The plugin's reference: kept a while so that a second completion is still detected.
-        if let evicted = host.quarantine.withLock({ $0.keep(unmanaged) }) { evicted.release() }
-    }
 
 private let hostCapability: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?) -> UnsafeRawPointer? = {
     _, _ in nil
+}
+
+/// Per-thread spare tokens for synchronous executions.
+enum TokenCache {
+    final class Slot {
+        var token: CallToken?
+    }
+
+    static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { value in
+            if let value { Unmanaged<Slot>.fromOpaque(value).release() }
+        }
+        return key
+    }()
+
+    @inline(__always)
+    static func slot() -> Slot {
+        if let existing = pthread_getspecific(key) {
+            return Unmanaged<Slot>.fromOpaque(existing).takeUnretainedValue()
+        }
+        let slot = Slot()
+        pthread_setspecific(key, Unmanaged.passRetained(slot).toOpaque())
+        return slot
+    }
+
+    @inline(__always)
+    static func take() -> CallToken {
+        let slot = slot()
+        if let token = slot.token {
+            slot.token = nil
+            return token
+        }
+        return CallToken()
+    }
+
+    @inline(__always)
+    static func give(_ token: CallToken) { slot().token = token }
 }

@@ -54,7 +54,8 @@ public struct PluginLoader: Sendable {
             .notFound, path: reference,
             message: "no plugin named '\(reference)' (looked for lib\(reference).so and \(reference).so in "
                 + (searchPath.isEmpty ? "no folder" : searchPath.joined(separator: ", ")) + ")",
-            remedy: "Build it (swift build), give its path, or add its folder with --plugin-path or TASKHOST_PLUGIN_PATH.")
+            remedy:
+                "Build it (swift build), give its path, or add its folder with --plugin-path or TASKHOST_PLUGIN_PATH.")
     }
 
     /// Loads a plugin and checks its table: ABI version, required functions, capabilities.
@@ -167,7 +168,8 @@ public final class LoadedPlugin: @unchecked Sendable {
         guard Int(plugin.struct_size) >= requiredSize else {
             throw PluginError(
                 .invalidTable, path: path,
-                message: "th_plugin.struct_size is \(plugin.struct_size), smaller than the \(requiredSize) bytes of ABI 1.0",
+                message:
+                    "th_plugin.struct_size is \(plugin.struct_size), smaller than the \(requiredSize) bytes of ABI 1.0",
                 remedy: "Set struct_size = sizeof(th_plugin) and rebuild against the header.")
         }
         var missing: [String] = []
@@ -178,7 +180,8 @@ public final class LoadedPlugin: @unchecked Sendable {
         if plugin.execute == nil { missing.append("execute") }
         guard missing.isEmpty else {
             throw PluginError(
-                .invalidTable, path: path, message: "required field\(missing.count > 1 ? "s" : "") "
+                .invalidTable, path: path,
+                message: "required field\(missing.count > 1 ? "s" : "") "
                     + missing.map { "th_plugin.\($0)" }.joined(separator: ", ") + " NULL",
                 remedy: "Fill every required field of the table (see taskhost_plugin.h).")
         }
@@ -219,7 +222,9 @@ public final class LoadedPlugin: @unchecked Sendable {
         let status = json.withUTF8 { utf8 in
             buffer.withUnsafeMutableBufferPointer { out in
                 validate(
-                    th_str(ptr: UnsafeRawPointer(utf8.baseAddress)?.assumingMemoryBound(to: CChar.self), len: UInt64(utf8.count)),
+                    th_str(
+                        ptr: UnsafeRawPointer(utf8.baseAddress)?.assumingMemoryBound(to: CChar.self),
+                        len: UInt64(utf8.count)),
                     th_message_buffer(ptr: out.baseAddress, cap: UInt64(out.count)))
             }
         }

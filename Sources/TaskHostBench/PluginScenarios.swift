@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import TaskHostRuntime
+import TaskHostScheduler
+
+/// Wraps an executor of string payloads with the scenario's invariant bookkeeping; the task's
+/// index is its payload.
+struct CheckedExecutor<Inner: TaskExecutor>: TaskExecutor where Inner.Payload == String {
+    let inner: Inner
+    let invariants: Invariants
+
+    var supportsImmediateExecution: Bool { inner.supportsImmediateExecution }
+
+    func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
+        guard case .integer(let t) = task.targetId else { return .failed(CancellationError()) }
+        invariants.enter(target: Int(t), index: Int(task.payload) ?? -1)
+        let outcome = inner.executeImmediately(task, context: context)
+        if case .deferred = outcome { return outcome }
+        invariants.leave(target: Int(t))
+        return outcome
+    }
+
+    func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
+        guard case .integer(let t) = task.targetId else { return }
+        defer { invariants.leave(target: Int(t)) }
+        try await inner.execute(task, context: context)
+    }
+}
+
+extension TaskHostBench {
+    /// P0/P5: S1 and S2 in-process with the same string payloads and wrapper (the baseline);
+    /// P1/P2: S1 and S2 through the C no-op plugin; P3/P4 through the Swift SDK plugin (Echo);
+    /// F1: S1's tasks through a libffi call of a plain C function.
+    func pluginScenario(_ key: String) async -> Bool {
+        let base = ["P0": "S1", "P5": "S2", "P1": "S1", "P2": "S2", "P3": "S1", "P4": "S2", "F1": "S1"][key]!
+        guard let spec = Scenario.make(base, tasks: tasks) else { return false }
+        let items = spec.targets.enumerated().map { TaskItem(targetId: .integer(Int64($1)), payload: String($0)) }
+        let invariants = Invariants(targetCount: spec.targetCount, maxThreads: spec.maxThreads)
+        let loader = PluginLoader(searchPath: PluginLoader.searchPath(environment: ProcessInfo.processInfo.environment))
+        let logger = Logger(label: "taskhost-bench")
+        let label: String
+        let clock = ContinuousClock()
+        let start: ContinuousClock.Instant
+        let summary: RunSummary<String>
+        do {
+            switch key {
+            case "P0", "P5":
+                // The in-process baseline of the plugin scenarios: same payloads, same wrapper.
+                label = "\(peer) (in-process, string payload)"
+                let executor = CheckedExecutor(inner: SynchronousExecutor<String> { _, _ in }, invariants: invariants)
+                start = clock.now
+                summary = await TaskHostScheduler.run(
+                    executor: executor, tasks: StringTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
+            case "P1", "P2", "P3", "P4":
+                let plugin = try loader.load(key == "P1" || key == "P2" ? "Noop" : "Echo")
+                let instance = try plugin.makeInstance(configuration: "{}", logger: logger)
+                label = "\(peer) (\(plugin.name) plugin)"
+                let executor = CheckedExecutor(inner: PluginExecutor(instance: instance), invariants: invariants)
+                start = clock.now
+                summary = await TaskHostScheduler.run(
+                    executor: executor, tasks: StringTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
+            default:
+                // The payload is the index: double(double) of pricing_apply_discount is called with it.
+                let function = try FFIFunctionExecutor(
+                    library: try loader.resolve("pricing"), symbol: "pricing_apply_discount",
+                    signature: "double(double, float)", arguments: ["$.data", "$.data"])
+                label = "\(peer) (libffi)"
+                let executor = CheckedExecutor(inner: function, invariants: invariants)
+                start = clock.now
+                summary = await TaskHostScheduler.run(
+                    executor: executor, tasks: StringTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
+            }
+        } catch {
+            FileHandle.standardError.write(Data("\(key): \(error)\n".utf8))
+            return false
+        }
+        let seconds = (clock.now - start).secondsDouble
+        invariants.finish(expected: items.count)
+        if summary.succeeded != items.count { invariants.violate("summary counts \(summary.succeeded) succeeded") }
+        let ok = invariants.violations.load(ordering: .relaxed) == 0
+        var fields: [(String, String)] = [
+            ("peer", json(label)), ("scenario", json(spec.name)), ("tasks", "\(items.count)"),
+            ("seconds", fixed(seconds, 4)), ("tasks_per_s", "\(Int((Double(items.count) / seconds).rounded()))"),
+            ("ns_per_task", fixed(seconds * 1e9 / Double(items.count), 1)),
+            ("max_threads", spec.maxThreads.map(String.init) ?? "null"),
+            ("max_running_observed", "\(invariants.maxRunning.load(ordering: .relaxed))"),
+            ("ok", ok ? "true" : "false"),
+        ]
+        if let first = invariants.firstViolation.withLock({ $0 }) { fields.append(("first_violation", json(first))) }
+        emit(fields)
+        return ok
+    }
+}
+
+/// A pre-generated array of string-payload tasks, delivered one at a time.
+struct StringTaskSequence: AsyncSequence, Sendable {
+    typealias Element = TaskItem<String>
+    let tasks: [TaskItem<String>]
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let tasks: [TaskItem<String>]
+        var index = 0
+        mutating func next() async -> TaskItem<String>? {
+            guard index < tasks.count else { return nil }
+            defer { index += 1 }
+            return tasks[index]
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(tasks: tasks) }
+}

@@ -1,0 +1,396 @@
+import CTaskHostFFI
+import FoundationEssentials
+import TaskHostScheduler
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A C type of a function signature given in configuration.
+public enum FFIType: String, Sendable, CaseIterable {
+    case void, bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64, float, double, string
+    /// A byte buffer: passed as two C arguments, `const uint8_t *` and `uint64_t` length.
+    case bytes
+
+    var ffiTypes: [UnsafeMutablePointer<ffi_type>] {
+        switch self {
+        case .void: return [th_ffi_void()]
+        case .bool, .uint8: return [th_ffi_uint8()]
+        case .int8: return [th_ffi_sint8()]
+        case .int16: return [th_ffi_sint16()]
+        case .uint16: return [th_ffi_uint16()]
+        case .int32: return [th_ffi_sint32()]
+        case .uint32: return [th_ffi_uint32()]
+        case .int64: return [th_ffi_sint64()]
+        case .uint64: return [th_ffi_uint64()]
+        case .float: return [th_ffi_float()]
+        case .double: return [th_ffi_double()]
+        case .string: return [th_ffi_pointer()]
+        case .bytes: return [th_ffi_pointer(), th_ffi_uint64()]
+        }
+    }
+}
+
+/// A parsed signature: `int32(string, int64)`.
+public struct FFISignature: Sendable, Equatable {
+    public var returns: FFIType
+    public var arguments: [FFIType]
+
+    /// Parses `RETURN(ARG, ARG, ...)`; throws a message naming the bad part.
+    public init(parsing text: String) throws(FFIError) {
+        let trimmed = text.filter { !$0.isWhitespace }
+        guard let open = trimmed.firstIndex(of: "("), trimmed.last == ")" else {
+            throw FFIError(
+                "signature '\(text)' is not of the form return(arg, ...), for example \"int32(string, int64)\"")
+        }
+        let known = FFIType.allCases.map(\.rawValue).joined(separator: ", ")
+        let returnName = String(trimmed[..<open])
+        guard let returns = FFIType(rawValue: returnName), returns != .bytes else {
+            throw FFIError("signature '\(text)': unknown return type '\(returnName)' (one of: \(known), except bytes)")
+        }
+        let inner = trimmed[trimmed.index(after: open)..<trimmed.index(before: trimmed.endIndex)]
+        var arguments: [FFIType] = []
+        if !inner.isEmpty, inner != "void" {
+            for (index, name) in inner.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+                guard let type = FFIType(rawValue: String(name)), type != .void else {
+                    throw FFIError(
+                        "signature '\(text)': argument \(index + 1) has unknown type '\(name)' (one of: \(known))")
+                }
+                arguments.append(type)
+            }
+        }
+        self.returns = returns
+        self.arguments = arguments
+    }
+}
+
+public struct FFIError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A JSON value, for reading task fields into arguments.
+enum JSONValue: Decodable, Sendable {
+    case null, bool(Bool), number(Double), integer(Int64), string(String), array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int64.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    var kind: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .number, .integer: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
+
+/// A simple JSON path: `$`, `$.data.sku`, `$.items[0].id`.
+public struct JSONPath: Sendable, Equatable {
+    enum Step: Sendable, Equatable {
+        case key(String)
+        case index(Int)
+    }
+
+    public let text: String
+    let steps: [Step]
+
+    public init(parsing text: String) throws(FFIError) {
+        guard text.hasPrefix("$") else {
+            throw FFIError("'\(text)' is not a JSON path: start it with $, as in $.data.sku")
+        }
+        var steps: [Step] = []
+        var rest = Substring(text.dropFirst())
+        while !rest.isEmpty {
+            if rest.hasPrefix(".") {
+                rest = rest.dropFirst()
+                let key = rest.prefix { $0 != "." && $0 != "[" }
+                guard !key.isEmpty else { throw FFIError("'\(text)': empty key after '.'") }
+                steps.append(.key(String(key)))
+                rest = rest.dropFirst(key.count)
+            } else if rest.hasPrefix("[") {
+                guard let close = rest.firstIndex(of: "]"),
+                    let index = Int(rest[rest.index(after: rest.startIndex)..<close]),
+                    index >= 0
+                else { throw FFIError("'\(text)': expected [N] with N a non-negative integer") }
+                steps.append(.index(index))
+                rest = rest[rest.index(after: close)...]
+            } else {
+                throw FFIError("'\(text)': unexpected '\(rest.first!)'; use .key or [index]")
+            }
+        }
+        self.text = text
+        self.steps = steps
+    }
+
+    func evaluate(_ value: JSONValue) -> JSONValue? {
+        var current = value
+        for step in steps {
+            switch (step, current) {
+            case (.key(let key), .object(let object)):
+                guard let next = object[key] else { return nil }
+                current = next
+            case (.index(let index), .array(let array)):
+                guard index < array.count else { return nil }
+                current = array[index]
+            default:
+                return nil
+            }
+        }
+        return current
+    }
+}
+
+/// Calls a plain exported C function of an existing library through libffi, one call per task.
+///
+/// The library is opened once and never closed; the call interface (`ffi_cif`) is prepared once.
+/// Each argument comes from a JSON path into the task seen as `{"targetId", "id", "data"}`,
+/// where `data` is the task's payload parsed as JSON. An integer or bool return is a status
+/// (0, or true, is success); a string return is the output (NULL is a failure); float and double
+/// returns are outputs.
+///
+/// - Important: The function is called concurrently for tasks of different targets; it must be
+///   thread-safe for that. It runs inline on the scheduler's path, so it must not block for long.
+public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
+    public typealias Payload = String
+
+    public let library: String
+    public let symbol: String
+    public let signature: FFISignature
+    public let arguments: [JSONPath]
+    let function: UnsafeMutableRawPointer
+    let cif: UnsafeMutablePointer<ffi_cif>
+    let argumentTypes: UnsafeMutablePointer<UnsafeMutablePointer<ffi_type>?>
+    let cArgumentCount: Int
+    let outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)?
+
+    /// Opens `library`, resolves `symbol`, parses `signature` and `arguments`, prepares the cif.
+    /// - Throws: ``PluginError`` naming the library, symbol, signature or argument at fault.
+    public init(
+        library: String, symbol: String, signature text: String, arguments: [String],
+        outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)? = nil
+    ) throws(PluginError) {
+        let signature: FFISignature
+        do {
+            signature = try FFISignature(parsing: text)
+        } catch {
+            throw PluginError(
+                .invalidSignature, path: library, message: error.description,
+                remedy: "Write the signature as return(arg, ...) with the types of the C declaration.")
+        }
+        guard arguments.count == signature.arguments.count else {
+            throw PluginError(
+                .invalidArgument, path: library,
+                message:
+                    "\(symbol) takes \(signature.arguments.count) argument\(signature.arguments.count == 1 ? "" : "s") "
+                    + "in '\(text)' but \(arguments.count) \(arguments.count == 1 ? "is" : "are") given",
+                remedy: "Give one JSON path (like $.data.sku) per argument of the signature.")
+        }
+        var paths: [JSONPath] = []
+        for (index, argument) in arguments.enumerated() {
+            do {
+                paths.append(try JSONPath(parsing: argument))
+            } catch {
+                throw PluginError(
+                    .invalidArgument, path: library, message: "argument \(index + 1): \(error.description)",
+                    remedy: "Use a JSON path into the task, like $.data.sku or $.targetId.")
+            }
+        }
+        let handle: UnsafeMutableRawPointer
+        switch DynamicLibrary.open(library) {
+        case .success(let opened): handle = opened
+        case .failure(let failure): throw PluginLoader.openError(path: library, dlerror: failure.message)
+        }
+        switch DynamicLibrary.symbol(symbol, in: handle) {
+        case .success(let address): function = address
+        case .failure(let failure):
+            throw PluginError(
+                .missingSymbol, path: library, message: "no exported function '\(symbol)' (\(failure.message))",
+                remedy: "Check the name with `nm -D \(library)`; C++ functions need extern \"C\".")
+        }
+        let cTypes = signature.arguments.flatMap(\.ffiTypes)
+        cArgumentCount = cTypes.count
+        argumentTypes = .allocate(capacity: max(1, cTypes.count))
+        for (index, type) in cTypes.enumerated() { argumentTypes[index] = type }
+        cif = .allocate(capacity: 1)
+        let status = ffi_prep_cif(
+            cif, th_ffi_default_abi(), UInt32(cTypes.count), signature.returns.ffiTypes[0], argumentTypes)
+        guard status == FFI_OK else {
+            throw PluginError(
+                .invalidSignature, path: library, message: "libffi refused the signature '\(text)' (status \(status))",
+                remedy: "Check the signature against the C declaration of \(symbol).")
+        }
+        self.library = library
+        self.symbol = symbol
+        self.signature = signature
+        self.arguments = paths
+        self.outputs = outputs
+    }
+
+    public var supportsImmediateExecution: Bool { true }
+
+    public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
+        do {
+            let output = try call(task)
+            outputs?(task, context, output)
+            return .succeeded
+        } catch {
+            return .failed(error)
+        }
+    }
+
+    public func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
+        let output = try call(task)
+        outputs?(task, context, output)
+    }
+
+    /// The failure of one call: a conversion error (not retryable) or the function's status.
+    public struct CallFailure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    func call(_ task: TaskItem<String>) throws -> String? {
+        let data: JSONValue
+        do {
+            data = try JSONDecoder().decode(JSONValue.self, from: Data(task.payload.utf8))
+        } catch {
+            throw NonRetryableError(CallFailure(description: "the task's data is not JSON: \(task.payload.prefix(80))"))
+        }
+        var document: [String: JSONValue] = ["data": data]
+        switch task.targetId {
+        case .integer(let value): document["targetId"] = .integer(value)
+        case .string(let value): document["targetId"] = .string(value)
+        }
+        if let id = task.id { document["id"] = .string(id) }
+        let root = JSONValue.object(document)
+
+        // Scalars live in 8-byte slots; strings and bytes in C buffers freed after the call.
+        let slots = UnsafeMutableRawPointer.allocate(byteCount: max(1, cArgumentCount) * 8, alignment: 8)
+        let values = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: max(1, cArgumentCount))
+        var buffers: [UnsafeMutableRawPointer] = []
+        defer {
+            for buffer in buffers { free(buffer) }
+            slots.deallocate()
+            values.deallocate()
+        }
+        var slot = 0
+        func next() -> UnsafeMutableRawPointer {
+            let pointer = slots + slot * 8
+            values[slot] = pointer
+            slot += 1
+            return pointer
+        }
+        for (index, (type, path)) in zip(signature.arguments, arguments).enumerated() {
+            guard let value = path.evaluate(root) else {
+                throw NonRetryableError(
+                    CallFailure(description: "argument \(index + 1) (\(path.text)): the task has no such field"))
+            }
+            func mismatch(_ expected: String) -> NonRetryableError {
+                NonRetryableError(
+                    CallFailure(
+                        description: "argument \(index + 1) (\(path.text)): expected \(expected) for \(type.rawValue), "
+                            + "got \(value.kind)"))
+            }
+            func integer(_ range: ClosedRange<Int64>) throws -> Int64 {
+                guard case .integer(let number) = value else { throw mismatch("an integer") }
+                guard range.contains(number) else {
+                    throw NonRetryableError(
+                        CallFailure(
+                            description: "argument \(index + 1) (\(path.text)): \(number) does not fit \(type.rawValue)"
+                        ))
+                }
+                return number
+            }
+            switch type {
+            case .void: break
+            case .bool:
+                guard case .bool(let flag) = value else { throw mismatch("true or false") }
+                next().storeBytes(of: UInt8(flag ? 1 : 0), as: UInt8.self)
+            case .int8: next().storeBytes(of: Int8(try integer(Int64(Int8.min)...Int64(Int8.max))), as: Int8.self)
+            case .uint8: next().storeBytes(of: UInt8(try integer(0...Int64(UInt8.max))), as: UInt8.self)
+            case .int16: next().storeBytes(of: Int16(try integer(Int64(Int16.min)...Int64(Int16.max))), as: Int16.self)
+            case .uint16: next().storeBytes(of: UInt16(try integer(0...Int64(UInt16.max))), as: UInt16.self)
+            case .int32: next().storeBytes(of: Int32(try integer(Int64(Int32.min)...Int64(Int32.max))), as: Int32.self)
+            case .uint32: next().storeBytes(of: UInt32(try integer(0...Int64(UInt32.max))), as: UInt32.self)
+            case .int64: next().storeBytes(of: try integer(Int64.min...Int64.max), as: Int64.self)
+            case .uint64: next().storeBytes(of: UInt64(try integer(0...Int64.max)), as: UInt64.self)
+            case .float, .double:
+                let number: Double
+                switch value {
+                case .integer(let n): number = Double(n)
+                case .number(let n): number = n
+                default: throw mismatch("a number")
+                }
+                if type == .float {
+                    next().storeBytes(of: Float(number), as: Float.self)
+                } else {
+                    next().storeBytes(of: number, as: Double.self)
+                }
+            case .string, .bytes:
+                guard case .string(let text) = value else { throw mismatch("a string") }
+                let utf8 = Array(text.utf8)
+                if type == .string, utf8.contains(0) {
+                    throw NonRetryableError(
+                        CallFailure(description: "argument \(index + 1) (\(path.text)): the string contains NUL"))
+                }
+                let buffer = malloc(utf8.count + 1)!
+                buffers.append(buffer)
+                utf8.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                buffer.storeBytes(of: 0, toByteOffset: utf8.count, as: UInt8.self)
+                next().storeBytes(of: buffer, as: UnsafeMutableRawPointer.self)
+                if type == .bytes { next().storeBytes(of: UInt64(utf8.count), as: UInt64.self) }
+            }
+        }
+        // The return buffer is at least sizeof(ffi_arg): narrow integer returns are widened.
+        var result: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &result) { returned in
+            ffi_call(cif, unsafeBitCast(function, to: (@convention(c) () -> Void).self), returned.baseAddress, values)
+        }
+        return try withUnsafeBytes(of: &result) { returned -> String? in
+            func status(_ code: Int64) throws -> String? {
+                if code == 0 { return nil }
+                throw CallFailure(description: "\(symbol) returned \(code)")
+            }
+            switch signature.returns {
+            case .void: return nil
+            case .bool:
+                if returned.load(as: UInt8.self) != 0 { return nil }
+                throw CallFailure(description: "\(symbol) returned false")
+            case .int8, .int16, .int32:
+                return try status(Int64(Int32(truncatingIfNeeded: returned.load(as: Int64.self))))
+            case .uint8: return try status(Int64(returned.load(as: UInt8.self)))
+            case .uint16: return try status(Int64(returned.load(as: UInt16.self)))
+            case .uint32: return try status(Int64(returned.load(as: UInt32.self)))
+            case .int64, .uint64: return try status(returned.load(as: Int64.self))
+            case .float: return String(returned.load(as: Float.self))
+            case .double: return String(returned.load(as: Double.self))
+            case .string:
+                guard let pointer = returned.load(as: UnsafePointer<CChar>?.self) else {
+                    throw CallFailure(description: "\(symbol) returned NULL")
+                }
+                return String(validatingCString: pointer) ?? ""
+            case .bytes: return nil
+            }
+        }
+    }
+}

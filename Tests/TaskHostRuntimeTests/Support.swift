@@ -1,0 +1,123 @@
+import Foundation
+import Logging
+import Synchronization
+import TaskHostScheduler
+import Testing
+
+@testable import TaskHostRuntime
+
+/// Where things are: the package root (from this file), the built plugins (beside the test
+/// bundle, or TASKHOST_TEST_PLUGIN_DIR), and fixtures compiled with `cc` once per test process.
+enum Paths {
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    static let header = packageRoot + "/Sources/CTaskHostPlugin/include"
+
+    static let builtPlugins: String = {
+        if let override = ProcessInfo.processInfo.environment["TASKHOST_TEST_PLUGIN_DIR"] { return override }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var folder = executable.deletingLastPathComponent()
+        // The test bundle may sit in NAME.xctest/ inside the build folder.
+        while !FileManager.default.fileExists(atPath: folder.appendingPathComponent("libEcho.so").path),
+            folder.path != "/"
+        {
+            folder.deleteLastPathComponent()
+        }
+        return folder.path
+    }()
+
+    static func plugin(_ name: String) -> String { builtPlugins + "/lib\(name).so" }
+
+    /// A fresh folder for one test.
+    static func scratch() -> String {
+        let folder = NSTemporaryDirectory() + "taskhost-tests-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        return folder
+    }
+}
+
+/// Compiles C files with `cc -shared -fPIC` against the plugin header alone.
+enum Compiler {
+    static let output = Paths.scratch()
+    private static let built = Mutex<[String: String]>([:])
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Compiles `source` (a path) into a shared library; cached per process.
+    static func sharedLibrary(_ source: String, name: String? = nil) throws -> String {
+        let base = name ?? URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
+        if let path = built.withLock({ $0[source] }) { return path }
+        let target = output + "/lib\(base).so"
+        let result = try run(
+            "/usr/bin/env",
+            [
+                "cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I", Paths.header, "-o", target,
+                source, "-lpthread",
+            ])
+        guard result.status == 0 else { throw Failure(description: "cc failed for \(source):\n\(result.output)") }
+        built.withLock { $0[source] = target }
+        return target
+    }
+
+    static func fixture(_ name: String) throws -> String {
+        try sharedLibrary(Paths.packageRoot + "/Tests/TaskHostRuntimeTests/Fixtures/\(name).c")
+    }
+
+    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// A loader that finds the built plugins and refuses nothing but what a test asks for.
+func loader(allowInsecure: Bool = false) -> PluginLoader {
+    PluginLoader(searchPath: [Paths.builtPlugins], allowInsecure: allowInsecure)
+}
+
+/// Collects log lines, to assert on misbehaviour reports.
+final class LogRecorder: LogHandler, @unchecked Sendable {
+    let lines = Mutex<[String]>([])
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        lines.withLock { $0.append("\(event.level): \(event.message)") }
+    }
+    var logger: Logger { Logger(label: "test") { _ in self } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
+/// Records every plugin outcome by task payload.
+final class OutcomeRecorder: Sendable {
+    let outcomes = Mutex<[(payload: String, attempt: Int, outcome: PluginOutcome)]>([])
+    var callback: @Sendable (TaskItem<String>, ExecutionContext, PluginOutcome) -> Void {
+        { task, context, outcome in self.outcomes.withLock { $0.append((task.payload, context.attempt, outcome)) } }
+    }
+    var all: [(payload: String, attempt: Int, outcome: PluginOutcome)] { outcomes.withLock { $0 } }
+}
+
+func loadError(_ body: () throws(PluginError) -> Void) -> PluginError? {
+    do {
+        try body()
+        return nil
+    } catch {
+        return error
+    }
+}
