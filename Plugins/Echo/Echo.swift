@@ -20,10 +20,13 @@ struct Echo: TaskHostPlugin {
 
     let configuration: Configuration
 
-    init(configuration: Configuration, host: PluginHost) throws {
+    static func validate(_ configuration: Configuration) throws {
         if let delay = configuration.delayMs, delay < 0 {
             throw PluginExecutionError.invalidConfiguration("key 'delayMs': expected 0 or more, got \(delay)")
         }
+    }
+
+    init(configuration: Configuration, host: PluginHost) throws {
         self.configuration = configuration
     }
 

@@ -23,7 +23,12 @@ public protocol TaskHostPlugin: Sendable {
     /// A JSON Schema of ``Configuration``, shown by `taskhost plugin inspect`.
     static var configSchema: String? { get }
 
-    /// Creates an instance. Throw ``PluginExecutionError/invalidConfiguration(_:)`` for a bad value.
+    /// Checks a decoded configuration without creating anything (`taskhost check`, and before
+    /// `init`). Throw ``PluginExecutionError/invalidConfiguration(_:)`` naming the key. The
+    /// default accepts every configuration that decodes.
+    static func validate(_ configuration: Configuration) throws
+
+    /// Creates an instance from a configuration that passed ``validate(_:)``.
     init(configuration: Configuration, host: PluginHost) throws
 
     /// Runs one attempt. Return an output for the results sink, or throw: ``PluginExecutionError``
@@ -39,6 +44,7 @@ public protocol TaskHostPlugin: Sendable {
 extension TaskHostPlugin {
     public static var summary: String? { nil }
     public static var configSchema: String? { nil }
+    public static func validate(_ configuration: Configuration) throws {}
     public func executeImmediately(_ task: PluginTask) throws -> ImmediateResult { .deferred }
 }
 
@@ -113,7 +119,7 @@ struct Factory<P: TaskHostPlugin>: ErasedFactory {
 
     func validate(_ json: String) -> String? {
         do {
-            _ = try decode(json)
+            try P.validate(try decode(json))
             return nil
         } catch {
             return Self.message(error)
@@ -121,7 +127,9 @@ struct Factory<P: TaskHostPlugin>: ErasedFactory {
     }
 
     func create(_ json: String, host: PluginHost) throws -> any TaskHostPluginInstance {
-        Instance(plugin: try P(configuration: try decode(json), host: host))
+        let configuration = try decode(json)
+        try P.validate(configuration)
+        return Instance(plugin: try P(configuration: configuration, host: host))
     }
 
     static func message(_ error: any Error) -> String {

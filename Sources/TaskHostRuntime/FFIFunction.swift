@@ -36,6 +36,11 @@ public struct FFISignature: Sendable, Equatable {
     public var returns: FFIType
     public var arguments: [FFIType]
 
+    public init(returns: FFIType, arguments: [FFIType]) {
+        self.returns = returns
+        self.arguments = arguments
+    }
+
     /// Parses `RETURN(ARG, ARG, ...)`; throws a message naming the bad part.
     public init(parsing text: String) throws(FFIError) {
         let trimmed = text.filter { !$0.isWhitespace }

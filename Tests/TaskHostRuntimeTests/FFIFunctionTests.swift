@@ -5,7 +5,7 @@ import Testing
 @testable import TaskHostRuntime
 
 /// libffi calls into the plain C library built from Plugins/Pricing, which knows nothing of TaskHost.
-@Suite struct FFIFunctionTests {
+@Suite(.serialized) struct FFIFunctionTests {
     let library = Paths.plugin("pricing")
 
     func call(

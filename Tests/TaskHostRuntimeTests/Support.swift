@@ -113,11 +113,12 @@ final class OutcomeRecorder: Sendable {
     var all: [(payload: String, attempt: Int, outcome: PluginOutcome)] { outcomes.withLock { $0 } }
 }
 
-func loadError(_ body: () throws(PluginError) -> Void) -> PluginError? {
+/// The PluginError `body` throws, or nil.
+func loadError(_ body: () throws -> Void) -> PluginError? {
     do {
         try body()
         return nil
     } catch {
-        return error
+        return error as? PluginError
     }
 }
