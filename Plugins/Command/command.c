@@ -25,7 +25,9 @@
  *
  * Build: cc -std=c11 -Wall -Wextra -shared -fPIC -I <folder of taskhost_plugin.h> -o libCommand.so command.c
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* pipe2, posix_spawn_file_actions_addclosefrom_np */
+#endif
 
 #include <errno.h>
 #include <fcntl.h>

@@ -57,8 +57,14 @@ static void set_error(th_message_buffer error, const char *format, ...) {
     va_end(args);
 }
 
+/* strerror, but thread-safe: strerror_r, in whichever form the C library declares it. */
 static void error_text(int err, char *buffer, size_t cap) {
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    const char *text = strerror_r(err, buffer, cap); /* the GNU form returns the text */
+    if (text != buffer) snprintf(buffer, cap, "%s", text);
+#else
     if (strerror_r(err, buffer, cap) != 0) snprintf(buffer, cap, "error %d", err);
+#endif
 }
 
 /* ---- 2. Reading JSON -----------------------------------------------------------------------

@@ -15,7 +15,8 @@ struct TaskHostBench: AsyncParsableCommand {
             M1 (peak memory running 1,000,000 tasks from a lazy sequence), M2 (peak memory holding
             1,000,000 queued tasks), I1 (CPU used while waiting for input), P0/P5 (S1/S2 in-process with string payloads: the \
             baseline of the plugin scenarios), P1/P2 (S1/S2 through the C \
-            no-op plugin, loaded with dlopen), P3/P4 (S1/S2 through the Swift SDK plugin Echo), F1 (S1's \
+            no-op plugin, loaded with dlopen), P3/P4 (S1/S2 through the Swift SDK plugin Echo), P6 (S1 through the C \
+            echo plugin of docs/example_plugin.c, on TASKHOST_PLUGIN_PATH), F1 (S1's \
             tasks as libffi calls of a plain C function). Run memory scenarios in a process of their own: \
             peak RSS is per process.
             """)
@@ -42,11 +43,11 @@ struct TaskHostBench: AsyncParsableCommand {
             case "M1": allOK = await memoryLazy() && allOK
             case "M2": allOK = await memoryQueued() && allOK
             case "I1": allOK = await idleCPU() && allOK
-            case "P0", "P1", "P2", "P3", "P4", "P5", "F1": allOK = await pluginScenario(key) && allOK
+            case "P0", "P1", "P2", "P3", "P4", "P5", "P6", "F1": allOK = await pluginScenario(key) && allOK
             default:
                 guard let spec = Scenario.make(key, tasks: tasks) else {
                     throw ValidationError(
-                        "unknown scenario \(key); use S1 S2 S3 S4 V1 K1 L1 M1 M2 I1 P0 P1 P2 P3 P4 P5 F1")
+                        "unknown scenario \(key); use S1 S2 S3 S4 V1 K1 L1 M1 M2 I1 P0 P1 P2 P3 P4 P5 P6 F1")
                 }
                 let modes = spec.kind == .noop ? (mode == "both" ? ["sync", "async"] : [mode]) : ["async"]
                 for m in modes {

@@ -271,7 +271,17 @@ private func status(for error: any Error) -> (Int32, String, Int64) {
 
 /// A per-thread buffer for synchronous outcome strings, valid until the thread's next call.
 private final class ThreadBuffer {
-    var storage: [UInt8] = []
+    var storage = UnsafeMutableRawPointer.allocate(byteCount: 256, alignment: 1)
+    var capacity = 256
+
+    func reserve(_ count: Int) {
+        guard count > capacity else { return }
+        storage.deallocate()
+        capacity = max(count, capacity * 2)
+        storage = .allocate(byteCount: capacity, alignment: 1)
+    }
+
+    deinit { storage.deallocate() }
 }
 
 private let threadBufferKey: pthread_key_t = {
@@ -282,8 +292,9 @@ private let threadBufferKey: pthread_key_t = {
     return key
 }()
 
+@inline(__always)
 private func threadBuffer() -> ThreadBuffer {
-    if let existing = pthread_getspecific(threadBufferKey) {
+    if let existing = UnsafeRawPointer(pthread_getspecific(threadBufferKey)) {
         return Unmanaged<ThreadBuffer>.fromOpaque(existing).takeUnretainedValue()
     }
     let buffer = ThreadBuffer()
@@ -291,19 +302,21 @@ private func threadBuffer() -> ThreadBuffer {
     return buffer
 }
 
-/// Writes `message` and `output` into the thread's buffer and points `outcome` at them.
+/// Copies `message` and `output` into the thread's buffer and points `outcome` at them.
 private func fill(_ outcome: UnsafeMutablePointer<th_outcome>, message: String?, output: String?) {
+    if message == nil, output == nil { return }
+    var message = message
+    var output = output
     let buffer = threadBuffer()
-    buffer.storage.removeAll(keepingCapacity: true)
-    buffer.storage.append(contentsOf: (message ?? "").utf8)
-    let messageCount = buffer.storage.count
-    buffer.storage.append(contentsOf: (output ?? "").utf8)
-    buffer.storage.withUnsafeBufferPointer { all in
-        let base = UnsafeRawPointer(all.baseAddress)?.assumingMemoryBound(to: CChar.self)
-        outcome.pointee.message = th_str(ptr: message == nil ? nil : base, len: UInt64(messageCount))
-        outcome.pointee.output = th_str(
-            ptr: output == nil ? nil : base.map { $0 + messageCount }, len: UInt64(all.count - messageCount))
-    }
+    let messageCount = message?.utf8.count ?? 0
+    let outputCount = output?.utf8.count ?? 0
+    buffer.reserve(messageCount + outputCount)
+    let base = buffer.storage
+    message?.withUTF8 { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    output?.withUTF8 { (base + messageCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    let text = base.assumingMemoryBound(to: CChar.self)
+    if message != nil { outcome.pointee.message = th_str(ptr: text, len: UInt64(messageCount)) }
+    if output != nil { outcome.pointee.output = th_str(ptr: text + messageCount, len: UInt64(outputCount)) }
 }
 
 private let validateThunk: @convention(c) (th_str, th_message_buffer) -> Int32 = { config, error in
@@ -342,51 +355,60 @@ private let executeThunk:
         UnsafeMutableRawPointer?, UnsafePointer<th_task>?, OpaquePointer?, UnsafeMutablePointer<th_outcome>?
     ) -> Int32 = { instance, task, token, outcome in
         guard let instance, let task, let outcome else { return TH_ERROR }
-        let box = Unmanaged<InstanceBox>.fromOpaque(instance).takeUnretainedValue()
-        let raw = task.pointee
-        let pluginTask = PluginTask(
-            targetId: string(raw.target_id), targetInteger: raw.target_is_integer != 0 ? raw.target_integer : nil,
-            id: raw.task_id.len > 0 ? string(raw.task_id) : nil, payload: string(raw.payload),
-            sequence: raw.sequence, attempt: Int(raw.attempt))
-        do {
-            if case .finished(let output) = try box.instance.executeImmediately(pluginTask) {
-                fill(outcome, message: nil, output: output)
-                return TH_OK
-            }
-        } catch {
-            let (status, message, retryAfter) = status(for: error)
-            outcome.pointee.retry_after_ms = retryAfter
-            fill(outcome, message: message, output: nil)
-            return status
+        return Unmanaged<InstanceBox>.fromOpaque(instance)._withUnsafeGuaranteedRef { box in
+            execute(box, task, token, outcome)
         }
-        guard let token else { return TH_ERROR }
-        let tokenBits = UInt(bitPattern: UnsafeRawPointer(token))
-        let work = Task {
-            var result = th_outcome()
-            result.struct_size = UInt32(MemoryLayout<th_outcome>.size)
-            result.retry_after_ms = -1
-            var message = ""
-            var output = ""
-            do {
-                output = try await box.instance.execute(pluginTask) ?? ""
-                result.status = TH_OK
-            } catch {
-                let mapped = status(for: error)
-                (result.status, message, result.retry_after_ms) = mapped
-            }
-            box.finished(tokenBits)
-            message.withUTF8 { message in
-                output.withUTF8 { output in
-                    result.message = th_str(message)
-                    result.output = th_str(output)
-                    box.host.pointee.complete(
-                        box.host.pointee.host_context, OpaquePointer(bitPattern: tokenBits), &result)
-                }
-            }
-        }
-        box.track(tokenBits, work)
-        return TH_PENDING
     }
+
+@inline(__always)
+private func execute(
+    _ box: InstanceBox, _ task: UnsafePointer<th_task>, _ token: OpaquePointer?,
+    _ outcome: UnsafeMutablePointer<th_outcome>
+) -> Int32 {
+    let raw = task.pointee
+    let pluginTask = PluginTask(
+        targetId: string(raw.target_id), targetInteger: raw.target_is_integer != 0 ? raw.target_integer : nil,
+        id: raw.task_id.len > 0 ? string(raw.task_id) : nil, payload: string(raw.payload),
+        sequence: raw.sequence, attempt: Int(raw.attempt))
+    do {
+        if case .finished(let output) = try box.instance.executeImmediately(pluginTask) {
+            fill(outcome, message: nil, output: output)
+            return TH_OK
+        }
+    } catch {
+        let (status, message, retryAfter) = status(for: error)
+        outcome.pointee.retry_after_ms = retryAfter
+        fill(outcome, message: message, output: nil)
+        return status
+    }
+    guard let token else { return TH_ERROR }
+    let tokenBits = UInt(bitPattern: UnsafeRawPointer(token))
+    let work = Task {
+        var result = th_outcome()
+        result.struct_size = UInt32(MemoryLayout<th_outcome>.size)
+        result.retry_after_ms = -1
+        var message = ""
+        var output = ""
+        do {
+            output = try await box.instance.execute(pluginTask) ?? ""
+            result.status = TH_OK
+        } catch {
+            let mapped = status(for: error)
+            (result.status, message, result.retry_after_ms) = mapped
+        }
+        box.finished(tokenBits)
+        message.withUTF8 { message in
+            output.withUTF8 { output in
+                result.message = th_str(message)
+                result.output = th_str(output)
+                box.host.pointee.complete(
+                    box.host.pointee.host_context, OpaquePointer(bitPattern: tokenBits), &result)
+            }
+        }
+    }
+    box.track(tokenBits, work)
+    return TH_PENDING
+}
 
 private let cancelThunk: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?) -> Void = { instance, token in
     guard let instance, let token else { return }
