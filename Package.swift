@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Command", type: .dynamic, targets: ["Command"]),
         .library(name: "Echo", type: .dynamic, targets: ["Echo"]),
         .library(name: "Noop", type: .dynamic, targets: ["Noop"]),
+        .library(name: "HTTPRequest", type: .dynamic, targets: ["HTTPRequest"]),
         // A plain C library that knows nothing of TaskHost, called through libffi.
         .library(name: "pricing", type: .dynamic, targets: ["Pricing"]),
     ],
@@ -75,6 +76,7 @@ let package = Package(
             name: "TargetFile", dependencies: ["CTaskHostPlugin"], path: "Plugins/TargetFile", publicHeadersPath: "."),
         .target(name: "Command", dependencies: ["CTaskHostPlugin"], path: "Plugins/Command", publicHeadersPath: "."),
         .target(name: "Echo", dependencies: ["TaskHostPluginSDK"], path: "Plugins/Echo"),
+        .target(name: "HTTPRequest", dependencies: ["TaskHostPluginSDK"], path: "Plugins/HTTPRequest"),
         .target(name: "Noop", dependencies: ["CTaskHostPlugin"], path: "Plugins/Noop", publicHeadersPath: "."),
         .target(name: "Pricing", path: "Plugins/Pricing"),
         .testTarget(

@@ -11,12 +11,17 @@ OUT=${OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 
-swift build -c release --product taskhost-bench >&2
+swift build -c release >&2
 BENCH=.build/release/taskhost-bench
+# The documentation's C echo plugin, built with cc alone, for P6 (C vs Swift SDK, same work).
+mkdir -p .build/bench-plugins
+cc -O2 -shared -fPIC -I Sources/CTaskHostPlugin/include -o .build/bench-plugins/libexample_echo.so \
+  docs/example_plugin.c -lpthread
+export TASKHOST_PLUGIN_PATH=.build/bench-plugins
 
 for rep in $(seq "$REPS"); do
   echo "# rep $rep/$REPS" >&2
-  for s in S1 S2 S3 S4 V1 K1; do "$BENCH" --scenario "$s" | tee -a "$OUT"; done
+  for s in S1 S2 S3 S4 V1 K1 P0 P1 P3 P6 P5 P2 P4 F1; do "$BENCH" --scenario "$s" 2>/dev/null | tee -a "$OUT"; done
   if [ -f "$PEERS/node/bench.mjs" ] && command -v node >/dev/null; then
     node "$PEERS/node/bench.mjs" --scenario S1,S2,S3,S4,V1 --peer node-seed | tee -a "$OUT"
   fi

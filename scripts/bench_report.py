@@ -25,7 +25,7 @@ print("|---|---|---:|---:|---:|")
 for scenario in ["S1-noop", "S2-skew", "S3-sleep", "S4-unbounded", "V1-yield", "K1-keyed", "K1-unkeyed"]:
     node = median("node-seed", scenario, "tasks_per_s")
     node_eff = median("node-seed", scenario, "efficiency")
-    for peer in peers:
+    for peer in [p for p in peers if not p.endswith("plugin)") and "string payload" not in p and "libffi" not in p]:
         tps = median(peer, scenario, "tasks_per_s")
         if tps is None:
             continue
@@ -35,6 +35,19 @@ for scenario in ["S1-noop", "S2-skew", "S3-sleep", "S4-unbounded", "V1-yield", "
         else:
             ratio = f"{tps / node:.2f}" if node else "-"
         print(f"| {scenario} | {peer} | {tps:,.0f} | {eff if eff is not None else '-'} | {ratio} |")
+plugin_rows = [(r["peer"], r["scenario"]) for r in rows if "ns_per_task" in r]
+if plugin_rows:
+    print("\n| scenario | path | tasks/s (median) | ns/task | x in-process (same payloads) | x node-seed |")
+    print("|---|---|---:|---:|---:|---:|")
+    for scenario in ["S1-noop", "S2-skew"]:
+        base = median("taskhost (in-process, string payload)", scenario, "tasks_per_s")
+        node = median("node-seed", scenario, "tasks_per_s")
+        for peer in sorted({p for p, s in plugin_rows if s == scenario}):
+            tps = median(peer, scenario, "tasks_per_s")
+            ns = median(peer, scenario, "ns_per_task")
+            slower = f"{base / tps:.2f}x slower" if base else "-"
+            print(f"| {scenario} | {peer} | {tps:,.0f} | {ns:.0f} | {slower} | {tps / node:.2f} |" if node else
+                  f"| {scenario} | {peer} | {tps:,.0f} | {ns:.0f} | {slower} | - |")
 for mode in ("sync", "async"):
     keyed = median(f"taskhost ({mode})", "K1-keyed", "tasks_per_s")
     unkeyed = median(f"taskhost ({mode})", "K1-unkeyed", "tasks_per_s")

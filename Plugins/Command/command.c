@@ -21,7 +21,11 @@
  * the program (posix_spawn, own process group, default signal dispositions), pumps the pipes with
  * poll(), enforces the deadline, reaps the child and calls host->complete exactly once. Only the
  * worker signals and reaps its child, so a cancel racing with a normal exit can neither signal a
- * recycled pid nor complete twice: cancel() only sets a flag and wakes the worker.
+ * recycled pid nor complete twice: cancel() only sets a flag and wakes the worker. One thread
+ * per running task: the host's maxConcurrency bounds them.
+ *
+ * Linux only (pipe2, waitid with WNOWAIT); with glibc 2.34 or later the child also inherits no
+ * descriptor of the host besides its three pipes.
  *
  * Build: cc -std=c11 -Wall -Wextra -shared -fPIC -I <folder of taskhost_plugin.h> -o libCommand.so command.c
  */
