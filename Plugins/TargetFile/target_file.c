@@ -41,10 +41,10 @@ typedef struct target_file {
     int dir_fd;              /* the open folder: files are opened relative to it (openat) */
 } target_file;
 
-/* Text the plugin hands to the host (outcome message, output) must stay valid until the call that
- * carries it returns; the host copies it. execute() runs on several host threads at once, so each
- * thread gets its own buffers. tl_path fits any path that open() accepted: folder (< 4096 bytes),
- * '/', and a file name (<= 255 bytes). */
+/* Text in a synchronous outcome (message, output) is copied by the host right after execute()
+ * returns, so it must stay valid until this thread's next call into the plugin. execute() runs on
+ * several host threads at once, so a buffer per instance would not do: each thread gets its own.
+ * tl_path fits any path that open() accepted: folder (< 4096 bytes), '/', file name (<= 255). */
 static _Thread_local char tl_path[4096 + 1 + 256];
 static _Thread_local char tl_message[sizeof tl_path + 512];
 
@@ -487,7 +487,7 @@ static th_status tf_execute(void *instance, const th_task *task, th_completion *
         return fail(outcome, TH_ERROR);
     }
     outcome->status = TH_OK;
-    outcome->output = (th_str){tl_path, strlen(tl_path)}; /* valid until execute returns: thread-local */
+    outcome->output = (th_str){tl_path, strlen(tl_path)}; /* thread-local: valid until our next call here */
     return TH_OK;
 }
 

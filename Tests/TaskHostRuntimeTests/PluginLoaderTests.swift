@@ -108,10 +108,9 @@ import Testing
     @Test("The documentation's C example builds with cc alone and passes the conformance check")
     func documentedExample() async throws {
         let path = try Compiler.sharedLibrary(Paths.packageRoot + "/docs/example_plugin.c", name: "doc_example")
-        for config in ["{}", #"{"delayMs": 1}"#] {
-            let report = await PluginConformance.check(path, loader: loader(), configuration: config, tasks: 32)
-            #expect(report.passed, "\(report.text)")
-        }
+        let config = #"{"directory": "\#(Paths.scratch())/out"}"#
+        let report = await PluginConformance.check(path, loader: loader(), configuration: config, tasks: 32)
+        #expect(report.passed, "\(report.text)")
         // The documentation shows this very file.
         let document = try String(contentsOfFile: Paths.packageRoot + "/docs/plugins.md", encoding: .utf8)
         let source = try String(contentsOfFile: Paths.packageRoot + "/docs/example_plugin.c", encoding: .utf8)

@@ -52,7 +52,7 @@ typedef int32_t th_status;
 #define TH_ERROR 2            /* failure; retried under the host's retry policy */
 #define TH_RETRYABLE 3        /* failure worth retrying; th_outcome.retry_after_ms may say when */
 #define TH_TIMEOUT 4          /* the work timed out inside the plugin (retried like TH_ERROR) */
-#define TH_CANCELLED 5        /* the host cancelled the call */
+#define TH_CANCELLED 5        /* the host cancelled the call (retried like TH_ERROR unless shutting down) */
 #define TH_INVALID_CONFIG 6   /* validate/create: the configuration is wrong */
 #define TH_NOT_SUPPORTED 7    /* the request is not supported */
 #define TH_PERMANENT 8        /* failure that retrying cannot fix: the host skips remaining attempts */
@@ -83,7 +83,8 @@ typedef struct th_task {
     uint32_t attempt;         /* 1 for the first attempt */
     uint64_t sequence;        /* admission number: unique per run, increasing in arrival order */
     th_str target_id;         /* the target id as text (integers in decimal) */
-    int32_t target_is_integer;/* 1 when the target id is an integer, then target_integer holds it */
+    int32_t target_is_integer;/* 1 when the target id is an integer, then target_integer holds it;
+                               * integer 7 and string "7" are DIFFERENT targets with the same text */
     int32_t reserved0;
     int64_t target_integer;
     th_str task_id;           /* the producer's id; len 0 when none */
@@ -91,12 +92,15 @@ typedef struct th_task {
     int64_t deadline_ns;      /* CLOCK_MONOTONIC deadline of this attempt in ns, 0 when none */
 } th_task;
 
-/* The result of an execution, written by the plugin. All pointers are the plugin's and must stay
- * valid until execute() (synchronous result) or host->complete() (pending result) returns. */
+/* The result of an execution, written by the plugin. For a synchronous result the host passes
+ * an outcome already set to {struct_size = sizeof(th_outcome), status = 0, retry_after_ms = -1,
+ * empty strings}, and execute()'s RETURN VALUE is the status (outcome->status is ignored). For a
+ * pending result the plugin fills its own th_outcome (set struct_size and retry_after_ms) and
+ * passes it to host->complete(). String lifetimes: see "Ownership" above. */
 typedef struct th_outcome {
-    uint32_t struct_size;     /* sizeof(th_outcome) as the host knows it; the host zeroes it first */
+    uint32_t struct_size;     /* sizeof(th_outcome) as its producer knows it */
     th_status status;         /* TH_OK, TH_ERROR, TH_RETRYABLE, TH_TIMEOUT, TH_CANCELLED, TH_PERMANENT */
-    int64_t retry_after_ms;   /* TH_RETRYABLE: delay before the next attempt; < 0 means the policy's */
+    int64_t retry_after_ms;   /* TH_RETRYABLE: ms before the next attempt; < 0: the host's policy; 0: now */
     th_str message;           /* an error message, or a note */
     th_str output;            /* a result for the results sink (UTF-8 JSON or text) */
 } th_outcome;
@@ -104,7 +108,8 @@ typedef struct th_outcome {
 /* Opaque completion token handed to execute(). */
 typedef struct th_completion th_completion;
 
-/* The host's functions, given to create(). Valid until destroy() returns. */
+/* The host's functions, given to create(). Valid until destroy() returns. In ABI 1.0 every
+ * function pointer here is non-NULL. */
 typedef struct th_host_api {
     uint32_t abi_major;
     uint32_t abi_minor;
@@ -117,8 +122,11 @@ typedef struct th_host_api {
     void (*log)(void *host_context, int32_t level, th_str message);
 
     /* Completes an execution that returned TH_PENDING. Call exactly once per such token, from any
-     * thread, also after cancel(). The outcome is copied before this returns; the token is invalid
-     * afterwards. A second call is detected and logged as plugin misbehaviour. */
+     * thread, also after cancel(); it may even run before execute() has returned TH_PENDING. The
+     * outcome is copied before this returns; the token is invalid afterwards. A second call is
+     * detected and logged as plugin misbehaviour. If a cancelled execution still has not completed
+     * after the host's abandon period, the host abandons it: a later complete() is ignored and
+     * logged. Never call any host function after destroy() has returned. */
     void (*complete)(void *host_context, th_completion *token, const th_outcome *outcome);
 
     /* Looks up a host capability by versioned id (for example "taskhost.host.metrics/1");

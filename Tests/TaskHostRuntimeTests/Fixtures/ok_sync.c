@@ -2,7 +2,7 @@
  *   payload "fail"      -> TH_ERROR, message "asked to fail"
  *   payload "retry"     -> TH_RETRYABLE, retry_after_ms 1500
  *   payload "permanent" -> TH_PERMANENT
- *   any other payload   -> TH_OK, output = the payload
+ *   any other payload   -> TH_OK, output = a copy of the payload (in a per-thread buffer)
  * Config: {} is accepted; an object with a key, like {"bad": true}, gets TH_INVALID_CONFIG and
  * "key 'bad' is not allowed" from validate and create. */
 #include <stdio.h>
@@ -84,7 +84,22 @@ static th_status ok_execute(void *self, const th_task *task, th_completion *toke
         outcome->message = (th_str){"asked to fail for good", 22};
         return outcome->status = TH_PERMANENT;
     }
-    outcome->output = task->payload; /* borrowed until execute returns, which is as long as needed */
+    /* The payload is borrowed for this call only, and the host copies the outcome after execute
+     * returns: hand it a copy that lives until this thread's next call. */
+    static _Thread_local char *copy;
+    static _Thread_local size_t capacity;
+    size_t len = (size_t)task->payload.len;
+    if (len > capacity) {
+        char *grown = realloc(copy, len);
+        if (grown == NULL) {
+            outcome->message = (th_str){"out of memory", 13};
+            return outcome->status = TH_RETRYABLE;
+        }
+        copy = grown;
+        capacity = len;
+    }
+    if (len > 0) memcpy(copy, task->payload.ptr, len);
+    outcome->output = (th_str){copy, len};
     return outcome->status = TH_OK;
 }
 
