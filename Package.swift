@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // The plugin ABI: one C header, usable as-is by C, C++, Rust or Zig authors.
@@ -50,6 +51,7 @@ let package = Package(
             dependencies: [
                 "TaskHostScheduler", "CTaskHostPlugin", "CTaskHostFFI", "CTaskHostSystem",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(

@@ -13,11 +13,6 @@ mkdir -p "$(dirname "$OUT")"
 
 swift build -c release >&2
 BENCH=.build/release/taskhost-bench
-# The documentation's C echo plugin, built with cc alone, for P6 (C vs Swift SDK, same work).
-mkdir -p .build/bench-plugins
-cc -O2 -shared -fPIC -I Sources/CTaskHostPlugin/include -o .build/bench-plugins/libexample_echo.so \
-  docs/example_plugin.c -lpthread
-export TASKHOST_PLUGIN_PATH=.build/bench-plugins
 
 for rep in $(seq "$REPS"); do
   echo "# rep $rep/$REPS" >&2

@@ -30,7 +30,7 @@ struct CheckedExecutor<Inner: TaskExecutor>: TaskExecutor where Inner.Payload ==
 extension TaskHostBench {
     /// P0/P5: S1 and S2 in-process with the same string payloads and wrapper (the baseline);
     /// P1/P2: S1 and S2 through the C no-op plugin; P3/P4 through the Swift SDK plugin (Echo);
-    /// P6: S1 through the C echo plugin of the documentation (same work as Echo);
+    /// P6: S1 through the C Noop plugin in echo mode (the same work as Echo);
     /// F1: S1's tasks through a libffi call of a plain C function.
     func pluginScenario(_ key: String) async -> Bool {
         let base = ["P0": "S1", "P5": "S2", "P1": "S1", "P2": "S2", "P3": "S1", "P4": "S2", "P6": "S1", "F1": "S1"][
@@ -39,7 +39,7 @@ extension TaskHostBench {
         let items = spec.targets.enumerated().map { TaskItem(targetId: .integer(Int64($1)), payload: String($0)) }
         let invariants = Invariants(targetCount: spec.targetCount, maxThreads: spec.maxThreads)
         let loader = PluginLoader(searchPath: PluginLoader.searchPath(environment: ProcessInfo.processInfo.environment))
-        let logger = Logger(label: "taskhost-bench")
+        let logger = Logger(label: "taskhost-bench") { _ in SwiftLogNoOpLogHandler() }
         let label: String
         let clock = ContinuousClock()
         let start: ContinuousClock.Instant
@@ -54,12 +54,12 @@ extension TaskHostBench {
                 summary = await TaskHostScheduler.run(
                     executor: executor, tasks: StringTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
             case "P1", "P2", "P3", "P4", "P6":
-                // P6: the documentation's C echo plugin (docs/example_plugin.c), which does what the
-                // Swift Echo does: scripts/bench.sh builds it with cc onto TASKHOST_PLUGIN_PATH.
-                let name = ["P1": "Noop", "P2": "Noop", "P6": "example_echo"][key] ?? "Echo"
+                // P6: the C Noop plugin in echo mode, the same work as the Swift SDK's Echo (P3).
+                let name = ["P1": "Noop", "P2": "Noop", "P6": "Noop"][key] ?? "Echo"
                 let plugin = try loader.load(name)
-                let instance = try plugin.makeInstance(configuration: "{}", logger: logger)
-                label = "\(peer) (\(plugin.name) plugin)"
+                let configuration = key == "P6" ? #"{"echo": true}"# : "{}"
+                let instance = try plugin.makeInstance(configuration: configuration, logger: logger)
+                label = "\(peer) (\(plugin.name) plugin\(key == "P6" ? ", echo" : ""))"
                 let executor = CheckedExecutor(inner: PluginExecutor(instance: instance), invariants: invariants)
                 start = clock.now
                 summary = await TaskHostScheduler.run(

@@ -16,7 +16,7 @@ struct TaskHostBench: AsyncParsableCommand {
             1,000,000 queued tasks), I1 (CPU used while waiting for input), P0/P5 (S1/S2 in-process with string payloads: the \
             baseline of the plugin scenarios), P1/P2 (S1/S2 through the C \
             no-op plugin, loaded with dlopen), P3/P4 (S1/S2 through the Swift SDK plugin Echo), P6 (S1 through the C \
-            echo plugin of docs/example_plugin.c, on TASKHOST_PLUGIN_PATH), F1 (S1's \
+            Noop plugin in echo mode: the same work as Echo), F1 (S1's \
             tasks as libffi calls of a plain C function). Run memory scenarios in a process of their own: \
             peak RSS is per process.
             """)

@@ -1,0 +1,545 @@
+import Foundation
+import TaskHostScheduler
+import Yams
+
+/// A pipeline, as its configuration file describes it.
+public struct PipelineConfig: Sendable {
+    public var file: String
+    public var maxConcurrency: Int?
+    public var bufferSize: Int
+    public var executors: [ExecutorConfig]
+    public var sources: [SourceConfig]
+    public var retry: RetryPolicy
+    public var timeout: Duration?
+    public var onExhausted: ExhaustedPolicy
+    public var results: String?
+    public var deadLetter: String?
+    public var metricsListen: String?
+    public var pluginPath: [String]
+    public var gracePeriod: Duration
+
+    /// Where a value came from, for later errors (a plugin refusing its configuration).
+    public struct Location: Sendable, Equatable {
+        public var line: Int?
+        public var column: Int?
+        public var key: String
+    }
+}
+
+public struct ExecutorConfig: Sendable {
+    public enum Kind: Sendable {
+        /// A plugin by name or path, with its configuration as JSON.
+        case plugin(reference: String, configuration: String)
+        /// A plain C function called through libffi.
+        case function(library: String, symbol: String, signature: String, arguments: [String])
+    }
+
+    public var name: String
+    public var kind: Kind
+    public var location: PipelineConfig.Location
+}
+
+public struct SourceConfig: Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case file, stdin, directory, http, interval
+    }
+
+    public var name: String
+    public var kind: Kind
+    /// The executor of tasks that match no route (or of all tasks when there is no `match`).
+    public var executor: String?
+    public var targetId: JSONPath
+    public var match: Match?
+    public var path: String?
+    public var follow: Bool
+    public var listen: String?
+    public var token: String?
+    public var maxBodyBytes: Int
+    public var maxTaskBytes: Int
+    public var period: Duration?
+    public var cron: String?
+    /// The task an interval source emits, as JSON.
+    public var template: String?
+    /// How many tasks an interval source emits before it ends (nil: forever).
+    public var count: Int?
+    public var location: PipelineConfig.Location
+
+    public struct Match: Sendable {
+        public var field: JSONPath
+        /// Field value (as text) to executor name.
+        public var routes: [String: String]
+    }
+}
+
+/// Reads a pipeline configuration file: YAML, or JSON (a subset of YAML).
+public enum ConfigLoader {
+    static let topKeys = [
+        "scheduler", "executors", "sources", "retry", "timeoutMs", "onExhausted", "results", "deadLetter", "metrics",
+        "pluginPath", "shutdown",
+    ]
+
+    /// Loads and checks `path`. Environment references `${NAME}` are replaced from `environment`.
+    public static func load(path: String, environment: [String: String]) throws(ConfigError) -> PipelineConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(
+                file: path, line: nil, column: nil, key: "", message: "cannot read the file (\(error.localizedDescription))",
+                hint: "check the path")
+        }
+        return try parse(text, file: path, environment: environment)
+    }
+
+    public static func parse(_ text: String, file: String, environment: [String: String]) throws(ConfigError) -> PipelineConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw yamlError(error, file: file)
+        } catch {
+            throw ConfigError(file: file, line: nil, column: nil, key: "", message: "\(error)")
+        }
+        guard let root else {
+            throw ConfigError(
+                file: file, line: 1, column: 1, key: "", message: "the file is empty",
+                hint: "a pipeline needs at least `executors:` and `sources:`")
+        }
+        let reader = ConfigReader(file: file, environment: environment)
+        return try reader.pipeline(root)
+    }
+
+    static func yamlError(_ error: YamlError, file: String) -> ConfigError {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
+            let what = [context?.text, problem].compactMap { $0 }.joined(separator: ": ")
+            return ConfigError(
+                file: file, line: mark.line, column: mark.column, key: "", message: "malformed YAML: \(what)",
+                hint: "check the indentation and the quoting on that line")
+        default:
+            return ConfigError(file: file, line: nil, column: nil, key: "", message: "malformed YAML: \(error)")
+        }
+    }
+}
+
+/// Typed access to Yams nodes, with errors that name the file, line, column and key.
+struct ConfigReader {
+    let file: String
+    let environment: [String: String]
+
+    func fail(_ node: Node?, _ key: String, _ message: String, hint: String? = nil) -> ConfigError {
+        ConfigError(file: file, line: node?.mark?.line, column: node?.mark?.column, key: key, message: message, hint: hint)
+    }
+
+    func location(_ node: Node?, _ key: String) -> PipelineConfig.Location {
+        PipelineConfig.Location(line: node?.mark?.line, column: node?.mark?.column, key: key)
+    }
+
+    /// The pairs of a mapping; unknown keys are errors with a suggestion.
+    func mapping(_ node: Node, _ key: String, allowed: [String]?) throws(ConfigError) -> [(key: String, node: Node)] {
+        guard case .mapping(let mapping) = node else {
+            throw fail(node, key, "expected a mapping (key: value lines), got \(describe(node))")
+        }
+        var seen = Set<String>()
+        var pairs: [(key: String, node: Node)] = []
+        for (keyNode, value) in mapping {
+            guard let name = keyNode.string else { throw fail(keyNode, key, "a key must be a string") }
+            let path = key.isEmpty ? name : "\(key).\(name)"
+            guard seen.insert(name).inserted else {
+                throw fail(keyNode, path, "the key appears twice", hint: "keep one")
+            }
+            if let allowed, !allowed.contains(name) {
+                let hint = suggestion(for: name, among: allowed).map { "did you mean '\($0)'?" }
+                    ?? "known keys: \(allowed.joined(separator: ", "))"
+                throw fail(keyNode, path, "unknown key '\(name)'", hint: hint)
+            }
+            pairs.append((name, value))
+        }
+        return pairs
+    }
+
+    func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let scalar): return "'\(scalar.string)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    /// A string scalar, with `${NAME}` replaced from the environment.
+    func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
+        guard case .scalar(let scalar) = node else { throw fail(node, key, "expected a string, got \(describe(node))") }
+        return try substitute(scalar.string, node, key)
+    }
+
+    func substitute(_ text: String, _ node: Node, _ key: String) throws(ConfigError) -> String {
+        guard text.contains("${") else { return text }
+        var result = ""
+        var rest = Substring(text)
+        while let start = rest.firstRange(of: "${") {
+            result += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                throw fail(node, key, "unterminated ${ in '\(text)'", hint: "write ${NAME}")
+            }
+            let name = String(rest[start.upperBound..<end])
+            guard let value = environment[name] else {
+                throw fail(
+                    node, key, "the environment variable \(name) is not set",
+                    hint: "export \(name)=... before running, or remove the reference")
+            }
+            result += value
+            rest = rest[rest.index(after: end)...]
+        }
+        return result + rest
+    }
+
+    func int(_ node: Node, _ key: String, minimum: Int = Int.min) throws(ConfigError) -> Int {
+        let text = try string(node, key)
+        guard let value = Int(text) else { throw fail(node, key, "expected a whole number, got '\(text)'") }
+        guard value >= minimum else { throw fail(node, key, "expected at least \(minimum), got \(value)") }
+        return value
+    }
+
+    func bool(_ node: Node, _ key: String) throws(ConfigError) -> Bool {
+        let text = try string(node, key)
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw fail(node, key, "expected true or false, got '\(text)'")
+        }
+    }
+
+    func double(_ node: Node, _ key: String) throws(ConfigError) -> Double {
+        let text = try string(node, key)
+        guard let value = Double(text) else { throw fail(node, key, "expected a number, got '\(text)'") }
+        return value
+    }
+
+    func choice<T: RawRepresentable>(_ node: Node, _ key: String, _ type: T.Type, _ cases: [T]) throws(ConfigError) -> T
+    where T.RawValue == String {
+        let text = try string(node, key)
+        if let value = T(rawValue: text) { return value }
+        let names = cases.map(\.rawValue)
+        let hint = suggestion(for: text, among: names).map { "did you mean '\($0)'?" }
+        throw fail(node, key, "expected one of \(names.joined(separator: ", ")), got '\(text)'", hint: hint)
+    }
+
+    func jsonPath(_ node: Node, _ key: String) throws(ConfigError) -> JSONPath {
+        let text = try string(node, key)
+        do {
+            return try JSONPath(parsing: text)
+        } catch {
+            throw fail(node, key, error.description)
+        }
+    }
+
+    /// A node as JSON text (for a plugin's configuration or a task template).
+    func json(_ node: Node, _ key: String) throws(ConfigError) -> String {
+        switch node {
+        case .mapping(let mapping):
+            var parts: [String] = []
+            for (keyNode, value) in mapping {
+                guard let name = keyNode.string else { throw fail(keyNode, key, "a key must be a string") }
+                parts.append(quote(name) + ":" + (try json(value, "\(key).\(name)")))
+            }
+            return "{" + parts.joined(separator: ",") + "}"
+        case .sequence(let sequence):
+            var parts: [String] = []
+            for (index, value) in sequence.enumerated() { parts.append(try json(value, "\(key)[\(index)]")) }
+            return "[" + parts.joined(separator: ",") + "]"
+        case .scalar(let scalar):
+            let text = try substitute(scalar.string, node, key)
+            if scalar.style == .plain {
+                if text == "null" || text == "~" || text.isEmpty { return "null" }
+                if text == "true" || text == "false" { return text }
+                if Int64(text) != nil { return text }
+                if let number = Double(text), number.isFinite, text.first != "." { return text }
+            }
+            return quote(text)
+        case .alias:
+            throw fail(node, key, "aliases are not supported here")
+        }
+    }
+
+    // MARK: The sections
+
+    func pipeline(_ root: Node) throws(ConfigError) -> PipelineConfig {
+        let top = try mapping(root, "", allowed: ConfigLoader.topKeys)
+        func section(_ name: String) -> Node? { top.first { $0.key == name }?.node }
+
+        var maxConcurrency: Int?
+        var bufferSize = 10_000
+        if let node = section("scheduler") {
+            for (key, value) in try mapping(node, "scheduler", allowed: ["maxConcurrency", "bufferSize"]) {
+                switch key {
+                case "maxConcurrency": maxConcurrency = try int(value, "scheduler.maxConcurrency", minimum: 1)
+                default: bufferSize = try int(value, "scheduler.bufferSize", minimum: 1)
+                }
+            }
+        }
+
+        var pluginPath: [String] = []
+        if let node = section("pluginPath") {
+            if case .sequence(let items) = node {
+                for (index, item) in items.enumerated() { pluginPath.append(try string(item, "pluginPath[\(index)]")) }
+            } else {
+                pluginPath = [try string(node, "pluginPath")]
+            }
+        }
+
+        guard let executorsNode = section("executors") else {
+            throw fail(root, "executors", "missing section", hint: "name at least one executor: a plugin or a function")
+        }
+        var executors: [ExecutorConfig] = []
+        for (name, node) in try mapping(executorsNode, "executors", allowed: nil) {
+            executors.append(try executor(name, node))
+        }
+        guard !executors.isEmpty else { throw fail(executorsNode, "executors", "no executor defined") }
+
+        guard let sourcesNode = section("sources") else {
+            throw fail(root, "sources", "missing section", hint: "name at least one source of tasks")
+        }
+        var sources: [SourceConfig] = []
+        let executorNames = executors.map(\.name)
+        for (name, node) in try mapping(sourcesNode, "sources", allowed: nil) {
+            sources.append(try source(name, node, executors: executorNames))
+        }
+        guard !sources.isEmpty else { throw fail(sourcesNode, "sources", "no source defined") }
+
+        var retry = RetryPolicy.none
+        if let node = section("retry") { retry = try retryPolicy(node) }
+        var timeout: Duration?
+        if let node = section("timeoutMs") { timeout = .milliseconds(try int(node, "timeoutMs", minimum: 1)) }
+        var onExhausted = ExhaustedPolicy.deadLetter
+        if let node = section("onExhausted") {
+            onExhausted = try choice(node, "onExhausted", ExhaustedPolicy.self, [.deadLetter, .park])
+        }
+        var results: String?
+        var deadLetter: String?
+        for (name, node) in [("results", section("results")), ("deadLetter", section("deadLetter"))] {
+            guard let node else { continue }
+            let pairs = try mapping(node, name, allowed: ["path"])
+            guard let path = pairs.first?.node else {
+                throw fail(node, name, "missing key 'path'", hint: "a file, or - for standard output")
+            }
+            if name == "results" { results = try string(path, "\(name).path") } else { deadLetter = try string(path, "\(name).path") }
+        }
+        var metricsListen: String?
+        if let node = section("metrics") {
+            for (_, value) in try mapping(node, "metrics", allowed: ["listen"]) {
+                metricsListen = try address(value, "metrics.listen")
+            }
+        }
+        var gracePeriod = Duration.seconds(10)
+        if let node = section("shutdown") {
+            for (_, value) in try mapping(node, "shutdown", allowed: ["gracePeriodMs"]) {
+                gracePeriod = .milliseconds(try int(value, "shutdown.gracePeriodMs", minimum: 0))
+            }
+        }
+        return PipelineConfig(
+            file: file, maxConcurrency: maxConcurrency, bufferSize: bufferSize, executors: executors, sources: sources,
+            retry: retry, timeout: timeout, onExhausted: onExhausted, results: results, deadLetter: deadLetter,
+            metricsListen: metricsListen, pluginPath: pluginPath, gracePeriod: gracePeriod)
+    }
+
+    func executor(_ name: String, _ node: Node) throws(ConfigError) -> ExecutorConfig {
+        let key = "executors.\(name)"
+        let pairs = try mapping(
+            node, key, allowed: ["plugin", "config", "maxConcurrency", "library", "function", "signature", "arguments"])
+        func value(_ name: String) -> Node? { pairs.first { $0.key == name }?.node }
+        if let plugin = value("plugin") {
+            if let extra = ["library", "function", "signature", "arguments"].first(where: { value($0) != nil }) {
+                throw fail(value(extra), "\(key).\(extra)", "'\(extra)' belongs to function executors, not plugins")
+            }
+            let configuration = try value("config").map { node throws(ConfigError) in try json(node, "\(key).config") } ?? "{}"
+            if let cap = value("maxConcurrency") {
+                throw fail(
+                    cap, "\(key).maxConcurrency", "a per-executor cap is not supported yet",
+                    hint: "remove it; scheduler.maxConcurrency caps every executor")
+            }
+            return ExecutorConfig(
+                name: name, kind: .plugin(reference: try string(plugin, "\(key).plugin"), configuration: configuration),
+                location: location(value("config") ?? plugin, "\(key).config"))
+        }
+        guard let library = value("library") else {
+            throw fail(node, key, "an executor needs 'plugin' (a plugin name or .so path) or 'library' and 'function'")
+        }
+        guard let function = value("function") else {
+            throw fail(node, "\(key).function", "missing key 'function'", hint: "the exported C function to call")
+        }
+        guard let signature = value("signature") else {
+            throw fail(node, "\(key).signature", "missing key 'signature'", hint: "like \"int32(string, int64)\"")
+        }
+        var arguments: [String] = []
+        if let list = value("arguments") {
+            guard case .sequence(let items) = list else {
+                throw fail(list, "\(key).arguments", "expected a list of JSON paths, like [\"$.data.sku\"]")
+            }
+            for (index, item) in items.enumerated() { arguments.append(try string(item, "\(key).arguments[\(index)]")) }
+        }
+        return ExecutorConfig(
+            name: name,
+            kind: .function(
+                library: try string(library, "\(key).library"), symbol: try string(function, "\(key).function"),
+                signature: try string(signature, "\(key).signature"), arguments: arguments),
+            location: location(signature, "\(key).signature"))
+    }
+
+    func source(_ name: String, _ node: Node, executors: [String]) throws(ConfigError) -> SourceConfig {
+        let key = "sources.\(name)"
+        let pairs = try mapping(
+            node, key,
+            allowed: [
+                "kind", "path", "executor", "targetId", "match", "follow", "listen", "token", "maxBodyBytes",
+                "maxTaskBytes", "periodMs", "cron", "template", "count",
+            ])
+        func value(_ name: String) -> Node? { pairs.first { $0.key == name }?.node }
+        guard let kindNode = value("kind") else {
+            throw fail(node, "\(key).kind", "missing key 'kind'", hint: "one of file, stdin, directory, http, interval")
+        }
+        let kind = try choice(kindNode, "\(key).kind", SourceConfig.Kind.self, SourceConfig.Kind.allCases)
+        func executorName(_ node: Node, _ path: String) throws(ConfigError) -> String {
+            let name = try string(node, path)
+            guard executors.contains(name) else {
+                let hint = suggestion(for: name, among: executors).map { "did you mean '\($0)'?" }
+                    ?? "defined executors: \(executors.joined(separator: ", "))"
+                throw fail(node, path, "unknown executor '\(name)'", hint: hint)
+            }
+            return name
+        }
+        var source = SourceConfig(
+            name: name, kind: kind, executor: nil, targetId: JSONPath.targetId, match: nil,
+            path: nil, follow: false, listen: nil, token: nil, maxBodyBytes: 10 << 20, maxTaskBytes: 1 << 20,
+            period: nil, cron: nil, template: nil, count: nil, location: location(node, key))
+        if let node = value("executor") { source.executor = try executorName(node, "\(key).executor") }
+        if let node = value("targetId") { source.targetId = try jsonPath(node, "\(key).targetId") }
+        if let node = value("match") {
+            let matchPairs = try mapping(node, "\(key).match", allowed: ["field", "routes"])
+            guard let field = matchPairs.first(where: { $0.key == "field" })?.node else {
+                throw fail(node, "\(key).match.field", "missing key 'field'", hint: "a JSON path like $.data.kind")
+            }
+            guard let routesNode = matchPairs.first(where: { $0.key == "routes" })?.node else {
+                throw fail(node, "\(key).match.routes", "missing key 'routes'", hint: "value: executor pairs")
+            }
+            var routes: [String: String] = [:]
+            for (value, executorNode) in try mapping(routesNode, "\(key).match.routes", allowed: nil) {
+                routes[value] = try executorName(executorNode, "\(key).match.routes.\(value)")
+            }
+            source.match = SourceConfig.Match(field: try jsonPath(field, "\(key).match.field"), routes: routes)
+        }
+        guard source.executor != nil || source.match != nil else {
+            throw fail(node, "\(key).executor", "missing key 'executor'", hint: "name the executor of this source's tasks")
+        }
+        if let node = value("path") { source.path = try string(node, "\(key).path") }
+        if let node = value("follow") { source.follow = try bool(node, "\(key).follow") }
+        if let node = value("listen") { source.listen = try address(node, "\(key).listen") }
+        if let node = value("token") { source.token = try string(node, "\(key).token") }
+        if let node = value("maxBodyBytes") { source.maxBodyBytes = try int(node, "\(key).maxBodyBytes", minimum: 1) }
+        if let node = value("maxTaskBytes") { source.maxTaskBytes = try int(node, "\(key).maxTaskBytes", minimum: 1) }
+        if let node = value("periodMs") { source.period = .milliseconds(try int(node, "\(key).periodMs", minimum: 1)) }
+        if let node = value("cron") {
+            let text = try string(node, "\(key).cron")
+            do {
+                _ = try CronSchedule(parsing: text)
+            } catch {
+                throw fail(node, "\(key).cron", error.description)
+            }
+            source.cron = text
+        }
+        if let node = value("template") { source.template = try json(node, "\(key).template") }
+        if let node = value("count") { source.count = try int(node, "\(key).count", minimum: 1) }
+
+        switch kind {
+        case .file, .directory:
+            guard source.path != nil else {
+                throw fail(node, "\(key).path", "missing key 'path'", hint: "the \(kind == .file ? "JSON Lines file" : "spool folder") to read")
+            }
+        case .http:
+            guard source.listen != nil else {
+                throw fail(node, "\(key).listen", "missing key 'listen'", hint: "an address like 127.0.0.1:8080")
+            }
+        case .interval:
+            guard source.template != nil else {
+                throw fail(node, "\(key).template", "missing key 'template'", hint: "the task to emit, as a mapping")
+            }
+            guard (source.period == nil) != (source.cron == nil) else {
+                throw fail(node, "\(key).periodMs", "give exactly one of 'periodMs' and 'cron'")
+            }
+        case .stdin:
+            break
+        }
+        return source
+    }
+
+    func retryPolicy(_ node: Node) throws(ConfigError) -> RetryPolicy {
+        var maxAttempts = 3
+        var backoff = "exponential"
+        var initial = 100
+        var maxDelay = 60_000
+        var jitter = 0.0
+        var backoffNode: Node?
+        for (key, value) in try mapping(
+            node, "retry", allowed: ["maxAttempts", "backoff", "initialDelayMs", "maxDelayMs", "jitter"])
+        {
+            switch key {
+            case "maxAttempts": maxAttempts = try int(value, "retry.maxAttempts", minimum: 1)
+            case "backoff":
+                backoff = try string(value, "retry.backoff")
+                backoffNode = value
+            case "initialDelayMs": initial = try int(value, "retry.initialDelayMs", minimum: 0)
+            case "maxDelayMs": maxDelay = try int(value, "retry.maxDelayMs", minimum: 0)
+            default:
+                if let flag = try? bool(value, "retry.jitter") {
+                    jitter = flag ? 1 : 0
+                } else {
+                    jitter = try double(value, "retry.jitter")
+                    guard (0...1).contains(jitter) else {
+                        throw fail(value, "retry.jitter", "expected true, false or a fraction between 0 and 1")
+                    }
+                }
+            }
+        }
+        let shape: RetryPolicy.Backoff
+        switch backoff {
+        case "fixed": shape = .fixed(.milliseconds(initial))
+        case "linear": shape = .linear(initial: .milliseconds(initial), step: .milliseconds(initial))
+        case "exponential": shape = .exponential(initial: .milliseconds(initial))
+        default:
+            let hint = suggestion(for: backoff, among: ["fixed", "linear", "exponential"]).map { "did you mean '\($0)'?" }
+            throw fail(backoffNode, "retry.backoff", "expected fixed, linear or exponential, got '\(backoff)'", hint: hint)
+        }
+        return RetryPolicy(maxAttempts: maxAttempts, backoff: shape, maxDelay: .milliseconds(maxDelay), jitter: jitter)
+    }
+
+    func address(_ node: Node, _ key: String) throws(ConfigError) -> String {
+        let text = try string(node, key)
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port), colon != text.startIndex
+        else {
+            throw fail(node, key, "expected host:port, like 127.0.0.1:8080, got '\(text)'")
+        }
+        return text
+    }
+}
+
+extension JSONPath {
+    /// `$.targetId`, the default target of a task.
+    public static let targetId: JSONPath = try! JSONPath(parsing: "$.targetId")
+}
+
+func quote(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
