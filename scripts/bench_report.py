@@ -25,7 +25,7 @@ print("|---|---|---:|---:|---:|")
 for scenario in ["S1-noop", "S2-skew", "S3-sleep", "S4-unbounded", "V1-yield", "K1-keyed", "K1-unkeyed"]:
     node = median("node-seed", scenario, "tasks_per_s")
     node_eff = median("node-seed", scenario, "efficiency")
-    for peer in [p for p in peers if not p.endswith("plugin)") and "string payload" not in p and "libffi" not in p]:
+    for peer in [p for p in peers if "plugin" not in p and "string payload" not in p and "libffi" not in p]:
         tps = median(peer, scenario, "tasks_per_s")
         if tps is None:
             continue

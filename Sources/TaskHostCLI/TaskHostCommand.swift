@@ -12,10 +12,11 @@ struct TaskHostCommand: AsyncParsableCommand {
         commandName: "taskhost",
         abstract: "Runs executor plugins over streams of tasks, never two tasks of one target at once.",
         discussion: """
-            Exit codes: 0 success; 1 a check failed; 2 bad input (a plugin that cannot be loaded, a bad \
-            configuration).
+            Exit codes: 0 success (every task succeeded); 1 some tasks were dead-lettered, parked, \
+            rejected or cut off by shutdown, or a plugin check failed; 2 bad configuration or a plugin \
+            that cannot be loaded.
             """,
-        subcommands: [PluginCommand.self])
+        subcommands: [RunCommand.self, CheckCommand.self, PluginCommand.self])
 }
 
 /// Options shared by the commands that load plugins.

@@ -15,7 +15,8 @@ public struct CronSchedule: Sendable, Equatable {
     public init(parsing text: String) throws(FFIError) {
         let fields = text.split(whereSeparator: \.isWhitespace).map(String.init)
         guard fields.count == 5 else {
-            throw FFIError("cron '\(text)' has \(fields.count) fields; write minute hour day month weekday, like \"*/5 * * * *\"")
+            throw FFIError(
+                "cron '\(text)' has \(fields.count) fields; write minute hour day month weekday, like \"*/5 * * * *\"")
         }
         minutes = try Self.field(fields[0], "minute", 0...59, text)
         hours = try Self.field(fields[1], "hour", 0...23, text)
@@ -26,7 +27,9 @@ public struct CronSchedule: Sendable, Equatable {
         weekdaysRestricted = fields[4] != "*"
     }
 
-    static func field(_ text: String, _ name: String, _ range: ClosedRange<Int>, _ whole: String) throws(FFIError) -> Set<Int> {
+    static func field(_ text: String, _ name: String, _ range: ClosedRange<Int>, _ whole: String) throws(FFIError)
+        -> Set<Int>
+    {
         var values = Set<Int>()
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let pieces = part.split(separator: "/", omittingEmptySubsequences: false)

@@ -85,13 +85,16 @@ public enum ConfigLoader {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw ConfigError(
-                file: path, line: nil, column: nil, key: "", message: "cannot read the file (\(error.localizedDescription))",
+                file: path, line: nil, column: nil, key: "",
+                message: "cannot read the file (\(error.localizedDescription))",
                 hint: "check the path")
         }
         return try parse(text, file: path, environment: environment)
     }
 
-    public static func parse(_ text: String, file: String, environment: [String: String]) throws(ConfigError) -> PipelineConfig {
+    public static func parse(_ text: String, file: String, environment: [String: String]) throws(ConfigError)
+        -> PipelineConfig
+    {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -128,7 +131,8 @@ struct ConfigReader {
     let environment: [String: String]
 
     func fail(_ node: Node?, _ key: String, _ message: String, hint: String? = nil) -> ConfigError {
-        ConfigError(file: file, line: node?.mark?.line, column: node?.mark?.column, key: key, message: message, hint: hint)
+        ConfigError(
+            file: file, line: node?.mark?.line, column: node?.mark?.column, key: key, message: message, hint: hint)
     }
 
     func location(_ node: Node?, _ key: String) -> PipelineConfig.Location {
@@ -149,7 +153,8 @@ struct ConfigReader {
                 throw fail(keyNode, path, "the key appears twice", hint: "keep one")
             }
             if let allowed, !allowed.contains(name) {
-                let hint = suggestion(for: name, among: allowed).map { "did you mean '\($0)'?" }
+                let hint =
+                    suggestion(for: name, among: allowed).map { "did you mean '\($0)'?" }
                     ?? "known keys: \(allowed.joined(separator: ", "))"
                 throw fail(keyNode, path, "unknown key '\(name)'", hint: hint)
             }
@@ -323,7 +328,11 @@ struct ConfigReader {
             guard let path = pairs.first?.node else {
                 throw fail(node, name, "missing key 'path'", hint: "a file, or - for standard output")
             }
-            if name == "results" { results = try string(path, "\(name).path") } else { deadLetter = try string(path, "\(name).path") }
+            if name == "results" {
+                results = try string(path, "\(name).path")
+            } else {
+                deadLetter = try string(path, "\(name).path")
+            }
         }
         var metricsListen: String?
         if let node = section("metrics") {
@@ -352,7 +361,8 @@ struct ConfigReader {
             if let extra = ["library", "function", "signature", "arguments"].first(where: { value($0) != nil }) {
                 throw fail(value(extra), "\(key).\(extra)", "'\(extra)' belongs to function executors, not plugins")
             }
-            let configuration = try value("config").map { node throws(ConfigError) in try json(node, "\(key).config") } ?? "{}"
+            let configuration =
+                try value("config").map { node throws(ConfigError) in try json(node, "\(key).config") } ?? "{}"
             if let cap = value("maxConcurrency") {
                 throw fail(
                     cap, "\(key).maxConcurrency", "a per-executor cap is not supported yet",
@@ -402,7 +412,8 @@ struct ConfigReader {
         func executorName(_ node: Node, _ path: String) throws(ConfigError) -> String {
             let name = try string(node, path)
             guard executors.contains(name) else {
-                let hint = suggestion(for: name, among: executors).map { "did you mean '\($0)'?" }
+                let hint =
+                    suggestion(for: name, among: executors).map { "did you mean '\($0)'?" }
                     ?? "defined executors: \(executors.joined(separator: ", "))"
                 throw fail(node, path, "unknown executor '\(name)'", hint: hint)
             }
@@ -429,7 +440,8 @@ struct ConfigReader {
             source.match = SourceConfig.Match(field: try jsonPath(field, "\(key).match.field"), routes: routes)
         }
         guard source.executor != nil || source.match != nil else {
-            throw fail(node, "\(key).executor", "missing key 'executor'", hint: "name the executor of this source's tasks")
+            throw fail(
+                node, "\(key).executor", "missing key 'executor'", hint: "name the executor of this source's tasks")
         }
         if let node = value("path") { source.path = try string(node, "\(key).path") }
         if let node = value("follow") { source.follow = try bool(node, "\(key).follow") }
@@ -453,7 +465,9 @@ struct ConfigReader {
         switch kind {
         case .file, .directory:
             guard source.path != nil else {
-                throw fail(node, "\(key).path", "missing key 'path'", hint: "the \(kind == .file ? "JSON Lines file" : "spool folder") to read")
+                throw fail(
+                    node, "\(key).path", "missing key 'path'",
+                    hint: "the \(kind == .file ? "JSON Lines file" : "spool folder") to read")
             }
         case .http:
             guard source.listen != nil else {
@@ -506,8 +520,11 @@ struct ConfigReader {
         case "linear": shape = .linear(initial: .milliseconds(initial), step: .milliseconds(initial))
         case "exponential": shape = .exponential(initial: .milliseconds(initial))
         default:
-            let hint = suggestion(for: backoff, among: ["fixed", "linear", "exponential"]).map { "did you mean '\($0)'?" }
-            throw fail(backoffNode, "retry.backoff", "expected fixed, linear or exponential, got '\(backoff)'", hint: hint)
+            let hint = suggestion(for: backoff, among: ["fixed", "linear", "exponential"]).map {
+                "did you mean '\($0)'?"
+            }
+            throw fail(
+                backoffNode, "retry.backoff", "expected fixed, linear or exponential, got '\(backoff)'", hint: hint)
         }
         return RetryPolicy(maxAttempts: maxAttempts, backoff: shape, maxDelay: .milliseconds(maxDelay), jitter: jitter)
     }

@@ -1,0 +1,153 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import TaskHostRuntime
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a pipeline until its finite sources are exhausted (or until SIGINT/SIGTERM).",
+        discussion: """
+            The first SIGINT or SIGTERM stops intake and gives running tasks the grace period \
+            (shutdown.gracePeriodMs, 10 s by default); a second one stops at once. Exit codes: 0 every \
+            task succeeded; 1 some tasks were dead-lettered, parked, rejected or cut off by shutdown; 2 the \
+            configuration is wrong.
+            """)
+
+    @Argument(help: "The pipeline's configuration (YAML or JSON).")
+    var config: String
+
+    @Flag(help: "No progress line on standard error.")
+    var quiet = false
+
+    @OptionGroup var options: PluginOptions
+
+    func run() async throws {
+        let logger = Logging.bootstrapped()
+        let loaded: PipelineConfig
+        let pipeline: Pipeline
+        do {
+            loaded = try ConfigLoader.load(path: config, environment: ProcessInfo.processInfo.environment)
+            pipeline = try Pipeline(config: loaded, loader: options.loader(config: loaded), logger: logger)
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        let stop = PipelineStop()
+        let signals = Signals(stop: stop, logger: logger)
+        let showProgress = !quiet && isatty(2) != 0
+        let progress: (@Sendable (Int, Double) -> Void)? = showProgress ? printProgress : nil
+        let summary = await pipeline.run(stop: stop, progress: progress)
+        withExtendedLifetime(signals) {}
+        if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        let line =
+            "taskhost: \(summary.admitted) tasks in \(String(format: "%.2f", summary.seconds)) s: \(summary.succeeded) succeeded, "
+            + "\(summary.deadLettered) dead-lettered, \(summary.parked) parked, \(summary.cancelled) cancelled, "
+            + "\(summary.rejected) inputs rejected, \(summary.retries) retries\n"
+        FileHandle.standardError.write(Data(line.utf8))
+        if summary.exitCode != 0 { throw ExitCode(summary.exitCode) }
+    }
+}
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check a pipeline's configuration without running anything; exit 0 when valid, 2 when not.")
+
+    @Argument(help: "The pipeline's configuration (YAML or JSON).")
+    var config: String
+
+    @OptionGroup var options: PluginOptions
+
+    func run() async throws {
+        do {
+            let loaded = try ConfigLoader.load(path: config, environment: ProcessInfo.processInfo.environment)
+            try Pipeline.check(loaded, loader: options.loader(config: loaded))
+            print(
+                "\(config): valid (\(loaded.executors.count) executor\(loaded.executors.count == 1 ? "" : "s"), "
+                    + "\(loaded.sources.count) source\(loaded.sources.count == 1 ? "" : "s"))")
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// SIGINT/SIGTERM: the first drains, the second stops at once.
+final class Signals: @unchecked Sendable {
+    let sources: [any DispatchSourceSignal]
+
+    init(stop: PipelineStop, logger: Logger) {
+        var sources: [any DispatchSourceSignal] = []
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                let count = stop.request()
+                logger.warning(
+                    count == 1
+                        ? "stopping: intake stopped, running tasks get the grace period (signal again to stop now)"
+                        : "stopping now")
+            }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = sources
+    }
+}
+
+extension PluginOptions {
+    /// The loader, with the configuration's pluginPath after the command line's.
+    func loader(config: PipelineConfig) -> PluginLoader {
+        var environment: [String: String] = [:]
+        if let value = ProcessInfo.processInfo.environment["TASKHOST_PLUGIN_PATH"] {
+            environment["TASKHOST_PLUGIN_PATH"] = value
+        }
+        return PluginLoader(
+            searchPath: PluginLoader.searchPath(extra: pluginPath + config.pluginPath, environment: environment),
+            allowInsecure: allowInsecurePlugins)
+    }
+}
+
+enum Logging {
+    /// swift-log to standard error: JSON lines when it is not a terminal, text when it is.
+    static func bootstrapped() -> Logger {
+        let json = isatty(2) == 0
+        LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label) }
+            return StreamLogHandler.standardError(label: label)
+        }
+        var logger = Logger(label: "taskhost")
+        logger.logLevel = .info
+        return logger
+    }
+}
+
+/// One JSON object per log line, on standard error.
+struct JSONLogHandler: LogHandler {
+    let label: String
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var fields: [String: String] = ["level": "\(event.level)", "message": "\(event.message)", "logger": label]
+        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
+            fields[key] = "\(value)"
+        }
+        fields["time"] = ISO8601DateFormatter().string(from: Date())
+        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data()
+        FileHandle.standardError.write(data + Data("\n".utf8))
+    }
+}
+
+@Sendable func printProgress(done: Int, seconds: Double) {
+    let rate = seconds > 0 ? Double(done) / seconds : 0
+    let line = "\r\u{1B}[K\(done) done, \(Int(rate)) tasks/s"
+    FileHandle.standardError.write(Data(line.utf8))
+}

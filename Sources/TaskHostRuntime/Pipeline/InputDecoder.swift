@@ -1,0 +1,128 @@
+import Foundation
+import TaskHostScheduler
+
+/// Turns one input line into a pipeline task, or a reason to dead-letter it.
+struct InputDecoder: Sendable {
+    let source: SourceConfig
+    /// Executor names, in pipeline order.
+    let executors: [String]
+    let maxTaskBytes: Int
+
+    struct Rejection: Error {
+        var reason: String
+    }
+
+    func decode(_ line: String, seq: UInt64, batch: BatchTracker?) -> Result<TaskItem<PipelineTask>, Rejection> {
+        if line.utf8.count > maxTaskBytes {
+            return .failure(
+                Rejection(reason: "the task is \(line.utf8.count) bytes, over maxTaskBytes \(maxTaskBytes)"))
+        }
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(line.utf8))
+        } catch {
+            return .failure(Rejection(reason: "malformed JSON: \(describe(error))"))
+        }
+        guard case .object(let object) = value else {
+            return .failure(Rejection(reason: "a task must be a JSON object, got \(value.kind)"))
+        }
+        guard let targetValue = source.targetId.evaluate(value) else {
+            return .failure(Rejection(reason: "no targetId at \(source.targetId.text)"))
+        }
+        let target: TargetID
+        switch targetValue {
+        case .string(let text) where !text.isEmpty: target = .string(text)
+        case .integer(let number): target = .integer(number)
+        case .number(let number) where number == number.rounded() && abs(number) < 9e15:
+            target = .integer(Int64(number))
+        default:
+            return .failure(
+                Rejection(
+                    reason:
+                        "the targetId at \(source.targetId.text) is \(targetValue.kind); expected a non-empty string or an integer"
+                ))
+        }
+        var executor = source.executor
+        if let match = source.match {
+            let field = match.field.evaluate(value)
+            let key: String? =
+                switch field {
+                case .string(let text): text
+                case .integer(let number): String(number)
+                case .bool(let flag): String(flag)
+                default: nil
+                }
+            if let key, let routed = match.routes[key] {
+                executor = routed
+            } else if executor == nil {
+                return .failure(
+                    Rejection(
+                        reason:
+                            "no route for \(match.field.text) = \(key ?? field?.kind ?? "nothing") and no default executor"
+                    ))
+            }
+        }
+        guard let executor, let index = executors.firstIndex(of: executor) else {
+            return .failure(Rejection(reason: "no executor"))
+        }
+        var id: String?
+        switch object["id"] {
+        case .string(let text): id = text
+        case .integer(let number): id = String(number)
+        default: id = nil
+        }
+        var priority = 0
+        if case .integer(let number) = object["priority"] { priority = Int(clamping: number) }
+        let payload = (object["data"] ?? value).serialized
+        batch?.added()
+        return .success(
+            TaskItem(
+                targetId: target,
+                payload: PipelineTask(
+                    source: source.name, seq: seq, executor: index, payload: payload, raw: line, log: AttemptLog(),
+                    batch: batch),
+                priority: priority, id: id))
+    }
+
+    private func describe(_ error: any Error) -> String {
+        if case DecodingError.dataCorrupted(let context) = error {
+            let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+            return underlying ?? context.debugDescription
+        }
+        return "\(error)"
+    }
+}
+
+extension JSONValue {
+    /// The value as compact JSON text.
+    var serialized: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    func write(into out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let flag): out += flag ? "true" : "false"
+        case .integer(let number): out += String(number)
+        case .number(let number): out += number.isFinite ? "\(number)" : "null"
+        case .string(let text): out += quote(text)
+        case .array(let items):
+            out += "["
+            for (index, item) in items.enumerated() {
+                if index > 0 { out += "," }
+                item.write(into: &out)
+            }
+            out += "]"
+        case .object(let object):
+            out += "{"
+            for (index, key) in object.keys.sorted().enumerated() {
+                if index > 0 { out += "," }
+                out += quote(key) + ":"
+                object[key]!.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+}

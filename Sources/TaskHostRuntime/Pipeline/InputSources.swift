@@ -1,0 +1,205 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Reads a file descriptor in chunks on a dispatch thread, so that a blocking read (a pipe, a
+/// terminal, a file being followed) never holds a thread of the cooperative pool. Waiting is
+/// `poll` on the descriptor and a wake-up pipe: no polling loop, and `stop()` ends a wait.
+final class DescriptorReader: Sendable {
+    let descriptor: Int32
+    let wake: (read: Int32, write: Int32)
+    let stopped = Atomic<Bool>(false)
+
+    init(descriptor: Int32) {
+        self.descriptor = descriptor
+        var fds: [Int32] = [0, 0]
+        _ = pipe(&fds)
+        for fd in fds {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        wake = (fds[0], fds[1])
+    }
+
+    deinit {
+        close(wake.read)
+        close(wake.write)
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        var byte: UInt8 = 1
+        _ = write(wake.write, &byte, 1)
+    }
+
+    /// The next chunk; empty at end of file; nil when stopped or on an error.
+    func read(max: Int = 64 * 1024) async -> [UInt8]? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().async {
+                    continuation.resume(returning: self.blockingRead(max: max))
+                }
+            }
+        } onCancel: {
+            stop()
+        }
+    }
+
+    /// Waits until `other` (an inotify descriptor) is readable, then drains it. False when stopped.
+    func waitForEvent(on other: Int32) async -> Bool {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().async {
+                    continuation.resume(returning: self.blockingWait(other))
+                }
+            }
+        } onCancel: {
+            stop()
+        }
+    }
+
+    private func blockingWait(_ other: Int32) -> Bool {
+        var fds = [
+            pollfd(fd: other, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+        ]
+        while !stopped.load(ordering: .acquiring) {
+            let ready = poll(&fds, 2, -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            if fds[1].revents != 0 { return false }
+            if fds[0].revents != 0 {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                _ = Glibc.read(other, &buffer, buffer.count)
+                return true
+            }
+        }
+        return false
+    }
+
+    private func blockingRead(max: Int) -> [UInt8]? {
+        var fds = [
+            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+        ]
+        while !stopped.load(ordering: .acquiring) {
+            let ready = poll(&fds, 2, -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if fds[1].revents != 0 { return nil }
+            if fds[0].revents != 0 {
+                var buffer = [UInt8](repeating: 0, count: max)
+                let count = Glibc.read(descriptor, &buffer, max)
+                if count < 0 {
+                    if errno == EINTR || errno == EAGAIN { continue }
+                    return nil
+                }
+                buffer.removeSubrange(count...)
+                return buffer
+            }
+        }
+        return nil
+    }
+}
+
+/// Splits bytes into lines (LF or CRLF); keeps a partial last line until more arrives.
+struct LineSplitter {
+    private var pending: [UInt8] = []
+
+    mutating func feed(_ bytes: [UInt8], _ line: (String) async -> Bool) async -> Bool {
+        pending.append(contentsOf: bytes)
+        var start = 0
+        while let newline = pending[start...].firstIndex(of: 10) {
+            var end = newline
+            if end > start, pending[end - 1] == 13 { end -= 1 }
+            let text = String(decoding: pending[start..<end], as: UTF8.self)
+            start = newline + 1
+            if !text.allSatisfy({ $0 == " " || $0 == "\t" }) {
+                if !(await line(text)) {
+                    pending.removeSubrange(0..<start)
+                    return false
+                }
+            }
+        }
+        pending.removeSubrange(0..<start)
+        return true
+    }
+
+    /// The last line when the input did not end with a newline.
+    mutating func finish() -> String? {
+        defer { pending.removeAll() }
+        let text = String(decoding: pending, as: UTF8.self)
+        return text.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) ? nil : text
+    }
+}
+
+/// inotify on a file or folder (Linux).
+final class Watch: Sendable {
+    let descriptor: Int32
+
+    init?(path: String, mask: UInt32) {
+        descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+        guard descriptor >= 0 else { return nil }
+        if inotify_add_watch(descriptor, path, mask) < 0 {
+            close(descriptor)
+            return nil
+        }
+    }
+
+    deinit { close(descriptor) }
+}
+
+/// Reads a file of JSON lines; with `follow`, keeps reading what is appended (like `tail -f`).
+func readLines(
+    path: String, follow: Bool, stopper: StopSignal, _ line: @escaping (String) async -> Bool
+) async throws(ConfigError) {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else {
+        throw ConfigError(
+            file: path, line: nil, column: nil, key: "", message: "cannot open (\(String(cString: strerror(errno))))",
+            hint: "check the source's path")
+    }
+    defer { close(descriptor) }
+    let reader = DescriptorReader(descriptor: descriptor)
+    stopper.register(reader)
+    let watch = follow ? Watch(path: path, mask: UInt32(IN_MODIFY)) : nil
+    var splitter = LineSplitter()
+    while true {
+        guard let chunk = await reader.read() else { return }
+        if chunk.isEmpty {
+            guard let watch else { break }
+            // End of file for now: wait until the file grows.
+            guard await reader.waitForEvent(on: watch.descriptor) else { return }
+            continue
+        }
+        if !(await splitter.feed(chunk, line)) { return }
+    }
+    if let last = splitter.finish() { _ = await line(last) }
+}
+
+/// Readers to wake when the pipeline stops.
+final class StopSignal: Sendable {
+    let readers = Mutex<[DescriptorReader]>([])
+    let isStopped = Atomic<Bool>(false)
+
+    func register(_ reader: DescriptorReader) {
+        let stopNow = readers.withLock { readers -> Bool in
+            readers.append(reader)
+            return isStopped.load(ordering: .acquiring)
+        }
+        if stopNow { reader.stop() }
+    }
+
+    func stop() {
+        isStopped.store(true, ordering: .releasing)
+        for reader in readers.withLock({ $0 }) { reader.stop() }
+    }
+}

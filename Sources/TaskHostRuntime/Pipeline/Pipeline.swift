@@ -1,0 +1,443 @@
+import AsyncAlgorithms
+import Foundation
+import Logging
+import Synchronization
+import TaskHostScheduler
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A configured pipeline: its executors made, its sinks opened, ready to run.
+public final class Pipeline: Sendable {
+    public let config: PipelineConfig
+    let executors: [any TaskExecutor<String>]
+    let instances: [PluginInstance]
+    let router: PipelineExecutor
+    let logger: Logger
+    let results: JSONLinesSink?
+    let deadLetters: JSONLinesSink?
+    let counters = Counters()
+
+    /// What a run did, for the summary and the exit code.
+    public struct Summary: Sendable {
+        public var admitted = 0
+        public var succeeded = 0
+        public var deadLettered = 0
+        public var rejected = 0
+        public var parked = 0
+        public var cancelled = 0
+        public var retries = 0
+        public var perSource: [String: Int] = [:]
+        public var seconds = 0.0
+
+        /// 0: every task succeeded; 1: some were dead-lettered, parked, rejected or cancelled.
+        public var exitCode: Int32 { deadLettered + rejected + parked + cancelled == 0 ? 0 : 1 }
+    }
+
+    final class Counters: Sendable {
+        let rejected = Atomic<Int>(0)
+        let finished = Atomic<Int>(0)
+        let perSource = Mutex<[String: Int]>([:])
+    }
+
+    /// Makes every executor (loading plugins, preparing functions) and opens the sinks. Every
+    /// failure names the configuration's file, line and key.
+    public init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
+        self.config = config
+        self.logger = logger
+        var executors: [any TaskExecutor<String>] = []
+        var instances: [PluginInstance] = []
+        let router = Box<PipelineExecutor?>(nil)
+        for executor in config.executors {
+            let location = executor.location
+            func fail(_ message: String, _ hint: String?) -> ConfigError {
+                ConfigError(
+                    file: config.file, line: location.line, column: location.column, key: location.key,
+                    message: message,
+                    hint: hint)
+            }
+            switch executor.kind {
+            case .plugin(let reference, let configuration):
+                let plugin: LoadedPlugin
+                do {
+                    plugin = try loader.load(reference)
+                } catch {
+                    throw fail(error.message + " (\(error.path))", error.remedy)
+                }
+                if let message = plugin.validate(configuration: configuration) {
+                    throw fail(
+                        "the plugin \(plugin.name) refused its configuration: \(message)",
+                        plugin.configSchema.map { "its schema: \($0)" })
+                }
+                let instance: PluginInstance
+                do {
+                    instance = try plugin.makeInstance(configuration: configuration, logger: logger)
+                } catch {
+                    throw fail(error.message, nil)
+                }
+                instances.append(instance)
+                executors.append(
+                    PluginExecutor(instance: instance) { _, context, outcome in
+                        router.value?.record(sequence: context.sequence, output: outcome.output ?? outcome.message)
+                    })
+            case .function(let library, let symbol, let signature, let arguments):
+                let path = (try? loader.resolve(library)) ?? library
+                do {
+                    executors.append(
+                        try FFIFunctionExecutor(
+                            library: path, symbol: symbol, signature: signature, arguments: arguments
+                        ) {
+                            _, context, output in
+                            router.value?.record(sequence: context.sequence, output: output)
+                        })
+                } catch {
+                    throw fail(error.message, error.remedy)
+                }
+            }
+        }
+        self.executors = executors
+        self.instances = instances
+        self.router = PipelineExecutor(executors: executors)
+        router.value = self.router
+        results = try config.results.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
+        deadLetters = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
+    }
+
+    /// Checks a configuration without running anything: every plugin loads and validates its
+    /// configuration, every function resolves with its signature, every sink can be opened.
+    public static func check(_ config: PipelineConfig, loader: PluginLoader) throws(ConfigError) {
+        for executor in config.executors {
+            let location = executor.location
+            func fail(_ message: String, _ hint: String?) -> ConfigError {
+                ConfigError(
+                    file: config.file, line: location.line, column: location.column, key: location.key,
+                    message: message,
+                    hint: hint)
+            }
+            switch executor.kind {
+            case .plugin(let reference, let configuration):
+                let plugin: LoadedPlugin
+                do {
+                    plugin = try loader.load(reference)
+                } catch {
+                    throw fail(error.message + " (\(error.path))", error.remedy)
+                }
+                if let message = plugin.validate(configuration: configuration) {
+                    throw fail("the plugin \(plugin.name) refused its configuration: \(message)", nil)
+                }
+            case .function(let library, let symbol, let signature, let arguments):
+                let path = (try? loader.resolve(library)) ?? library
+                do {
+                    _ = try FFIFunctionExecutor(
+                        library: path, symbol: symbol, signature: signature, arguments: arguments)
+                } catch {
+                    throw fail(error.message, error.remedy)
+                }
+            }
+        }
+        for source in config.sources where source.kind == .file && !source.follow {
+            guard FileManager.default.isReadableFile(atPath: source.path!) else {
+                throw ConfigError(
+                    file: config.file, line: source.location.line, column: source.location.column,
+                    key: "\(source.location.key).path", message: "cannot read '\(source.path!)'",
+                    hint: "paths are relative to the folder taskhost runs in")
+            }
+        }
+    }
+
+    /// Runs until the finite sources are exhausted and every task is final, or until `stop`
+    /// asks for a shutdown (first call: drain with the grace period; second: at once).
+    public func run(stop: PipelineStop, progress: (@Sendable (Int, Double) -> Void)? = nil) async -> Summary {
+        let started = ContinuousClock.now
+        let channel = AsyncChannel<TaskItem<PipelineTask>>()
+        let hooks = SchedulerHooks<PipelineTask>(attemptFinished: { [self] record in finished(record) })
+        let scheduler = Scheduler(
+            executor: router,
+            configuration: SchedulerConfiguration(
+                maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
+                timeout: config.timeout, onExhausted: config.onExhausted),
+            hooks: hooks)
+        let stopper = StopSignal()
+        stop.attach { [config] immediately in
+            stopper.stop()
+            scheduler.shutdown(gracePeriod: immediately ? .zero : config.gracePeriod)
+        }
+
+        let schedulerSummary = await withTaskGroup(of: RunSummary<PipelineTask>?.self) { group in
+            group.addTask {
+                await withTaskGroup(of: Void.self) { sources in
+                    for source in self.config.sources {
+                        sources.addTask { await self.run(source, into: channel, stopper: stopper) }
+                    }
+                }
+                channel.finish()
+                return nil
+            }
+            if let progress {
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(500))
+                        progress(
+                            self.counters.finished.load(ordering: .relaxed), (ContinuousClock.now - started).seconds)
+                    }
+                    return nil
+                }
+            }
+            let summary = await scheduler.run(channel)
+            stopper.stop()
+            channel.finish()
+            group.cancelAll()
+            var result: RunSummary<PipelineTask>? = summary
+            for await _ in group {}
+            result = summary
+            return result
+        }
+        guard let summary = schedulerSummary else { return Summary() }
+        // Tasks that did not finish: parked targets' tasks and those cut off by shutdown.
+        for unfinished in summary.unfinished {
+            let status = unfinished.reason == .parked ? "parked" : "cancelled"
+            let item = TaskItem(
+                targetId: unfinished.task.targetId, payload: unfinished.task.payload,
+                priority: unfinished.task.priority,
+                id: unfinished.task.id)
+            writeResult(
+                item, status: status, attempts: unfinished.attempts,
+                error: status == "parked" ? "its target is parked" : "shut down before it finished")
+            unfinished.task.payload.batch?.final(failed: true)
+        }
+        results?.flush()
+        deadLetters?.flush()
+        for instance in instances { instance.destroy() }
+        var out = Summary()
+        out.admitted = summary.admitted
+        out.succeeded = summary.succeeded
+        out.deadLettered = summary.deadLettered
+        out.parked = summary.parked
+        out.cancelled = summary.cancelled
+        out.retries = summary.retries
+        out.rejected = counters.rejected.load(ordering: .relaxed)
+        out.perSource = counters.perSource.withLock { $0 }
+        out.seconds = (ContinuousClock.now - started).seconds
+        return out
+    }
+
+    // MARK: Sources
+
+    private func run(_ source: SourceConfig, into channel: AsyncChannel<TaskItem<PipelineTask>>, stopper: StopSignal)
+        async
+    {
+        let decoder = InputDecoder(
+            source: source, executors: config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
+        let sequence = Atomic<UInt64>(0)
+        let admit: @Sendable (String, BatchTracker?) async -> Bool = { [self] line, batch in
+            let seq = sequence.add(1, ordering: .relaxed).newValue
+            counters.perSource.withLock { $0[source.name, default: 0] += 1 }
+            switch decoder.decode(line, seq: seq, batch: batch) {
+            case .success(let item):
+                await channel.send(item)
+                return !stopper.isStopped.load(ordering: .acquiring)
+            case .failure(let rejection):
+                counters.rejected.add(1, ordering: .relaxed)
+                batch?.rejected()
+                var record = JSONObjectWriter()
+                record.add("source", source.name)
+                record.add("seq", seq)
+                record.add("input", line)
+                record.add("error", rejection.reason)
+                record.add("attempts", 0)
+                deadLetters?.write(record.text)
+                logger.warning(
+                    "task rejected",
+                    metadata: ["source": "\(source.name)", "seq": "\(seq)", "reason": "\(rejection.reason)"])
+                return true
+            }
+        }
+        do {
+            switch source.kind {
+            case .file:
+                try await readLines(path: source.path!, follow: source.follow, stopper: stopper) {
+                    await admit($0, nil)
+                }
+            case .stdin:
+                let reader = DescriptorReader(descriptor: 0)
+                stopper.register(reader)
+                var splitter = LineSplitter()
+                while let chunk = await reader.read(), !chunk.isEmpty {
+                    if !(await splitter.feed(chunk, { await admit($0, nil) })) { break }
+                }
+                if let last = splitter.finish() { _ = await admit(last, nil) }
+            case .directory:
+                try await runSpool(source, stopper: stopper, admit: admit)
+            case .interval:
+                try await runInterval(source, stopper: stopper, admit: admit)
+            case .http:
+                logger.error("the http source is not available in this build", metadata: ["source": "\(source.name)"])
+            }
+        } catch {
+            logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
+        }
+    }
+
+    /// A spool folder: each file is a batch of JSON lines, moved to done/ or failed/ when all its
+    /// tasks are final. New files are picked up as they are closed or moved in (inotify).
+    private func runSpool(
+        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool
+    ) async throws(ConfigError) {
+        let folder = source.path!
+        let manager = FileManager.default
+        for sub in ["done", "failed"] {
+            try? manager.createDirectory(atPath: folder + "/" + sub, withIntermediateDirectories: true)
+        }
+        guard let watch = Watch(path: folder, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO)) else {
+            throw ConfigError(
+                file: folder, line: nil, column: nil, key: "", message: "cannot watch the spool folder",
+                hint: "check that it exists and is readable")
+        }
+        let waiter = DescriptorReader(descriptor: -1)
+        stopper.register(waiter)
+        var seen = Set<String>()
+        while !stopper.isStopped.load(ordering: .acquiring) {
+            let names = ((try? manager.contentsOfDirectory(atPath: folder)) ?? []).sorted().filter {
+                !$0.hasPrefix(".") && $0 != "done" && $0 != "failed" && !seen.contains($0)
+            }
+            for name in names {
+                let path = folder + "/" + name
+                var isFolder: ObjCBool = false
+                guard manager.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue else { continue }
+                seen.insert(name)
+                let logger = self.logger
+                let tracker = BatchTracker { failed in
+                    let target = folder + (failed == 0 ? "/done/" : "/failed/") + name
+                    try? manager.removeItem(atPath: target)
+                    do {
+                        try manager.moveItem(atPath: path, toPath: target)
+                    } catch {
+                        logger.error("cannot move batch \(path): \(error)")
+                    }
+                }
+                try await readLines(path: path, follow: false, stopper: stopper) { await admit($0, tracker) }
+                tracker.endOfFile()
+            }
+            guard await waiter.waitForEvent(on: watch.descriptor) else { return }
+        }
+    }
+
+    /// A task template emitted every period, or on a cron schedule (UTC).
+    private func runInterval(
+        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool
+    ) async throws(ConfigError) {
+        let schedule = try source.cron.map { text throws(ConfigError) in
+            do {
+                return try CronSchedule(parsing: text)
+            } catch {
+                throw ConfigError(
+                    file: config.file, line: nil, column: nil, key: "sources.\(source.name).cron", message: "\(error)")
+            }
+        }
+        var emitted = 0
+        while !stopper.isStopped.load(ordering: .acquiring), source.count.map({ emitted < $0 }) ?? true {
+            do {
+                if let period = source.period {
+                    try await Task.sleep(for: period)
+                } else if let schedule, let next = schedule.next(after: Date()) {
+                    try await Task.sleep(for: .seconds(next.timeIntervalSinceNow))
+                } else {
+                    return
+                }
+            } catch {
+                return
+            }
+            emitted += 1
+            if !(await admit(source.template!, nil)) { return }
+        }
+    }
+
+    // MARK: Sinks
+
+    private func finished(_ record: AttemptRecord<PipelineTask>) {
+        switch record.disposition {
+        case .succeeded:
+            writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil)
+            record.task.payload.batch?.final(failed: false)
+        case .deadLettered:
+            let error = record.error.map { "\($0)" } ?? "dead-lettered"
+            writeResult(record.task, status: "deadLettered", attempts: record.context.attempt, error: error)
+            var letter = JSONObjectWriter()
+            letter.add("id", record.task.id)
+            letter.add("targetId", record.task.targetId.description)
+            letter.add("source", record.task.payload.source)
+            letter.add("seq", record.task.payload.seq)
+            letter.add(
+                "input", raw: isJSON(record.task.payload.raw) ? record.task.payload.raw : quote(record.task.payload.raw)
+            )
+            letter.add("error", error)
+            letter.add("attempts", record.context.attempt)
+            deadLetters?.write(letter.text)
+            record.task.payload.batch?.final(failed: true)
+        case .retrying, .parked, .cancelled:
+            return
+        }
+    }
+
+    private func writeResult(_ task: TaskItem<PipelineTask>, status: String, attempts: Int, error: String?) {
+        counters.finished.add(1, ordering: .relaxed)
+        guard let results else { return }
+        let log = task.payload.log.snapshot
+        var record = JSONObjectWriter()
+        record.add("id", task.id)
+        switch task.targetId {
+        case .integer(let value): record.add("targetId", value)
+        case .string(let value): record.add("targetId", value)
+        }
+        record.add("source", task.payload.source)
+        record.add("seq", task.payload.seq)
+        record.add("executor", config.executors[task.payload.executor].name)
+        record.add("status", status)
+        record.add("attempts", attempts)
+        record.add("startedAt", raw: log.startedAt == 0 ? "null" : String(log.startedAt))
+        record.add("finishedAt", raw: log.finishedAt == 0 ? "null" : String(log.finishedAt))
+        record.add("error", error)
+        record.add("output", status == "succeeded" ? log.output : nil)
+        results.write(record.text)
+    }
+
+    private func isJSON(_ text: String) -> Bool {
+        (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) != nil
+    }
+}
+
+/// Lets a signal handler stop a running pipeline: first call drains, second stops at once.
+public final class PipelineStop: Sendable {
+    let state = Mutex<(calls: Int, action: (@Sendable (Bool) -> Void)?)>((0, nil))
+
+    public init() {}
+
+    /// Requests a stop; returns how many requests there were.
+    @discardableResult
+    public func request() -> Int {
+        let (count, action) = state.withLock { state in
+            state.calls += 1
+            return (state.calls, state.action)
+        }
+        action?(count > 1)
+        return count
+    }
+
+    func attach(_ action: @escaping @Sendable (Bool) -> Void) {
+        let calls = state.withLock { state in
+            state.action = action
+            return state.calls
+        }
+        if calls > 0 { action(calls > 1) }
+    }
+}
+
+final class Box<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

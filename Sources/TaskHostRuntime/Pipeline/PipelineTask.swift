@@ -1,0 +1,134 @@
+import Foundation
+import Synchronization
+import TaskHostScheduler
+
+/// One task of a pipeline, as the scheduler carries it.
+public struct PipelineTask: Sendable {
+    /// The source it came from, and its order of arrival there.
+    public var source: String
+    public var seq: UInt64
+    /// Index of its executor in the pipeline.
+    public var executor: Int
+    /// What the executor receives: the input's `data` (or the whole input when it has none), as JSON.
+    public var payload: String
+    /// The input line as it arrived, for dead letters.
+    public var raw: String
+    /// Timestamps and output of the latest attempt.
+    public let log: AttemptLog
+    /// Set for tasks of a spool-directory batch file: told when the task is final.
+    public let batch: BatchTracker?
+}
+
+/// What the last attempt of a task did, in wall-clock Unix nanoseconds (one clock for the host).
+public final class AttemptLog: Sendable {
+    struct State {
+        var startedAt: Int64 = 0
+        var finishedAt: Int64 = 0
+        var output: String?
+    }
+
+    let state = Mutex(State())
+
+    func started() { state.withLock { $0 = State(startedAt: unixNanoseconds()) } }
+    func finished(output: String?) {
+        state.withLock {
+            $0.finishedAt = unixNanoseconds()
+            $0.output = output
+        }
+    }
+    func output(_ text: String?) { state.withLock { $0.output = text } }
+    var snapshot: (startedAt: Int64, finishedAt: Int64, output: String?) {
+        state.withLock { ($0.startedAt, $0.finishedAt, $0.output) }
+    }
+}
+
+func unixNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+}
+
+/// Counts the tasks of one batch file still in flight; runs `done` once all are final and the
+/// file was read to its end.
+public final class BatchTracker: Sendable {
+    struct State {
+        var pending = 0
+        var failed = 0
+        var readToEnd = false
+        var finished = false
+    }
+
+    let state = Mutex(State())
+    let done: @Sendable (_ failed: Int) -> Void
+
+    init(done: @escaping @Sendable (Int) -> Void) { self.done = done }
+
+    func added() { state.withLock { $0.pending += 1 } }
+
+    func final(failed: Bool) {
+        let fire: Int? = state.withLock { state in
+            state.pending -= 1
+            if failed { state.failed += 1 }
+            guard state.readToEnd, state.pending == 0, !state.finished else { return nil }
+            state.finished = true
+            return state.failed
+        }
+        if let fire { done(fire) }
+    }
+
+    /// A failure before admission (a malformed line of the batch).
+    func rejected() { state.withLock { $0.failed += 1 } }
+
+    func endOfFile() {
+        let fire: Int? = state.withLock { state in
+            state.readToEnd = true
+            guard state.pending == 0, !state.finished else { return nil }
+            state.finished = true
+            return state.failed
+        }
+        if let fire { done(fire) }
+    }
+}
+
+/// Routes each pipeline task to its executor and records what its attempts did.
+final class PipelineExecutor: TaskExecutor, Sendable {
+    typealias Payload = PipelineTask
+
+    let executors: [any TaskExecutor<String>]
+    /// Attempt logs by admission sequence, for the executors' output callbacks.
+    let inFlight = Mutex<[UInt64: AttemptLog]>([:])
+
+    init(executors: [any TaskExecutor<String>]) { self.executors = executors }
+
+    var supportsImmediateExecution: Bool { true }
+
+    /// Called by the wrapped executors with each attempt's output.
+    func record(sequence: UInt64, output: String?) {
+        inFlight.withLock { $0[sequence] }?.output(output)
+    }
+
+    private func inner(_ task: TaskItem<PipelineTask>) -> TaskItem<String> {
+        TaskItem(targetId: task.targetId, payload: task.payload.payload, priority: task.priority, id: task.id)
+    }
+
+    func executeImmediately(_ task: TaskItem<PipelineTask>, context: ExecutionContext) -> ImmediateOutcome {
+        let executor = executors[task.payload.executor]
+        task.payload.log.started()
+        inFlight.withLock { $0[context.sequence] = task.payload.log }
+        guard executor.supportsImmediateExecution else { return .deferred }
+        let outcome = executor.executeImmediately(inner(task), context: context)
+        if case .deferred = outcome { return outcome }
+        finish(task, context)
+        return outcome
+    }
+
+    func execute(_ task: TaskItem<PipelineTask>, context: ExecutionContext) async throws {
+        defer { finish(task, context) }
+        try await executors[task.payload.executor].execute(inner(task), context: context)
+    }
+
+    private func finish(_ task: TaskItem<PipelineTask>, _ context: ExecutionContext) {
+        inFlight.withLock { _ = $0.removeValue(forKey: context.sequence) }
+        task.payload.log.state.withLock { $0.finishedAt = unixNanoseconds() }
+    }
+}
