@@ -1,0 +1,281 @@
+import Foundation
+import Testing
+
+@testable import TaskHostRuntime
+
+/// The real `taskhost` binary on real configuration files, with the real plugins.
+@Suite struct PipelineTests {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static var binary: String { Paths.builtPlugins + "/taskhost" }
+
+    /// Runs taskhost in `folder`; `whileRunning` may signal the process.
+    @discardableResult
+    static func taskhost(
+        _ arguments: [String], in folder: String, stdin: String? = nil, whileRunning: ((Process) async -> Void)? = nil
+    ) async throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments + ["--plugin-path", Paths.builtPlugins]
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        if let whileRunning { await whileRunning(process) }
+        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+        let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(
+            status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+            stderr: String(decoding: stderrData, as: UTF8.self))
+    }
+
+    static func write(_ text: String, to path: String) throws {
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    static func records(_ path: String) throws -> [[String: Any]] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+    }
+
+    @Test("End to end: the results file shows every guarantee (cap, exclusivity, per-target FIFO)")
+    func guaranteesFromResults() async throws {
+        let folder = Paths.scratch()
+        var lines: [String] = []
+        for i in 0..<400 {
+            let target = i % 7 == 0 ? #""hot""# : String(i % 13)
+            lines.append(#"{"targetId": \#(target), "id": "t\#(i)", "data": "\#(i)"}"#)
+        }
+        try Self.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            scheduler: { maxConcurrency: 4 }
+            executors:
+              echo: { plugin: Echo, config: { delayMs: 1 } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            results: { path: out/results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        let records = try Self.records(folder + "/out/results.jsonl")
+        #expect(records.count == 400)
+        #expect(Set(records.map { $0["id"] as! String }).count == 400)
+        // Echo answers with the task's data as JSON: the string "i" for the i-th task.
+        #expect(
+            records.allSatisfy {
+                $0["status"] as? String == "succeeded" && $0["output"] as? String == "\"\(($0["seq"] as! Int) - 1)\""
+            })
+        // Per target: executions do not overlap, and start in order of arrival.
+        let byTarget = Dictionary(grouping: records) { "\($0["targetId"]!)" }
+        for (target, runs) in byTarget {
+            let ordered = runs.sorted { ($0["startedAt"] as! Int) < ($1["startedAt"] as! Int) }
+            let seqs = ordered.map { $0["seq"] as! Int }
+            #expect(seqs == seqs.sorted(), "target \(target) started out of order")
+            for (a, b) in zip(ordered, ordered.dropFirst()) {
+                #expect((a["finishedAt"] as! Int) <= (b["startedAt"] as! Int), "target \(target) overlapped")
+            }
+        }
+        // Never more than the cap at once: sweep the intervals.
+        var events: [(Int, Int)] = []
+        for record in records {
+            events.append((record["startedAt"] as! Int, 1))
+            events.append((record["finishedAt"] as! Int, -1))
+        }
+        events.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        var running = 0
+        var peak = 0
+        for (_, delta) in events {
+            running += delta
+            peak = max(peak, running)
+        }
+        #expect(peak <= 4)
+        #expect(peak >= 2)  // it did run tasks concurrently
+    }
+
+    @Test("A malformed line or a task without a target goes to the dead letters; the rest run")
+    func malformedTasks() async throws {
+        let folder = Paths.scratch()
+        try Self.write(
+            """
+            {"targetId": "a", "data": 1}
+            {"targetId": "a", "data": 2
+            {"data": 3}
+            {"targetId": {"nested": true}, "data": 4}
+            [1, 2]
+            {"targetId": 7, "data": 5}
+
+            """, to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("2 succeeded"))
+        #expect(run.stderr.contains("4 inputs rejected"))
+        let dead = try Self.records(folder + "/dead.jsonl")
+        #expect(dead.map { $0["seq"] as! Int } == [2, 3, 4, 5])
+        #expect((dead[0]["error"] as! String).hasPrefix("malformed JSON"))
+        #expect(dead[0]["input"] as? String == #"{"targetId": "a", "data": 2"#)
+        #expect(dead[1]["error"] as? String == "no targetId at $.targetId")
+        #expect((dead[2]["error"] as! String).contains("expected a non-empty string or an integer"))
+        #expect(dead[3]["error"] as? String == "a task must be a JSON object, got an array")
+        let results = try Self.records(folder + "/results.jsonl")
+        #expect(results.map { $0["seq"] as! Int } == [1, 6])
+        #expect(results[1]["targetId"] as? Int == 7)
+    }
+
+    @Test(
+        "Bad configurations: each error names the file, line, key and what to do",
+        arguments: [
+            ("executors:\n  echo: { plugin: Echo\nsources: {}\n", "pipeline.yaml:3:", "malformed YAML"),
+            (
+                "executors:\n  echo: { plugin: Echo }\nsources:\n  a: { kind: file, path: x.jsonl, executor: echo }\nretyr: {}\n",
+                "pipeline.yaml:5:1: retyr: unknown key 'retyr'", "did you mean 'retry'?"
+            ),
+            (
+                "scheduler: { maxConcurrency: lots }\nexecutors:\n  echo: { plugin: Echo }\nsources: {}\n",
+                "pipeline.yaml:1:30: scheduler.maxConcurrency", "expected a whole number, got 'lots'"
+            ),
+            (
+                "executors:\n  echo: { plugin: Echo }\nsources:\n  a: { kind: file, path: x.jsonl, executor: ecoh }\n",
+                "pipeline.yaml:4:45: sources.a.executor: unknown executor 'ecoh'", "did you mean 'echo'?"
+            ),
+            (
+                "executors:\n  echo: { plugin: Echo }\nsources:\n  a: { kind: fiel, path: x.jsonl, executor: echo }\n",
+                "sources.a.kind: expected one of file, stdin, directory, http, interval, got 'fiel'",
+                "did you mean 'file'?"
+            ),
+            (
+                "executors:\n  x: { plugin: NoSuchPlugin }\nsources:\n  a: { kind: stdin, executor: x }\n",
+                "pipeline.yaml:2:", "no plugin named 'NoSuchPlugin'"
+            ),
+            (
+                "executors:\n  e:\n    plugin: Echo\n    config: { delayMs: -5 }\nsources:\n  a: { kind: stdin, executor: e }\n",
+                "pipeline.yaml:4:13: executors.e.config", "key 'delayMs': expected 0 or more"
+            ),
+            (
+                "executors:\n  f: { library: pricing, function: pricing_reprice, signature: \"int32(strng, int64)\", arguments: [$.a, $.b] }\nsources:\n  a: { kind: stdin, executor: f }\n",
+                "executors.f.signature", "unknown type 'strng'"
+            ),
+            (
+                "executors:\n  f: { library: pricing, function: no_such_fn, signature: \"int32()\" }\nsources:\n  a: { kind: stdin, executor: f }\n",
+                "executors.f.signature", "no exported function 'no_such_fn'"
+            ),
+            (
+                "executors:\n  e: { plugin: Echo, config: { prefix: \"${NO_SUCH_VARIABLE_X}\" } }\nsources:\n  a: { kind: stdin, executor: e }\n",
+                "pipeline.yaml:2:", "the environment variable NO_SUCH_VARIABLE_X is not set"
+            ),
+            (
+                "executors:\n  e: { plugin: Echo }\nsources:\n  a: { kind: file, executor: e, targetId: data.x }\n",
+                "sources.a.targetId", "start it with $"
+            ),
+        ])
+    func badConfigurations(config: String, location: String, message: String) async throws {
+        let folder = Paths.scratch()
+        try Self.write(config, to: folder + "/pipeline.yaml")
+        for command in ["check", "run"] {
+            let run = try await Self.taskhost([command, "pipeline.yaml"], in: folder)
+            #expect(run.status == 2, "\(command): \(run.stderr)")
+            #expect(run.stderr.contains(location), "\(command): \(run.stderr)")
+            #expect(run.stderr.contains(message), "\(command): \(run.stderr)")
+        }
+    }
+
+    @Test("A valid configuration passes check without running anything")
+    func checkRunsNothing() async throws {
+        let folder = Paths.scratch()
+        try Self.write(#"{"targetId": "a", "data": {}}"# + "\n", to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            {"executors": {"files": {"plugin": "TargetFile", "config": {"directory": "never-created"}}},
+             "sources": {"a": {"kind": "file", "path": "tasks.jsonl", "executor": "files"}}}
+            """, to: folder + "/pipeline.json")
+        let run = try await Self.taskhost(["check", "pipeline.json"], in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("valid (1 executor, 1 source)"))
+        #expect(!FileManager.default.fileExists(atPath: folder + "/never-created"))
+    }
+
+    @Test("Standard input and match routing: each task goes to the executor its field names")
+    func stdinAndRouting() async throws {
+        let folder = Paths.scratch()
+        try Self.write(
+            """
+            executors:
+              loud: { plugin: Echo, config: { prefix: "LOUD " } }
+              quiet: { plugin: Echo, config: { prefix: "quiet " } }
+            sources:
+              in:
+                kind: stdin
+                targetId: $.data.user
+                match: { field: $.data.kind, routes: { shout: loud, whisper: quiet } }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let input = """
+            {"data": {"user": "ann", "kind": "shout"}}
+            {"data": {"user": "bob", "kind": "whisper"}}
+            {"data": {"user": "cy", "kind": "sing"}}
+
+            """
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder, stdin: input)
+        #expect(run.status == 1)
+        let results = try Self.records(folder + "/results.jsonl").sorted { ($0["seq"] as! Int) < ($1["seq"] as! Int) }
+        #expect(results.map { $0["executor"] as! String } == ["loud", "quiet"])
+        #expect((results[0]["output"] as! String).hasPrefix("LOUD "))
+        let dead = try Self.records(folder + "/dead.jsonl")
+        #expect(dead.first?["error"] as? String == "no route for $.data.kind = sing and no default executor")
+    }
+
+    @Test("SIGTERM drains with the grace period, then cancels; the results say what was cut off")
+    func signalDuringRun() async throws {
+        let folder = Paths.scratch()
+        try Self.write(
+            (0..<6).map { #"{"targetId": "t\#($0 % 2)", "data": "\#($0)"}"# }.joined(separator: "\n") + "\n",
+            to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            scheduler: { maxConcurrency: 2 }
+            executors:
+              slow: { plugin: Command, config: { program: /bin/sleep, args: ["30"] } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: slow }
+            results: { path: results.jsonl }
+            shutdown: { gracePeriodMs: 200 }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
+            // Wait until both sleeps run, then ask for a stop.
+            while (try? Compiler.run("/usr/bin/pgrep", ["-f", "sleep 30"]).output.split(separator: "\n").count) ?? 0 < 2
+            {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            process.terminate()
+        }
+        #expect(run.status == 1, "\(run.stderr)")
+        #expect(run.stderr.contains("0 succeeded"))
+        #expect(run.stderr.contains("6 cancelled"))
+        let results = try Self.records(folder + "/results.jsonl")
+        #expect(results.count == 6)
+        #expect(results.allSatisfy { $0["status"] as? String == "cancelled" })
+        #expect(results.filter { $0["attempts"] as? Int == 1 }.count == 2)
+    }
+}
