@@ -277,7 +277,7 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
     func call(_ task: TaskItem<String>) throws -> String? {
         let data: JSONValue
         do {
-            data = try JSONDecoder().decode(JSONValue.self, from: Data(task.payload.utf8))
+            data = try JSONParser.parse(task.payload)
         } catch {
             throw NonRetryableError(CallFailure(description: "the task's data is not JSON: \(task.payload.prefix(80))"))
         }

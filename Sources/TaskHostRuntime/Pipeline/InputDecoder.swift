@@ -19,9 +19,9 @@ struct InputDecoder: Sendable {
         }
         let value: JSONValue
         do {
-            value = try JSONDecoder().decode(JSONValue.self, from: Data(line.utf8))
+            value = try JSONParser.parse(line)
         } catch {
-            return .failure(Rejection(reason: "malformed JSON: \(describe(error))"))
+            return .failure(Rejection(reason: "malformed JSON: \(error)"))
         }
         guard case .object(let object) = value else {
             return .failure(Rejection(reason: "a task must be a JSON object, got \(value.kind)"))
@@ -82,14 +82,6 @@ struct InputDecoder: Sendable {
                     source: source.name, seq: seq, executor: index, payload: payload, raw: line, log: AttemptLog(),
                     batch: batch),
                 priority: priority, id: id))
-    }
-
-    private func describe(_ error: any Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return underlying ?? context.debugDescription
-        }
-        return "\(error)"
     }
 }
 

@@ -159,7 +159,7 @@ final class Watch: Sendable {
 
 /// Reads a file of JSON lines; with `follow`, keeps reading what is appended (like `tail -f`).
 func readLines(
-    path: String, follow: Bool, stopper: StopSignal, _ line: @escaping (String) async -> Bool
+    path: String, follow: Bool, stopper: StopSignal, flush: () async -> Void, _ line: @escaping (String) async -> Bool
 ) async throws(ConfigError) {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC)
     guard descriptor >= 0 else {
@@ -175,14 +175,20 @@ func readLines(
     while true {
         guard let chunk = await reader.read() else { return }
         if chunk.isEmpty {
+            await flush()
             guard let watch else { break }
             // End of file for now: wait until the file grows.
             guard await reader.waitForEvent(on: watch.descriptor) else { return }
             continue
         }
-        if !(await splitter.feed(chunk, line)) { return }
+        if !(await splitter.feed(chunk, line)) {
+            await flush()
+            return
+        }
+        await flush()
     }
     if let last = splitter.finish() { _ = await line(last) }
+    await flush()
 }
 
 /// Readers to wake when the pipeline stops.

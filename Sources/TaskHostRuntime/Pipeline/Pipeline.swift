@@ -150,7 +150,7 @@ public final class Pipeline: Sendable {
     /// asks for a shutdown (first call: drain with the grace period; second: at once).
     public func run(stop: PipelineStop, progress: (@Sendable (Int, Double) -> Void)? = nil) async -> Summary {
         let started = ContinuousClock.now
-        let channel = AsyncChannel<TaskItem<PipelineTask>>()
+        let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
         let hooks = SchedulerHooks<PipelineTask>(attemptFinished: { [self] record in finished(record) })
         let scheduler = Scheduler(
             executor: router,
@@ -184,7 +184,7 @@ public final class Pipeline: Sendable {
                     return nil
                 }
             }
-            let summary = await scheduler.run(channel)
+            let summary = await scheduler.run(Batches(channel: channel))
             stopper.stop()
             channel.finish()
             group.cancelAll()
@@ -224,18 +224,33 @@ public final class Pipeline: Sendable {
 
     // MARK: Sources
 
-    private func run(_ source: SourceConfig, into channel: AsyncChannel<TaskItem<PipelineTask>>, stopper: StopSignal)
+    private func run(_ source: SourceConfig, into channel: AsyncChannel<[TaskItem<PipelineTask>]>, stopper: StopSignal)
         async
     {
         let decoder = InputDecoder(
             source: source, executors: config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
         let sequence = Atomic<UInt64>(0)
+        // Tasks go to the scheduler in batches (one per chunk read, at most 256): a channel hand-off
+        // per task would cost a task switch each.
+        let pending = Mutex<[TaskItem<PipelineTask>]>([])
+        let flush: @Sendable () async -> Void = {
+            let batch = pending.withLock { pending -> [TaskItem<PipelineTask>] in
+                defer { pending.removeAll(keepingCapacity: true) }
+                return pending
+            }
+            if !batch.isEmpty { await channel.send(batch) }
+        }
+        defer { counters.perSource.withLock { $0[source.name] = Int(sequence.load(ordering: .relaxed)) } }
         let admit: @Sendable (String, BatchTracker?) async -> Bool = { [self] line, batch in
             let seq = sequence.add(1, ordering: .relaxed).newValue
-            counters.perSource.withLock { $0[source.name, default: 0] += 1 }
             switch decoder.decode(line, seq: seq, batch: batch) {
             case .success(let item):
-                await channel.send(item)
+                if pending.withLock({ pending -> Bool in
+                    pending.append(item)
+                    return pending.count >= 256
+                }) {
+                    await flush()
+                }
                 return !stopper.isStopped.load(ordering: .acquiring)
             case .failure(let rejection):
                 counters.rejected.add(1, ordering: .relaxed)
@@ -246,7 +261,7 @@ public final class Pipeline: Sendable {
                 record.add("input", line)
                 record.add("error", rejection.reason)
                 record.add("attempts", 0)
-                deadLetters?.write(record.text)
+                deadLetters?.write(bytes: record.finished)
                 logger.warning(
                     "task rejected",
                     metadata: ["source": "\(source.name)", "seq": "\(seq)", "reason": "\(rejection.reason)"])
@@ -256,7 +271,7 @@ public final class Pipeline: Sendable {
         do {
             switch source.kind {
             case .file:
-                try await readLines(path: source.path!, follow: source.follow, stopper: stopper) {
+                try await readLines(path: source.path!, follow: source.follow, stopper: stopper, flush: flush) {
                     await admit($0, nil)
                 }
             case .stdin:
@@ -265,12 +280,14 @@ public final class Pipeline: Sendable {
                 var splitter = LineSplitter()
                 while let chunk = await reader.read(), !chunk.isEmpty {
                     if !(await splitter.feed(chunk, { await admit($0, nil) })) { break }
+                    await flush()
                 }
                 if let last = splitter.finish() { _ = await admit(last, nil) }
+                await flush()
             case .directory:
-                try await runSpool(source, stopper: stopper, admit: admit)
+                try await runSpool(source, stopper: stopper, admit: admit, flush: flush)
             case .interval:
-                try await runInterval(source, stopper: stopper, admit: admit)
+                try await runInterval(source, stopper: stopper, admit: admit, flush: flush)
             case .http:
                 logger.error("the http source is not available in this build", metadata: ["source": "\(source.name)"])
             }
@@ -282,7 +299,8 @@ public final class Pipeline: Sendable {
     /// A spool folder: each file is a batch of JSON lines, moved to done/ or failed/ when all its
     /// tasks are final. New files are picked up as they are closed or moved in (inotify).
     private func runSpool(
-        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool
+        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool,
+        flush: @escaping @Sendable () async -> Void
     ) async throws(ConfigError) {
         let folder = source.path!
         let manager = FileManager.default
@@ -316,7 +334,9 @@ public final class Pipeline: Sendable {
                         logger.error("cannot move batch \(path): \(error)")
                     }
                 }
-                try await readLines(path: path, follow: false, stopper: stopper) { await admit($0, tracker) }
+                try await readLines(path: path, follow: false, stopper: stopper, flush: flush) {
+                    await admit($0, tracker)
+                }
                 tracker.endOfFile()
             }
             guard await waiter.waitForEvent(on: watch.descriptor) else { return }
@@ -325,7 +345,8 @@ public final class Pipeline: Sendable {
 
     /// A task template emitted every period, or on a cron schedule (UTC).
     private func runInterval(
-        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool
+        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool,
+        flush: @escaping @Sendable () async -> Void
     ) async throws(ConfigError) {
         let schedule = try source.cron.map { text throws(ConfigError) in
             do {
@@ -350,6 +371,7 @@ public final class Pipeline: Sendable {
             }
             emitted += 1
             if !(await admit(source.template!, nil)) { return }
+            await flush()
         }
     }
 
@@ -373,7 +395,7 @@ public final class Pipeline: Sendable {
             )
             letter.add("error", error)
             letter.add("attempts", record.context.attempt)
-            deadLetters?.write(letter.text)
+            deadLetters?.write(bytes: letter.finished)
             record.task.payload.batch?.final(failed: true)
         case .retrying, .parked, .cancelled:
             return
@@ -388,7 +410,7 @@ public final class Pipeline: Sendable {
         record.add("id", task.id)
         switch task.targetId {
         case .integer(let value): record.add("targetId", value)
-        case .string(let value): record.add("targetId", value)
+        case .string(let value): record.add("targetId", value as String?)
         }
         record.add("source", task.payload.source)
         record.add("seq", task.payload.seq)
@@ -399,11 +421,11 @@ public final class Pipeline: Sendable {
         record.add("finishedAt", raw: log.finishedAt == 0 ? "null" : String(log.finishedAt))
         record.add("error", error)
         record.add("output", status == "succeeded" ? log.output : nil)
-        results.write(record.text)
+        results.write(bytes: record.finished)
     }
 
     private func isJSON(_ text: String) -> Bool {
-        (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) != nil
+        (try? JSONParser.parse(text)) != nil
     }
 }
 
@@ -440,4 +462,28 @@ final class Box<Value>: @unchecked Sendable {
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// The scheduler's view of the batches the sources send: one task at a time.
+struct Batches: AsyncSequence, Sendable {
+    typealias Element = TaskItem<PipelineTask>
+    let channel: AsyncChannel<[TaskItem<PipelineTask>]>
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncChannel<[TaskItem<PipelineTask>]>.AsyncIterator
+        var current: [TaskItem<PipelineTask>] = []
+        var index = 0
+
+        mutating func next() async -> TaskItem<PipelineTask>? {
+            while index == current.count {
+                guard let batch = await base.next() else { return nil }
+                current = batch
+                index = 0
+            }
+            defer { index += 1 }
+            return current[index]
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: channel.makeAsyncIterator()) }
 }

@@ -32,9 +32,12 @@ public final class JSONLinesSink: Sendable {
         }
     }
 
-    public func write(_ line: String) {
+    public func write(_ line: String) { write(bytes: Array(line.utf8)) }
+
+    /// Appends one line (the newline is added).
+    public func write(bytes line: [UInt8]) {
         let flush: [UInt8]? = buffer.withLock { buffer in
-            buffer.append(contentsOf: line.utf8)
+            buffer.append(contentsOf: line)
             buffer.append(10)
             guard buffer.count >= Self.flushAt || descriptor == 1 else { return nil }
             defer { buffer.removeAll(keepingCapacity: true) }
@@ -73,15 +76,70 @@ public final class JSONLinesSink: Sendable {
     }
 }
 
-/// A JSON object written field by field, keys in order.
+/// A JSON object written field by field into bytes, keys in order.
 struct JSONObjectWriter {
-    private var parts: [String] = []
+    private(set) var bytes: [UInt8] = [123]  // "{"
 
-    mutating func add(_ key: String, _ value: String?) { parts.append(quote(key) + ":" + (value.map(quote) ?? "null")) }
-    mutating func add(_ key: String, _ value: Int64) { parts.append(quote(key) + ":" + String(value)) }
-    mutating func add(_ key: String, _ value: UInt64) { parts.append(quote(key) + ":" + String(value)) }
-    mutating func add(_ key: String, _ value: Int) { parts.append(quote(key) + ":" + String(value)) }
-    mutating func add(_ key: String, raw: String) { parts.append(quote(key) + ":" + raw) }
+    init() { bytes.reserveCapacity(256) }
 
-    var text: String { "{" + parts.joined(separator: ",") + "}" }
+    private mutating func key(_ key: StaticString) {
+        if bytes.count > 1 { bytes.append(44) }  // ","
+        bytes.append(34)
+        key.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(34)
+        bytes.append(58)  // ":"
+    }
+
+    mutating func add(_ name: StaticString, _ value: String?) {
+        key(name)
+        guard var value else { return bytes.append(contentsOf: [110, 117, 108, 108]) }  // null
+        value.withUTF8 { appendQuoted($0) }
+    }
+
+    mutating func add(_ name: StaticString, _ value: Int64) {
+        key(name)
+        appendDecimal(value)
+    }
+
+    mutating func add(_ name: StaticString, _ value: UInt64) {
+        key(name)
+        appendDecimal(Int64(bitPattern: value))
+    }
+
+    mutating func add(_ name: StaticString, _ value: Int) { add(name, Int64(value)) }
+
+    mutating func add(_ name: StaticString, raw: String) {
+        key(name)
+        bytes.append(contentsOf: raw.utf8)
+    }
+
+    private mutating func appendDecimal(_ value: Int64) {
+        withDecimal(value) { bytes.append(contentsOf: $0) }
+    }
+
+    private mutating func appendQuoted(_ utf8: UnsafeBufferPointer<UInt8>) {
+        bytes.append(34)
+        for byte in utf8 {
+            switch byte {
+            case 34: bytes.append(contentsOf: [92, 34])
+            case 92: bytes.append(contentsOf: [92, 92])
+            case 10: bytes.append(contentsOf: [92, 110])
+            case 13: bytes.append(contentsOf: [92, 114])
+            case 9: bytes.append(contentsOf: [92, 116])
+            case 0..<32:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: [92, 117, 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(34)
+    }
+
+    var finished: [UInt8] {
+        var out = bytes
+        out.append(125)  // "}"
+        return out
+    }
+
+    var text: String { String(decoding: finished, as: UTF8.self) }
 }
