@@ -3,6 +3,10 @@ import Testing
 
 @testable import TaskHostRuntime
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// The real `taskhost` binary on real configuration files, with the real plugins.
 @Suite struct PipelineTests {
     struct Run {
@@ -277,5 +281,100 @@ import Testing
         #expect(results.count == 6)
         #expect(results.allSatisfy { $0["status"] as? String == "cancelled" })
         #expect(results.filter { $0["attempts"] as? Int == 1 }.count == 2)
+    }
+}
+
+/// The http source and the operations endpoints of a running `taskhost run`.
+@Suite struct HTTPSourceTests {
+    struct Reply {
+        var status: Int
+        var body: String
+        var headers: [String: String]
+    }
+
+    static func request(
+        _ url: String, method: String = "GET", body: String? = nil, token: String? = nil
+    ) async throws -> Reply {
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = method
+        if let body { request.httpBody = Data(body.utf8) }
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        var headers: [String: String] = [:]
+        for (key, value) in http.allHeaderFields { headers["\(key)".lowercased()] = "\(value)" }
+        return Reply(status: http.statusCode, body: String(decoding: data, as: UTF8.self), headers: headers)
+    }
+
+    static func freePort() -> Int { Int.random(in: 20_000..<40_000) }
+
+    @Test("POST tasks with a bearer token; wrong token, oversized body and bad lines are answered; metrics are served")
+    func httpSource() async throws {
+        let folder = Paths.scratch()
+        let port = Self.freePort()
+        let metricsPort = port + 1
+        try PipelineTests.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              api:
+                kind: http
+                listen: 127.0.0.1:\(port)
+                token: ${TASKHOST_TEST_TOKEN}
+                maxBodyBytes: 2000
+                executor: echo
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            metrics: { listen: 127.0.0.1:\(metricsPort) }
+            """, to: folder + "/pipeline.yaml")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: PipelineTests.binary)
+        process.arguments = ["run", "pipeline.yaml", "--quiet", "--plugin-path", Paths.builtPlugins]
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        process.environment = ProcessInfo.processInfo.environment.merging(["TASKHOST_TEST_TOKEN": "s3cret"]) { $1 }
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        let base = "http://127.0.0.1:\(port)"
+        // Wait until it listens (a bounded number of tries).
+        var up = false
+        for _ in 0..<200 where !up {
+            up = (try? await Self.request("http://127.0.0.1:\(metricsPort)/healthz"))?.status == 200
+            if !up { try await Task.sleep(for: .milliseconds(25)) }
+        }
+        #expect(up)
+
+        let unauthorized = try await Self.request(base + "/tasks", method: "POST", body: "{}", token: "wrong")
+        #expect(unauthorized.status == 401)
+        let big = String(repeating: "x", count: 3000)
+        let tooLarge = try await Self.request(base + "/tasks", method: "POST", body: big, token: "s3cret")
+        #expect(tooLarge.status == 413)
+        let batch = """
+            {"targetId": "a", "id": "one", "data": 1}
+            {"targetId": "a", "data": 2
+            {"targetId": "b", "id": "three", "data": 3}
+            """
+        let accepted = try await Self.request(base + "/tasks", method: "POST", body: batch, token: "s3cret")
+        #expect(accepted.status == 202)
+        #expect(accepted.body.contains(#""accepted":["one","three"]"#))
+        #expect(accepted.body.contains(#""line":2"#))
+        // Wait for both to finish, then look at the operations endpoints.
+        var status = ""
+        for _ in 0..<200 {
+            status = try await Self.request("http://127.0.0.1:\(metricsPort)/status").body
+            if status.contains(#""running":0"#) && status.contains(#""queued":0"#) { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(status.contains(#""sources":{"api":3}"#))
+        let metrics = try await Self.request("http://127.0.0.1:\(metricsPort)/metrics").body
+        #expect(metrics.contains(#"taskhost_tasks_total{outcome="succeeded"} 2"#))
+        #expect(metrics.contains(#"taskhost_tasks_total{outcome="rejected"} 1"#))
+        #expect(metrics.contains("taskhost_running 0"))
+        process.interrupt()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 1)  // one rejected input
+        let results = try PipelineTests.records(folder + "/results.jsonl")
+        #expect(Set(results.map { $0["id"] as! String }) == ["one", "three"])
     }
 }

@@ -194,7 +194,20 @@ func readLines(
 /// Readers to wake when the pipeline stops.
 final class StopSignal: Sendable {
     let readers = Mutex<[DescriptorReader]>([])
+    let waiters = Mutex<[CheckedContinuation<Void, Never>]>([])
     let isStopped = Atomic<Bool>(false)
+
+    /// Returns once the pipeline stops.
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let now = waiters.withLock { waiters -> Bool in
+                if isStopped.load(ordering: .acquiring) { return true }
+                waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
 
     func register(_ reader: DescriptorReader) {
         let stopNow = readers.withLock { readers -> Bool in
@@ -205,7 +218,12 @@ final class StopSignal: Sendable {
     }
 
     func stop() {
-        isStopped.store(true, ordering: .releasing)
+        let waiting = waiters.withLock { waiters -> [CheckedContinuation<Void, Never>] in
+            isStopped.store(true, ordering: .releasing)
+            defer { waiters.removeAll() }
+            return waiters
+        }
         for reader in readers.withLock({ $0 }) { reader.stop() }
+        for waiter in waiting { waiter.resume() }
     }
 }

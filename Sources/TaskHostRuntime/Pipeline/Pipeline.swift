@@ -17,7 +17,8 @@ public final class Pipeline: Sendable {
     let logger: Logger
     let results: JSONLinesSink?
     let deadLetters: JSONLinesSink?
-    let counters = Counters()
+    let counters: Counters
+    let metrics = PipelineMetrics()
 
     /// What a run did, for the summary and the exit code.
     public struct Summary: Sendable {
@@ -36,9 +37,19 @@ public final class Pipeline: Sendable {
     }
 
     final class Counters: Sendable {
+        final class Count: Sendable {
+            let value = Atomic<Int>(0)
+        }
         let rejected = Atomic<Int>(0)
         let finished = Atomic<Int>(0)
-        let perSource = Mutex<[String: Int]>([:])
+        /// Inputs read per source, live.
+        let sources: [String: Count]
+
+        init(sources: [String]) {
+            self.sources = Dictionary(uniqueKeysWithValues: sources.map { ($0, Count()) })
+        }
+
+        var perSource: [String: Int] { sources.mapValues { $0.value.load(ordering: .relaxed) } }
     }
 
     /// Makes every executor (loading plugins, preparing functions) and opens the sinks. Every
@@ -46,6 +57,7 @@ public final class Pipeline: Sendable {
     public init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
         self.config = config
         self.logger = logger
+        counters = Counters(sources: config.sources.map(\.name))
         var executors: [any TaskExecutor<String>] = []
         var instances: [PluginInstance] = []
         let router = Box<PipelineExecutor?>(nil)
@@ -151,13 +163,17 @@ public final class Pipeline: Sendable {
     public func run(stop: PipelineStop, progress: (@Sendable (Int, Double) -> Void)? = nil) async -> Summary {
         let started = ContinuousClock.now
         let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
-        let hooks = SchedulerHooks<PipelineTask>(attemptFinished: { [self] record in finished(record) })
+        let metrics = self.metrics
+        let hooks = SchedulerHooks<PipelineTask>(
+            attemptStarted: { _, _, wait in metrics.queueWait.record(wait) },
+            attemptFinished: { [self] record in finished(record) })
         let scheduler = Scheduler(
             executor: router,
             configuration: SchedulerConfiguration(
                 maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
                 timeout: config.timeout, onExhausted: config.onExhausted),
             hooks: hooks)
+        let schedulerBox = Box<Scheduler<PipelineExecutor, ContinuousClock>?>(scheduler)
         let stopper = StopSignal()
         stop.attach { [config] immediately in
             stopper.stop()
@@ -168,11 +184,24 @@ public final class Pipeline: Sendable {
             group.addTask {
                 await withTaskGroup(of: Void.self) { sources in
                     for source in self.config.sources {
-                        sources.addTask { await self.run(source, into: channel, stopper: stopper) }
+                        sources.addTask {
+                            await self.run(source, into: channel, stopper: stopper, schedulerBox: schedulerBox)
+                        }
                     }
                 }
                 channel.finish()
                 return nil
+            }
+            if let listen = config.metricsListen {
+                let counters = self.counters
+                let logger = self.logger
+                group.addTask {
+                    let router = operationsRouter(
+                        metrics: metrics, snapshot: { scheduler.snapshot() },
+                        perSource: { counters.perSource })
+                    await serve(router, on: listen, logger: logger)
+                    return nil
+                }
             }
             if let progress {
                 group.addTask {
@@ -197,6 +226,7 @@ public final class Pipeline: Sendable {
         // Tasks that did not finish: parked targets' tasks and those cut off by shutdown.
         for unfinished in summary.unfinished {
             let status = unfinished.reason == .parked ? "parked" : "cancelled"
+            (unfinished.reason == .parked ? metrics.parked : metrics.cancelled).increment()
             let item = TaskItem(
                 targetId: unfinished.task.targetId, payload: unfinished.task.payload,
                 priority: unfinished.task.priority,
@@ -217,14 +247,17 @@ public final class Pipeline: Sendable {
         out.cancelled = summary.cancelled
         out.retries = summary.retries
         out.rejected = counters.rejected.load(ordering: .relaxed)
-        out.perSource = counters.perSource.withLock { $0 }
+        out.perSource = counters.perSource
         out.seconds = (ContinuousClock.now - started).seconds
         return out
     }
 
     // MARK: Sources
 
-    private func run(_ source: SourceConfig, into channel: AsyncChannel<[TaskItem<PipelineTask>]>, stopper: StopSignal)
+    private func run(
+        _ source: SourceConfig, into channel: AsyncChannel<[TaskItem<PipelineTask>]>, stopper: StopSignal,
+        schedulerBox: Box<Scheduler<PipelineExecutor, ContinuousClock>?>
+    )
         async
     {
         let decoder = InputDecoder(
@@ -240,9 +273,10 @@ public final class Pipeline: Sendable {
             }
             if !batch.isEmpty { await channel.send(batch) }
         }
-        defer { counters.perSource.withLock { $0[source.name] = Int(sequence.load(ordering: .relaxed)) } }
-        let admit: @Sendable (String, BatchTracker?) async -> Bool = { [self] line, batch in
+        let read = counters.sources[source.name]!
+        let accept: @Sendable (String, BatchTracker?) async -> (id: String?, error: String?) = { [self] line, batch in
             let seq = sequence.add(1, ordering: .relaxed).newValue
+            read.value.add(1, ordering: .relaxed)
             switch decoder.decode(line, seq: seq, batch: batch) {
             case .success(let item):
                 if pending.withLock({ pending -> Bool in
@@ -251,9 +285,10 @@ public final class Pipeline: Sendable {
                 }) {
                     await flush()
                 }
-                return !stopper.isStopped.load(ordering: .acquiring)
+                return (item.id ?? "\(source.name)-\(seq)", nil)
             case .failure(let rejection):
                 counters.rejected.add(1, ordering: .relaxed)
+                metrics.rejected.increment()
                 batch?.rejected()
                 var record = JSONObjectWriter()
                 record.add("source", source.name)
@@ -265,8 +300,12 @@ public final class Pipeline: Sendable {
                 logger.warning(
                     "task rejected",
                     metadata: ["source": "\(source.name)", "seq": "\(seq)", "reason": "\(rejection.reason)"])
-                return true
+                return (nil, rejection.reason)
             }
+        }
+        let admit: @Sendable (String, BatchTracker?) async -> Bool = { line, batch in
+            _ = await accept(line, batch)
+            return !stopper.isStopped.load(ordering: .acquiring)
         }
         do {
             switch source.kind {
@@ -289,7 +328,28 @@ public final class Pipeline: Sendable {
             case .interval:
                 try await runInterval(source, stopper: stopper, admit: admit, flush: flush)
             case .http:
-                logger.error("the http source is not available in this build", metadata: ["source": "\(source.name)"])
+                let isFull: @Sendable () -> Bool = { [schedulerBox] in
+                    schedulerBox.value?.snapshot().intakeWaitingForRoom ?? false
+                }
+                let admitLines: @Sendable ([String]) async -> [(id: String?, error: String?)] = { lines in
+                    var results: [(id: String?, error: String?)] = []
+                    for line in lines { results.append(await accept(line, nil)) }
+                    await flush()
+                    return results
+                }
+                logger.info(
+                    "accepting tasks over HTTP", metadata: ["source": "\(source.name)", "listen": "\(source.listen!)"])
+                let logger = self.logger
+                await withTaskGroup(of: Void.self) { server in
+                    server.addTask {
+                        let router = intakeRouter(
+                            source: source, isFull: isFull, isStopped: { stopper.isStopped.load(ordering: .acquiring) },
+                            admit: admitLines)
+                        await serve(router, on: source.listen!, logger: logger)
+                    }
+                    await stopper.wait()
+                    server.cancelAll()
+                }
             }
         } catch {
             logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
@@ -378,11 +438,14 @@ public final class Pipeline: Sendable {
     // MARK: Sinks
 
     private func finished(_ record: AttemptRecord<PipelineTask>) {
+        if record.executionTime > .zero { metrics.execution.record(record.executionTime) }
         switch record.disposition {
         case .succeeded:
+            metrics.succeeded.increment()
             writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil)
             record.task.payload.batch?.final(failed: false)
         case .deadLettered:
+            metrics.deadLettered.increment()
             let error = record.error.map { "\($0)" } ?? "dead-lettered"
             writeResult(record.task, status: "deadLettered", attempts: record.context.attempt, error: error)
             var letter = JSONObjectWriter()
@@ -397,7 +460,9 @@ public final class Pipeline: Sendable {
             letter.add("attempts", record.context.attempt)
             deadLetters?.write(bytes: letter.finished)
             record.task.payload.batch?.final(failed: true)
-        case .retrying, .parked, .cancelled:
+        case .retrying:
+            metrics.retries.increment()
+        case .parked, .cancelled:
             return
         }
     }

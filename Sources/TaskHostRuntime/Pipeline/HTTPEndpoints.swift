@@ -1,0 +1,184 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Prometheus
+import Synchronization
+import TaskHostScheduler
+
+/// The counters, gauges and histograms of SEMANTICS.md item 12, in a Prometheus registry.
+final class PipelineMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    let succeeded: Prometheus.Counter
+    let deadLettered: Prometheus.Counter
+    let rejected: Prometheus.Counter
+    let parked: Prometheus.Counter
+    let cancelled: Prometheus.Counter
+    let retries: Prometheus.Counter
+    let running: Prometheus.Gauge
+    let queued: Prometheus.Gauge
+    let busyTargets: Prometheus.Gauge
+    let readyTargets: Prometheus.Gauge
+    let backedOffTargets: Prometheus.Gauge
+    let parkedTargets: Prometheus.Gauge
+    let oldestHeadAge: Prometheus.Gauge
+    let queueWait: DurationHistogram
+    let execution: DurationHistogram
+
+    init() {
+        let registry = PrometheusCollectorRegistry()
+        self.registry = registry
+        func outcome(_ name: String) -> Prometheus.Counter {
+            registry.makeCounter(
+                name: "taskhost_tasks_total", labels: [("outcome", name)], help: "Tasks that reached a final state")
+        }
+        succeeded = outcome("succeeded")
+        deadLettered = outcome("dead_lettered")
+        rejected = outcome("rejected")
+        parked = outcome("parked")
+        cancelled = outcome("cancelled")
+        retries = registry.makeCounter(name: "taskhost_retries_total", help: "Attempts that failed and were retried")
+        running = registry.makeGauge(name: "taskhost_running", help: "Attempts running now")
+        queued = registry.makeGauge(name: "taskhost_queued", help: "Admitted tasks waiting to start")
+        busyTargets = registry.makeGauge(name: "taskhost_busy_targets", help: "Targets with a running task")
+        readyTargets = registry.makeGauge(name: "taskhost_ready_targets", help: "Targets whose head waits for a slot")
+        backedOffTargets = registry.makeGauge(
+            name: "taskhost_backoff_targets", help: "Targets whose head waits out a retry delay")
+        parkedTargets = registry.makeGauge(name: "taskhost_parked_targets", help: "Targets stopped by the park policy")
+        oldestHeadAge = registry.makeGauge(
+            name: "taskhost_oldest_head_age_seconds", help: "How long the oldest ready head has waited")
+        let buckets: [Duration] = [
+            .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
+            .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
+        ]
+        queueWait = registry.makeDurationHistogram(
+            name: "taskhost_queue_wait_seconds", buckets: buckets, help: "Time from ready to start")
+        execution = registry.makeDurationHistogram(
+            name: "taskhost_execution_seconds", buckets: buckets, help: "Time in the executor per attempt")
+    }
+
+    func update(from snapshot: SchedulerSnapshot) {
+        running.set(Double(snapshot.running))
+        queued.set(Double(snapshot.queued))
+        busyTargets.set(Double(snapshot.busyTargets))
+        readyTargets.set(Double(snapshot.readyTargets))
+        backedOffTargets.set(Double(snapshot.backedOffTargets))
+        parkedTargets.set(Double(snapshot.parkedTargets))
+        oldestHeadAge.set(snapshot.oldestHeadAge.map { $0.seconds } ?? 0)
+    }
+}
+
+/// `/metrics` (Prometheus text), `/healthz` and `/status` (JSON) on the metrics address.
+func operationsRouter(
+    metrics: PipelineMetrics, snapshot: @escaping @Sendable () -> SchedulerSnapshot?,
+    perSource: @escaping @Sendable () -> [String: Int]
+) -> Router<BasicRequestContext> {
+    let router = Router()
+    router.get("/metrics") { _, _ -> Response in
+        if let snapshot = snapshot() { metrics.update(from: snapshot) }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4"
+        return Response(
+            status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
+    }
+    router.get("/healthz") { _, _ -> String in "ok\n" }
+    router.get("/status") { _, _ -> Response in
+        var status = JSONObjectWriter()
+        if let s = snapshot() {
+            status.add("running", s.running)
+            status.add("queued", s.queued)
+            status.add("busyTargets", s.busyTargets)
+            status.add("readyTargets", s.readyTargets)
+            status.add("backedOffTargets", s.backedOffTargets)
+            status.add("parkedTargets", s.parkedTargets)
+            status.add("intakeFinished", raw: s.intakeFinished ? "true" : "false")
+            status.add("shuttingDown", raw: s.shuttingDown ? "true" : "false")
+        }
+        let sources = perSource().sorted { $0.key < $1.key }.map { "\(quote($0.key)):\($0.value)" }
+        status.add("sources", raw: "{" + sources.joined(separator: ",") + "}")
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: status.finished)))
+    }
+    return router
+}
+
+/// The `http` source: POST one task (a JSON object) or a batch (NDJSON) to `/` or `/tasks`.
+/// Answers 202 with the ids of the accepted tasks and the reasons of the rejected ones; 401 for
+/// a missing or wrong bearer token, 413 over `maxBodyBytes`, 429 with Retry-After while the
+/// scheduler's buffer is full, 503 once the pipeline stops.
+func intakeRouter(
+    source: SourceConfig, isFull: @escaping @Sendable () -> Bool, isStopped: @escaping @Sendable () -> Bool,
+    admit: @escaping @Sendable ([String]) async -> [(id: String?, error: String?)]
+) -> Router<BasicRequestContext> {
+    let router = Router()
+    let handler: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
+        func answer(_ status: HTTPResponse.Status, _ message: String, _ extra: HTTPFields = [:]) -> Response {
+            var body = JSONObjectWriter()
+            body.add("error", message)
+            var headers = extra
+            headers[.contentType] = "application/json"
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.finished)))
+        }
+        if let token = source.token {
+            guard request.headers[.authorization] == "Bearer \(token)" else {
+                return answer(.unauthorized, "missing or wrong bearer token", [.wwwAuthenticate: "Bearer"])
+            }
+        }
+        if isStopped() { return answer(.serviceUnavailable, "the pipeline is stopping") }
+        if isFull() {
+            return answer(.tooManyRequests, "the scheduler's buffer is full; retry later", [.retryAfter: "1"])
+        }
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > source.maxBodyBytes {
+            return answer(.contentTooLarge, "the body is \(length) bytes, over maxBodyBytes \(source.maxBodyBytes)")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: source.maxBodyBytes)
+        } catch {
+            return answer(.contentTooLarge, "the body is over maxBodyBytes \(source.maxBodyBytes)")
+        }
+        let text = String(buffer: body)
+        let lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map(String.init).filter {
+            !$0.allSatisfy(\.isWhitespace)
+        }
+        guard !lines.isEmpty else { return answer(.badRequest, "the body holds no task") }
+        let results = await admit(lines)
+        var out = JSONObjectWriter()
+        let accepted = results.compactMap { $0.error == nil ? $0.id : nil }.map(quote)
+        let rejected = results.enumerated().compactMap { index, result in
+            result.error.map { "{\"line\":\(index + 1),\"error\":\(quote($0))}" }
+        }
+        out.add("accepted", raw: "[" + accepted.joined(separator: ",") + "]")
+        out.add("rejected", raw: "[" + rejected.joined(separator: ",") + "]")
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(
+            status: accepted.isEmpty ? .badRequest : .accepted, headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: out.finished)))
+    }
+    router.post("/", use: handler)
+    router.post("/tasks", use: handler)
+    return router
+}
+
+/// Splits `host:port`.
+func hostAndPort(_ address: String) -> (String, Int) {
+    let colon = address.lastIndex(of: ":")!
+    return (String(address[..<colon]), Int(address[address.index(after: colon)...])!)
+}
+
+/// Runs a Hummingbird application until the surrounding task is cancelled.
+func serve(_ router: Router<BasicRequestContext>, on address: String, logger: Logger) async {
+    let (host, port) = hostAndPort(address)
+    var quiet = logger
+    quiet.logLevel = .warning
+    let app = Application(
+        router: router, configuration: .init(address: .hostname(host, port: port), serverName: "taskhost"),
+        logger: quiet)
+    do {
+        try await app.run()
+    } catch {
+        logger.error("cannot serve on \(address): \(error)")
+    }
+}
