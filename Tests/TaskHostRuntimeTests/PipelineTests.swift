@@ -284,6 +284,66 @@ import Testing
     }
 }
 
+extension PipelineTests {
+    @Test("An interval source emits its template count times, then the run ends")
+    func intervalSource() async throws {
+        let folder = Paths.scratch()
+        try Self.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tick:
+                kind: interval
+                periodMs: 5
+                count: 5
+                template: { targetId: clock, data: { kind: tick } }
+                executor: echo
+            results: { path: results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        let results = try Self.records(folder + "/results.jsonl")
+        #expect(results.map { $0["seq"] as! Int } == [1, 2, 3, 4, 5])
+        #expect(results.allSatisfy { $0["output"] as? String == #"{"kind":"tick"}"# })
+    }
+
+    @Test("A spool folder: each batch file runs, then moves to done/ or failed/")
+    func spoolDirectory() async throws {
+        let folder = Paths.scratch()
+        try FileManager.default.createDirectory(atPath: folder + "/spool", withIntermediateDirectories: true)
+        try Self.write(
+            """
+            executors:
+              echo: { plugin: Echo, config: { failOn: "\\"bad\\"" } }
+            sources:
+              spool: { kind: directory, path: spool, executor: echo }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        try Self.write(
+            #"{"targetId": "a", "data": "1"}"# + "\n" + #"{"targetId": "b", "data": "2"}"# + "\n",
+            to: folder + "/spool/first.jsonl")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
+            // A batch written while it runs is picked up too (inotify).
+            try? await Task.sleep(for: .milliseconds(200))
+            try? Self.write(#"{"targetId": "a", "data": "bad"}"# + "\n", to: folder + "/spool/second.jsonl")
+            for _ in 0..<400 {
+                let done = FileManager.default.fileExists(atPath: folder + "/spool/done/first.jsonl")
+                let failed = FileManager.default.fileExists(atPath: folder + "/spool/failed/second.jsonl")
+                if done && failed { break }
+                try? await Task.sleep(for: .milliseconds(25))
+            }
+            process.interrupt()
+        }
+        #expect(FileManager.default.fileExists(atPath: folder + "/spool/done/first.jsonl"))
+        #expect(FileManager.default.fileExists(atPath: folder + "/spool/failed/second.jsonl"))
+        #expect(run.status == 1)  // the bad task was dead-lettered
+        let results = try Self.records(folder + "/results.jsonl")
+        #expect(results.filter { $0["status"] as? String == "succeeded" }.count == 2)
+    }
+}
+
 /// The http source and the operations endpoints of a running `taskhost run`.
 @Suite struct HTTPSourceTests {
     struct Reply {
