@@ -25,6 +25,8 @@ for rep in $(seq "$REPS"); do
     python3 "$PEERS/python/asyncio_run.py" --scenario S2 --tasks 40000 --peer python-asyncio | tee -a "$OUT"
   fi
 done
+# End to end through taskhost run: file -> scheduler -> C plugin -> results file.
+scripts/bench_pipeline.sh 1000000 2>/dev/null | tee -a "$OUT"
 # One process each: peak RSS is per process.
 for s in L1 M1 M2 I1; do "$BENCH" --scenario "$s" | tee -a "$OUT"; done
 

@@ -11,6 +11,8 @@ extra = {}
 for r in rows:
     if r["scenario"][:2] in ("L1", "M1", "M2", "I1"):
         extra[r["scenario"]] = r
+    elif r["peer"].startswith("taskhost run"):
+        extra["E2E " + r["scenario"]] = r
     else:
         runs[(r["peer"], r["scenario"])].append(r)
 
