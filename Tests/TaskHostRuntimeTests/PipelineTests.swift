@@ -325,13 +325,21 @@ extension PipelineTests {
             #"{"targetId": "a", "data": "1"}"# + "\n" + #"{"targetId": "b", "data": "2"}"# + "\n",
             to: folder + "/spool/first.jsonl")
         let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
-            // A batch written while it runs is picked up too (inotify).
+            // A batch written while it runs is picked up too (inotify), but only once it is
+            // closed: a file half-written when another event arrives is not read half-way.
             try? await Task.sleep(for: .milliseconds(200))
+            let slow = FileHandle(
+                fileDescriptor: open(folder + "/spool/third.jsonl", O_WRONLY | O_CREAT, 0o644), closeOnDealloc: true)
+            slow.write(Data((#"{"targetId": "c", "data": "3"}"# + "\n").utf8))
             try? Self.write(#"{"targetId": "a", "data": "bad"}"# + "\n", to: folder + "/spool/second.jsonl")
+            try? await Task.sleep(for: .milliseconds(200))
+            slow.write(Data((#"{"targetId": "c", "data": "4"}"# + "\n").utf8))
+            try? slow.close()
             for _ in 0..<400 {
                 let done = FileManager.default.fileExists(atPath: folder + "/spool/done/first.jsonl")
                 let failed = FileManager.default.fileExists(atPath: folder + "/spool/failed/second.jsonl")
-                if done && failed { break }
+                let third = FileManager.default.fileExists(atPath: folder + "/spool/done/third.jsonl")
+                if done && failed && third { break }
                 try? await Task.sleep(for: .milliseconds(25))
             }
             process.interrupt()
@@ -340,7 +348,8 @@ extension PipelineTests {
         #expect(FileManager.default.fileExists(atPath: folder + "/spool/failed/second.jsonl"))
         #expect(run.status == 1)  // the bad task was dead-lettered
         let results = try Self.records(folder + "/results.jsonl")
-        #expect(results.filter { $0["status"] as? String == "succeeded" }.count == 2)
+        #expect(results.filter { $0["status"] as? String == "succeeded" }.count == 4)
+        #expect(FileManager.default.fileExists(atPath: folder + "/spool/done/third.jsonl"))
     }
 }
 

@@ -51,6 +51,12 @@ final class DescriptorReader: Sendable {
 
     /// Waits until `other` (an inotify descriptor) is readable, then drains it. False when stopped.
     func waitForEvent(on other: Int32) async -> Bool {
+        await waitForEvents(on: other) != nil
+    }
+
+    /// Waits until `other` (an inotify descriptor) is readable and returns what it read; nil when
+    /// stopped.
+    func waitForEvents(on other: Int32) async -> [UInt8]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
@@ -62,7 +68,7 @@ final class DescriptorReader: Sendable {
         }
     }
 
-    private func blockingWait(_ other: Int32) -> Bool {
+    private func blockingWait(_ other: Int32) -> [UInt8]? {
         var fds = [
             pollfd(fd: other, events: Int16(POLLIN), revents: 0),
             pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
@@ -71,16 +77,16 @@ final class DescriptorReader: Sendable {
             let ready = poll(&fds, 2, -1)
             if ready < 0 {
                 if errno == EINTR { continue }
-                return false
+                return nil
             }
-            if fds[1].revents != 0 { return false }
+            if fds[1].revents != 0 { return nil }
             if fds[0].revents != 0 {
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                _ = Glibc.read(other, &buffer, buffer.count)
-                return true
+                var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+                let count = Glibc.read(other, &buffer, buffer.count)
+                return count > 0 ? Array(buffer[..<count]) : []
             }
         }
-        return false
+        return nil
     }
 
     private func blockingRead(max: Int) -> [UInt8]? {
@@ -226,4 +232,20 @@ final class StopSignal: Sendable {
         for reader in readers.withLock({ $0 }) { reader.stop() }
         for waiter in waiting { waiter.resume() }
     }
+}
+
+/// The file names in a buffer of inotify events.
+func inotifyNames(_ bytes: [UInt8]) -> [String] {
+    var names: [String] = []
+    var offset = 0
+    let header = MemoryLayout<inotify_event>.size
+    while offset + header <= bytes.count {
+        let length = bytes.withUnsafeBytes { Int($0.load(fromByteOffset: offset + 12, as: UInt32.self)) }
+        let start = offset + header
+        let end = min(start + length, bytes.count)
+        let name = bytes[start..<end].prefix { $0 != 0 }
+        if !name.isEmpty { names.append(String(decoding: name, as: UTF8.self)) }
+        offset = start + length
+    }
+    return names
 }

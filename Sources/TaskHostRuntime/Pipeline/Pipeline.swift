@@ -293,7 +293,7 @@ public final class Pipeline: Sendable {
                 var record = JSONObjectWriter()
                 record.add("source", source.name)
                 record.add("seq", seq)
-                record.add("input", line)
+                if isJSON(line) { record.add("input", raw: line) } else { record.add("input", line) }
                 record.add("error", rejection.reason)
                 record.add("attempts", 0)
                 deadLetters?.write(bytes: record.finished)
@@ -375,10 +375,11 @@ public final class Pipeline: Sendable {
         let waiter = DescriptorReader(descriptor: -1)
         stopper.register(waiter)
         var seen = Set<String>()
+        // At start, the files already there; then only files named by an event: closed after
+        // writing, or moved in. A file still being written is never read half-way.
+        var names = (try? manager.contentsOfDirectory(atPath: folder)) ?? []
         while !stopper.isStopped.load(ordering: .acquiring) {
-            let names = ((try? manager.contentsOfDirectory(atPath: folder)) ?? []).sorted().filter {
-                !$0.hasPrefix(".") && $0 != "done" && $0 != "failed" && !seen.contains($0)
-            }
+            names = names.sorted().filter { !$0.hasPrefix(".") && $0 != "done" && $0 != "failed" && !seen.contains($0) }
             for name in names {
                 let path = folder + "/" + name
                 var isFolder: ObjCBool = false
@@ -399,7 +400,8 @@ public final class Pipeline: Sendable {
                 }
                 tracker.endOfFile()
             }
-            guard await waiter.waitForEvent(on: watch.descriptor) else { return }
+            guard let events = await waiter.waitForEvents(on: watch.descriptor) else { return }
+            names = inotifyNames(events)
         }
     }
 
@@ -450,7 +452,10 @@ public final class Pipeline: Sendable {
             writeResult(record.task, status: "deadLettered", attempts: record.context.attempt, error: error)
             var letter = JSONObjectWriter()
             letter.add("id", record.task.id)
-            letter.add("targetId", record.task.targetId.description)
+            switch record.task.targetId {
+            case .integer(let value): letter.add("targetId", value)
+            case .string(let value): letter.add("targetId", value as String?)
+            }
             letter.add("source", record.task.payload.source)
             letter.add("seq", record.task.payload.seq)
             letter.add(
