@@ -95,6 +95,8 @@ public struct SchedulerSnapshot: Sendable, Hashable {
     /// Targets whose head may start as soon as a slot is free.
     public var readyTargets = 0
     public var backedOffTargets = 0
+    /// Ready targets whose head waits for its pool (``SchedulerConfiguration/poolLimits``).
+    public var poolBlockedTargets = 0
     public var parkedTargets = 0
     /// Targets that hold state (anything queued or running); emptied targets are removed.
     public var knownTargets = 0

@@ -178,7 +178,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         switch executor.executeImmediately(task, context: context) {
         case .succeeded:
             var wakeups = Wakeups<Payload, C.Instant>()
-            state.withLock { $0.completeDetached(&wakeups) }
+            state.withLock { $0.completeDetached(pool: task.pool, &wakeups) }
             wakeups.perform()
         case .failed(let error):
             let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }

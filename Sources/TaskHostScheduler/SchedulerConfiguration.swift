@@ -21,6 +21,10 @@ public struct SchedulerConfiguration: Sendable {
     /// attempt counts as failed. The target stays busy until the executor returns.
     public var timeout: Duration?
     public var onExhausted: ExhaustedPolicy
+    /// Caps per pool (``TaskItem/pool``), below the global cap: `poolLimits[p]` tasks of pool `p`
+    /// at most run at once; `nil`, or a pool past the end, is unbounded. A target whose head
+    /// waits for its pool holds no slot and delays no task of another pool.
+    public var poolLimits: [Int?] = []
 
     public init(
         maxConcurrency: Int? = nil,

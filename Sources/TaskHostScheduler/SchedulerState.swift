@@ -74,6 +74,8 @@ enum TargetPhase: UInt8 {
     case backoff
     /// Stopped by the `park` policy or an operator.
     case parked
+    /// Ready, but its head's pool is at its cap: waits in the pool's queue, holding no slot.
+    case blocked
 }
 
 struct TargetSlot<Payload: Sendable, Instant: Sendable> {
@@ -86,6 +88,8 @@ struct TargetSlot<Payload: Sendable, Instant: Sendable> {
     /// Bumped whenever the target enters the ready structure or a backoff: stale ready and timer
     /// entries are skipped (lazy deletion instead of a scan).
     var token: UInt32 = 0
+    /// When it last became ready: its place when it comes back from its pool's queue.
+    var readyOrder: UInt64 = 0
 
     init(id: TargetID) { self.id = id }
 }
@@ -179,8 +183,15 @@ where Instant.Duration == Duration {
     var readyFIFO = Deque<ReadyRef>()
     var readyRanked = Heap<RankedRef>()
     var readyOrder: UInt64 = 0
+    /// Targets waiting to start: in the ready structure, or blocked by their pool.
     var readyCount = 0
     var backoffCount = 0
+
+    // Pools: caps below the global one.
+    let poolCaps: [Int]
+    var poolRunning: [Int]
+    var blocked: [Deque<ReadyRef>]
+    var blockedCount = 0
 
     // Backoff deadlines.
     var timers = Heap<TimerEntry<Instant>>()
@@ -213,6 +224,38 @@ where Instant.Duration == Duration {
         resumeIntakeBelow = max(1, configuration.bufferSize - max(1, configuration.bufferSize / 4))
         retry = configuration.retry
         onExhausted = configuration.onExhausted
+        poolCaps = configuration.poolLimits.map { $0 ?? Int.max }
+        poolRunning = Array(repeating: 0, count: poolCaps.count)
+        blocked = Array(repeating: Deque(), count: poolCaps.count)
+    }
+
+    // MARK: Pools
+
+    @inline(__always)
+    func poolFull(_ pool: Int) -> Bool { pool < poolCaps.count && poolRunning[pool] >= poolCaps[pool] }
+
+    @inline(__always)
+    mutating func poolStarted(_ pool: Int) { if pool < poolCaps.count { poolRunning[pool] += 1 } }
+
+    /// A task of `pool` ended: the longest-waiting target blocked by that pool becomes ready.
+    mutating func poolFinished(_ pool: Int) {
+        guard pool < poolCaps.count else { return }
+        poolRunning[pool] -= 1
+        while let ref = blocked[pool].popFirst() {
+            let i = Int(ref.slot)
+            guard targets[i].phase == .blocked, targets[i].token == ref.token else { continue }
+            blockedCount -= 1
+            targets[i].phase = .ready
+            targets[i].token &+= 1
+            let fresh = ReadyRef(slot: ref.slot, token: targets[i].token)
+            let priority = targets[i].queue.first?.task.priority ?? 0
+            if priority == 0 {
+                readyFIFO.prepend(fresh)  // it was ready before those behind it
+            } else {
+                readyRanked.insert(RankedRef(priority: priority, order: targets[i].readyOrder, ref: fresh))
+            }
+            return
+        }
     }
 
     // MARK: Targets
@@ -245,12 +288,13 @@ where Instant.Duration == Duration {
     private mutating func settle(_ slot: Int32) {
         let i = Int(slot)
         switch targets[i].phase {
-        case .backoff, .parked, .ready:
+        case .backoff, .parked, .ready, .blocked:
             return
         case .idle:
             if let head = targets[i].queue.first, targets[i].running < perTargetLimit, phase == .running {
                 targets[i].phase = .ready
                 targets[i].token &+= 1
+                targets[i].readyOrder = readyOrder
                 let ref = ReadyRef(slot: slot, token: targets[i].token)
                 let priority = head.task.priority
                 if priority == 0 {
@@ -278,6 +322,14 @@ where Instant.Duration == Duration {
             }
             let i = Int(ref.slot)
             if targets[i].phase == .ready, targets[i].token == ref.token {
+                if let pool = targets[i].queue.first?.task.pool, poolFull(pool) {
+                    // Its pool is full: it waits there, and the next ready target is tried.
+                    targets[i].phase = .blocked
+                    targets[i].token &+= 1
+                    blocked[pool].append(ReadyRef(slot: ref.slot, token: targets[i].token))
+                    blockedCount += 1
+                    continue
+                }
                 targets[i].phase = .idle
                 readyCount -= 1
                 return ref.slot
@@ -288,7 +340,8 @@ where Instant.Duration == Duration {
     /// Leaves the ready structure lazily: its entry becomes stale.
     private mutating func unready(_ slot: Int32) {
         let i = Int(slot)
-        if targets[i].phase == .ready {
+        if targets[i].phase == .ready || targets[i].phase == .blocked {
+            if targets[i].phase == .blocked { blockedCount -= 1 }
             targets[i].phase = .idle
             targets[i].token &+= 1
             readyCount -= 1
@@ -312,6 +365,7 @@ where Instant.Duration == Duration {
         entry.attempts += 1
         queued -= 1
         running += 1
+        poolStarted(entry.task.pool)
         if running > summary.maxRunning { summary.maxRunning = running }
         targets[i].running += 1
         let work = Work(slot: slot, generation: targets[i].generation, entry: entry)
@@ -381,8 +435,11 @@ where Instant.Duration == Duration {
         let sequence = nextSequence
         nextSequence &+= 1
         summary.admitted += 1
-        if detachable, readyCount == 0, handoff.isEmpty, running < cap, phase == .running, index[task.targetId] == nil {
+        if detachable, readyCount == 0, handoff.isEmpty, running < cap, phase == .running, !poolFull(task.pool),
+            index[task.targetId] == nil
+        {
             running += 1
+            poolStarted(task.pool)
             if running > summary.maxRunning { summary.maxRunning = running }
             return .runDetached(sequence: sequence)
         }
@@ -391,7 +448,7 @@ where Instant.Duration == Duration {
         let entry = Task(task: task, sequence: sequence, attempts: 0, readySince: now)
         queued += 1
         if inline, targets[i].queue.isEmpty, targets[i].phase == .idle, targets[i].running < perTargetLimit,
-            readyCount == 0, handoff.isEmpty, running < cap, phase == .running
+            readyCount == 0, handoff.isEmpty, running < cap, phase == .running, !poolFull(task.pool)
         {
             targets[i].queue.append(entry)
             return .runInline(start(slot))
@@ -404,8 +461,9 @@ where Instant.Duration == Duration {
     }
 
     /// A detached task that succeeded: it frees its slot, no target state was ever made.
-    mutating func completeDetached(_ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func completeDetached(pool: Int, _ wakeups: inout Wakeups<Payload, Instant>) {
         running -= 1
+        poolFinished(pool)
         summary.succeeded += 1
         if readyCount > 0 || !handoff.isEmpty { wakeWorkers(&wakeups) }
         checkFinished(&wakeups)
@@ -463,6 +521,7 @@ where Instant.Duration == Duration {
         precondition(targets[i].generation == work.generation, "completion for a target that was removed")
         running -= 1
         targets[i].running -= 1
+        poolFinished(work.entry.task.pool)
         var entry = work.entry
         let disposition: AttemptDisposition
         switch result {
@@ -732,6 +791,7 @@ where Instant.Duration == Duration {
             if target.running > 0 { s.busyTargets += 1 }
             switch target.phase {
             case .ready: s.readyTargets += 1
+            case .blocked: s.poolBlockedTargets += 1
             case .backoff: s.backedOffTargets += 1
             case .parked: s.parkedTargets += 1
             case .idle: break

@@ -8,12 +8,16 @@ public struct TaskItem<Payload: Sendable>: Sendable {
     public var priority: Int
     /// An identifier chosen by the producer, passed through to the executor and to events.
     public var id: String?
+    /// The concurrency pool the task runs in (see ``SchedulerConfiguration/poolLimits``): a cap
+    /// shared by the tasks of one kind, for example one executor. 0 by default.
+    public var pool: Int
 
-    public init(targetId: TargetID, payload: Payload, priority: Int = 0, id: String? = nil) {
+    public init(targetId: TargetID, payload: Payload, priority: Int = 0, id: String? = nil, pool: Int = 0) {
         self.targetId = targetId
         self.payload = payload
         self.priority = priority
         self.id = id
+        self.pool = pool
     }
 }
 

@@ -285,6 +285,50 @@ import Testing
 }
 
 extension PipelineTests {
+    @Test("An executor's own maxConcurrency caps its tasks, below the scheduler's cap")
+    func executorCap() async throws {
+        let folder = Paths.scratch()
+        var lines: [String] = []
+        for i in 0..<40 {
+            lines.append(#"{"targetId": "t\#(i)", "data": {"kind": "\#(i % 2 == 0 ? "slow" : "fast")", "n": \#(i)}}"#)
+        }
+        try Self.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            scheduler: { maxConcurrency: 6 }
+            executors:
+              slow: { plugin: Echo, config: { delayMs: 2 }, maxConcurrency: 1 }
+              fast: { plugin: Echo, config: { delayMs: 2 } }
+            sources:
+              tasks:
+                kind: file
+                path: tasks.jsonl
+                match: { field: $.data.kind, routes: { slow: slow, fast: fast } }
+            results: { path: results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        let records = try Self.records(folder + "/results.jsonl")
+        func peak(_ executor: String) -> Int {
+            var events: [(Int, Int)] = []
+            for record in records where record["executor"] as? String == executor {
+                events.append((record["startedAt"] as! Int, 1))
+                events.append((record["finishedAt"] as! Int, -1))
+            }
+            events.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+            var running = 0
+            var peak = 0
+            for (_, delta) in events {
+                running += delta
+                peak = max(peak, running)
+            }
+            return peak
+        }
+        #expect(records.count == 40)
+        #expect(peak("slow") == 1)
+        #expect(peak("fast") > 1)
+    }
+
     @Test("An interval source emits its template count times, then the run ends")
     func intervalSource() async throws {
         let folder = Paths.scratch()

@@ -558,6 +558,37 @@ import Testing
         // B waited 2 s for the slot; A's retry became due at 3 s and started at 4 s.
         #expect(waits.withLock { $0 } == [.zero, .seconds(2), .seconds(1)])
     }
+    @Test("Pool caps: a full pool holds its tasks back without delaying other pools")
+    func poolCaps() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) {
+            $0.maxConcurrency = 3
+            $0.poolLimits = [nil, 1]
+        }
+        let items = [
+            TaskItem(targetId: "a", payload: 0, pool: 1),
+            TaskItem(targetId: "b", payload: 1, pool: 1),
+            TaskItem(targetId: "c", payload: 2),
+            TaskItem(targetId: "d", payload: 3),
+        ]
+        await withTaskGroup(of: Void.self) { group in
+            let run = start(s, ListSource(items), in: &group)
+            await eventually("a, c and d run; b waits for pool 1") {
+                executor.isWaiting(0) && executor.isWaiting(2) && executor.isWaiting(3)
+            }
+            #expect(!executor.isWaiting(1))
+            executor.open(2)
+            await eventually { s.snapshot().running == 2 && s.snapshot().poolBlockedTargets == 1 }
+            #expect(!executor.isWaiting(1))  // a free global slot does not lift the pool's cap
+            executor.open(0)
+            await eventually("b runs once a finished") { executor.isWaiting(1) }
+            executor.open(1)
+            executor.open(3)
+            await eventually { run.isFinished }
+            #expect(run.summary?.succeeded == 4)
+        }
+    }
+
     @Test("A deferred immediate attempt is finished by execute, never started twice")
     func deferredImmediateAttempt() async {
         let executor = DeferringExecutor()

@@ -20,6 +20,9 @@ import Testing
         var backoff: Duration
         var policy: ExhaustedPolicy
         var synchronous: Bool
+        /// Pool caps, and each task's pool.
+        var poolLimits: [Int?] = []
+        var pools: [Int] = []
     }
 
     static func plan(seed: UInt64) -> Plan {
@@ -33,7 +36,13 @@ import Testing
             cap: [nil, 1, 2, 3, 8][Int(rng.next() % 5)], bufferSize: [1, 3, 16, 1000][Int(rng.next() % 4)],
             maxAttempts: maxAttempts, backoff: .seconds(Int64(rng.next() % 4)),
             policy: rng.next() % 3 == 0 ? .park : .deadLetter, synchronous: rng.next() % 4 == 0)
+        if rng.next() % 3 == 0 {
+            plan.poolLimits = (0..<Int(1 + rng.next() % 3)).map { _ in
+                rng.next() % 4 == 0 ? nil : Int(1 + rng.next() % 3)
+            }
+        }
         for i in 0..<n {
+            plan.pools.append(plan.poolLimits.isEmpty ? 0 : Int(rng.next() % UInt64(plan.poolLimits.count + 1)))
             plan.targets.append(Int64(rng.next() % UInt64(targetCount)))
             plan.durations.append(plan.synchronous ? 0 : Int(rng.next() % 4))
             var failing = Set<Int>()
@@ -62,12 +71,18 @@ import Testing
         })
         let scheduler = Scheduler(
             executor: executor,
-            configuration: SchedulerConfiguration(
-                maxConcurrency: plan.cap, bufferSize: plan.bufferSize,
-                retry: RetryPolicy(maxAttempts: plan.maxAttempts, backoff: .fixed(plan.backoff)),
-                onExhausted: plan.policy),
+            configuration: {
+                var configuration = SchedulerConfiguration(
+                    maxConcurrency: plan.cap, bufferSize: plan.bufferSize,
+                    retry: RetryPolicy(maxAttempts: plan.maxAttempts, backoff: .fixed(plan.backoff)),
+                    onExhausted: plan.policy)
+                configuration.poolLimits = plan.poolLimits
+                return configuration
+            }(),
             clock: clock, hooks: hooks, random: { 0 })
-        let items = plan.targets.enumerated().map { TaskItem(targetId: .integer($1), payload: $0) }
+        let items = plan.targets.enumerated().map {
+            TaskItem(targetId: .integer($1), payload: $0, pool: plan.pools[$0])
+        }
         let context = "seed \(seed) (replay: TASKHOST_SEED=\(seed) swift test --filter PropertyTests)"
 
         let final = await withTaskGroup(of: Void.self) { group -> RunSummary<Int>? in
@@ -187,6 +202,7 @@ final class InvariantChecker: Sendable {
     struct State {
         var busy: Set<Int64> = []
         var running = 0
+        var poolRunning: [Int: Int] = [:]
         /// Per target: the payload of the last attempt started (tasks of a target are admitted
         /// in payload order).
         var lastStarted: [Int64: Int] = [:]
@@ -216,6 +232,11 @@ final class InvariantChecker: Sendable {
             }
             s.running += 1
             if s.running > plan.cap ?? .max { s.violations.append("running \(s.running) > cap \(plan.cap!)") }
+            let pool = plan.pools[task.payload]
+            s.poolRunning[pool, default: 0] += 1
+            if pool < plan.poolLimits.count, let limit = plan.poolLimits[pool], s.poolRunning[pool]! > limit {
+                s.violations.append("pool \(pool) runs \(s.poolRunning[pool]!) > its limit \(limit)")
+            }
             if let last = s.lastStarted[target] {
                 if task.payload < last { s.violations.append("FIFO: task \(task.payload) after \(last) on \(target)") }
                 if task.payload == last, context.attempt == 1 {
@@ -241,6 +262,7 @@ final class InvariantChecker: Sendable {
         state.withLock { s in
             s.busy.remove(target)
             s.running -= 1
+            s.poolRunning[plan.pools[task.payload], default: 0] -= 1
         }
     }
 

@@ -36,6 +36,8 @@ public struct ExecutorConfig: Sendable {
 
     public var name: String
     public var kind: Kind
+    /// A cap for this executor's tasks, below the scheduler's.
+    public var maxConcurrency: Int?
     public var location: PipelineConfig.Location
 }
 
@@ -363,13 +365,9 @@ struct ConfigReader {
             }
             let configuration =
                 try value("config").map { node throws(ConfigError) in try json(node, "\(key).config") } ?? "{}"
-            if let cap = value("maxConcurrency") {
-                throw fail(
-                    cap, "\(key).maxConcurrency", "a per-executor cap is not supported yet",
-                    hint: "remove it; scheduler.maxConcurrency caps every executor")
-            }
             return ExecutorConfig(
                 name: name, kind: .plugin(reference: try string(plugin, "\(key).plugin"), configuration: configuration),
+                maxConcurrency: try cap(value("maxConcurrency"), key),
                 location: location(value("config") ?? plugin, "\(key).config"))
         }
         guard let library = value("library") else {
@@ -393,7 +391,13 @@ struct ConfigReader {
             kind: .function(
                 library: try string(library, "\(key).library"), symbol: try string(function, "\(key).function"),
                 signature: try string(signature, "\(key).signature"), arguments: arguments),
+            maxConcurrency: try cap(value("maxConcurrency"), key),
             location: location(signature, "\(key).signature"))
+    }
+
+    private func cap(_ node: Node?, _ key: String) throws(ConfigError) -> Int? {
+        guard let node else { return nil }
+        return try int(node, "\(key).maxConcurrency", minimum: 1)
     }
 
     func source(_ name: String, _ node: Node, executors: [String]) throws(ConfigError) -> SourceConfig {

@@ -81,7 +81,7 @@ struct InputDecoder: Sendable {
                 payload: PipelineTask(
                     source: source.name, seq: seq, executor: index, payload: payload, raw: line, log: AttemptLog(),
                     batch: batch),
-                priority: priority, id: id))
+                priority: priority, id: id, pool: index + 1))
     }
 }
 

@@ -169,9 +169,14 @@ public final class Pipeline: Sendable {
             attemptFinished: { [self] record in finished(record) })
         let scheduler = Scheduler(
             executor: router,
-            configuration: SchedulerConfiguration(
-                maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
-                timeout: config.timeout, onExhausted: config.onExhausted),
+            configuration: {
+                var configuration = SchedulerConfiguration(
+                    maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
+                    timeout: config.timeout, onExhausted: config.onExhausted)
+                // Pool 0 is unused; executor i's tasks run in pool i + 1, under its own cap.
+                configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
+                return configuration
+            }(),
             hooks: hooks)
         let schedulerBox = Box<Scheduler<PipelineExecutor, ContinuousClock>?>(scheduler)
         let stopper = StopSignal()
