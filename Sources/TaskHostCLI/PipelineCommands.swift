@@ -34,10 +34,11 @@ struct RunCommand: AsyncParsableCommand {
             printError(error.description)
             throw ExitCode(2)
         }
+        if loaded.metricsListen != nil { pipeline.bootstrapMetrics() }
         let stop = PipelineStop()
         let signals = Signals(stop: stop, logger: logger)
         let showProgress = !quiet && isatty(2) != 0
-        let progress: (@Sendable (Int, Double) -> Void)? = showProgress ? printProgress : nil
+        let progress: (@Sendable (Pipeline.Progress) -> Void)? = showProgress ? printProgress : nil
         let summary = await pipeline.run(stop: stop, progress: progress)
         withExtendedLifetime(signals) {}
         if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
@@ -146,8 +147,17 @@ struct JSONLogHandler: LogHandler {
     }
 }
 
-@Sendable func printProgress(done: Int, seconds: Double) {
-    let rate = seconds > 0 ? Double(done) / seconds : 0
-    let line = "\r\u{1B}[K\(done) done, \(Int(rate)) tasks/s"
+/// The progress line: done (of the total when known), rate, and the time left.
+@Sendable func printProgress(_ progress: Pipeline.Progress) {
+    let rate = progress.seconds > 0 ? Double(progress.done) / progress.seconds : 0
+    var line = "\r\u{1B}[K\(progress.done)"
+    if let total = progress.total {
+        line += "/\(total) done, \(Int(rate)) tasks/s"
+        if rate > 0, total > progress.done {
+            line += ", ETA \(Int((Double(total - progress.done) / rate).rounded(.up))) s"
+        }
+    } else {
+        line += " done, \(Int(rate)) tasks/s"
+    }
     FileHandle.standardError.write(Data(line.utf8))
 }

@@ -389,7 +389,9 @@ extension PipelineTests {
             process.interrupt()
         }
         #expect(FileManager.default.fileExists(atPath: folder + "/spool/done/first.jsonl"))
-        #expect(FileManager.default.fileExists(atPath: folder + "/spool/failed/second.jsonl"))
+        let listing = (try? FileManager.default.subpathsOfDirectory(atPath: folder + "/spool")) ?? []
+        #expect(
+            FileManager.default.fileExists(atPath: folder + "/spool/failed/second.jsonl"), "\(listing) \(run.stderr)")
         #expect(run.status == 1)  // the bad task was dead-lettered
         let results = try Self.records(folder + "/results.jsonl")
         #expect(results.filter { $0["status"] as? String == "succeeded" }.count == 4)

@@ -1,6 +1,8 @@
 import AsyncAlgorithms
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import Synchronization
 import TaskHostScheduler
 
@@ -116,6 +118,12 @@ public final class Pipeline: Sendable {
         deadLetters = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
     }
 
+    /// Routes swift-metrics (the metrics of the libraries TaskHost uses) into the registry that
+    /// `/metrics` serves. Call once per process.
+    public func bootstrapMetrics() {
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+    }
+
     /// Checks a configuration without running anything: every plugin loads and validates its
     /// configuration, every function resolves with its signature, every sink can be opened.
     public static func check(_ config: PipelineConfig, loader: PluginLoader) throws(ConfigError) {
@@ -160,7 +168,33 @@ public final class Pipeline: Sendable {
 
     /// Runs until the finite sources are exhausted and every task is final, or until `stop`
     /// asks for a shutdown (first call: drain with the grace period; second: at once).
-    public func run(stop: PipelineStop, progress: (@Sendable (Int, Double) -> Void)? = nil) async -> Summary {
+    /// What the progress line shows: tasks finished, the total when every source is a file
+    /// read once (its lines, counted up front), and the seconds so far.
+    public struct Progress: Sendable {
+        public var done: Int
+        public var total: Int?
+        public var seconds: Double
+    }
+
+    /// The number of lines of the finite file sources, or nil when a source has no known end.
+    func knownTotal() -> Int? {
+        var total = 0
+        for source in config.sources {
+            guard source.kind == .file, !source.follow, let path = source.path,
+                let handle = FileHandle(forReadingAtPath: path)
+            else { return nil }
+            defer { try? handle.close() }
+            var endsWithNewline = true
+            while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+                total += chunk.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+                endsWithNewline = chunk.last == 10
+            }
+            if !endsWithNewline { total += 1 }  // a last line without its newline
+        }
+        return total
+    }
+
+    public func run(stop: PipelineStop, progress: (@Sendable (Progress) -> Void)? = nil) async -> Summary {
         let started = ContinuousClock.now
         let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
         let metrics = self.metrics
@@ -210,10 +244,13 @@ public final class Pipeline: Sendable {
             }
             if let progress {
                 group.addTask {
+                    let total = self.knownTotal()
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .milliseconds(500))
-                        progress(
-                            self.counters.finished.load(ordering: .relaxed), (ContinuousClock.now - started).seconds)
+                        let done =
+                            self.counters.finished.load(ordering: .relaxed)
+                            + self.counters.rejected.load(ordering: .relaxed)
+                        progress(Progress(done: done, total: total, seconds: (ContinuousClock.now - started).seconds))
                     }
                     return nil
                 }
@@ -388,8 +425,9 @@ public final class Pipeline: Sendable {
             for name in names {
                 let path = folder + "/" + name
                 var isFolder: ObjCBool = false
-                guard manager.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue else { continue }
-                seen.insert(name)
+                guard manager.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue,
+                    seen.insert(name).inserted  // one file can be named by several events
+                else { continue }
                 let logger = self.logger
                 let tracker = BatchTracker { failed in
                     let target = folder + (failed == 0 ? "/done/" : "/failed/") + name
@@ -400,8 +438,14 @@ public final class Pipeline: Sendable {
                         logger.error("cannot move batch \(path): \(error)")
                     }
                 }
-                try await readLines(path: path, follow: false, stopper: stopper, flush: flush) {
-                    await admit($0, tracker)
+                do {
+                    try await readLines(path: path, follow: false, stopper: stopper, flush: flush) {
+                        await admit($0, tracker)
+                    }
+                } catch {
+                    // Gone between the event and the read (a temporary file renamed away): not a batch.
+                    logger.debug("spool file skipped: \(error)")
+                    continue
                 }
                 tracker.endOfFile()
             }
