@@ -105,15 +105,17 @@ import Testing
         #expect(echo.validate(configuration: #"{"delayMs": "soon"}"#)?.contains("key 'delayMs'") == true)
     }
 
-    @Test("The documentation's C example builds with cc alone and passes the conformance check")
+    @Test("The documented C plugin (TargetFile) builds with cc alone and passes the conformance check")
     func documentedExample() async throws {
-        let path = try Compiler.sharedLibrary(Paths.packageRoot + "/docs/example_plugin.c", name: "doc_example")
+        let path = try Compiler.sharedLibrary(
+            Paths.packageRoot + "/Plugins/TargetFile/target_file.c", name: "doc_example")
         let config = #"{"directory": "\#(Paths.scratch())/out"}"#
         let report = await PluginConformance.check(path, loader: loader(), configuration: config, tasks: 32)
         #expect(report.passed, "\(report.text)")
         // The documentation shows this very file.
         let document = try String(contentsOfFile: Paths.packageRoot + "/docs/plugins.md", encoding: .utf8)
-        let source = try String(contentsOfFile: Paths.packageRoot + "/docs/example_plugin.c", encoding: .utf8)
+        let source = try String(
+            contentsOfFile: Paths.packageRoot + "/Plugins/TargetFile/target_file.c", encoding: .utf8)
         #expect(document.contains(source.trimmingCharacters(in: .whitespacesAndNewlines)))
     }
 }

@@ -69,50 +69,40 @@ final class DescriptorReader: Sendable {
     }
 
     private func blockingWait(_ other: Int32) -> [UInt8]? {
-        var fds = [
-            pollfd(fd: other, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
-        ]
-        while !stopped.load(ordering: .acquiring) {
-            let ready = poll(&fds, 2, -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
+        guard waitReadable(other) else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        let count = Glibc.read(other, &buffer, buffer.count)
+        return count > 0 ? Array(buffer[..<count]) : []
+    }
+
+    private func blockingRead(max: Int) -> [UInt8]? {
+        while waitReadable(descriptor) {
+            var buffer = [UInt8](repeating: 0, count: max)
+            let count = Glibc.read(descriptor, &buffer, max)
+            if count < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
                 return nil
             }
-            if fds[1].revents != 0 { return nil }
-            if fds[0].revents != 0 {
-                var buffer = [UInt8](repeating: 0, count: 16 * 1024)
-                let count = Glibc.read(other, &buffer, buffer.count)
-                return count > 0 ? Array(buffer[..<count]) : []
-            }
+            buffer.removeSubrange(count...)
+            return buffer
         }
         return nil
     }
 
-    private func blockingRead(max: Int) -> [UInt8]? {
+    /// Blocks until `fd` is readable (true) or `stop()` was called (false).
+    private func waitReadable(_ fd: Int32) -> Bool {
         var fds = [
-            pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
         ]
         while !stopped.load(ordering: .acquiring) {
-            let ready = poll(&fds, 2, -1)
-            if ready < 0 {
+            if poll(&fds, 2, -1) < 0 {
                 if errno == EINTR { continue }
-                return nil
+                return false
             }
-            if fds[1].revents != 0 { return nil }
-            if fds[0].revents != 0 {
-                var buffer = [UInt8](repeating: 0, count: max)
-                let count = Glibc.read(descriptor, &buffer, max)
-                if count < 0 {
-                    if errno == EINTR || errno == EAGAIN { continue }
-                    return nil
-                }
-                buffer.removeSubrange(count...)
-                return buffer
-            }
+            if fds[1].revents != 0 { return false }
+            if fds[0].revents != 0 { return true }
         }
-        return nil
+        return false
     }
 }
 

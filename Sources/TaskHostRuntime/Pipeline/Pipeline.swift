@@ -64,50 +64,24 @@ public final class Pipeline: Sendable {
         var instances: [PluginInstance] = []
         let router = Box<PipelineExecutor?>(nil)
         for executor in config.executors {
-            let location = executor.location
-            func fail(_ message: String, _ hint: String?) -> ConfigError {
-                ConfigError(
-                    file: config.file, line: location.line, column: location.column, key: location.key,
-                    message: message,
-                    hint: hint)
+            let outputs: @Sendable (TaskItem<String>, ExecutionContext, String?) -> Void = { _, context, output in
+                router.value?.record(sequence: context.sequence, output: output)
             }
-            switch executor.kind {
-            case .plugin(let reference, let configuration):
-                let plugin: LoadedPlugin
-                do {
-                    plugin = try loader.load(reference)
-                } catch {
-                    throw fail(error.message + " (\(error.path))", error.remedy)
-                }
-                if let message = plugin.validate(configuration: configuration) {
-                    throw fail(
-                        "the plugin \(plugin.name) refused its configuration: \(message)",
-                        plugin.configSchema.map { "its schema: \($0)" })
-                }
+            switch try Self.prepare(executor, in: config, loader: loader, outputs: outputs) {
+            case .plugin(let plugin, let configuration):
                 let instance: PluginInstance
                 do {
                     instance = try plugin.makeInstance(configuration: configuration, logger: logger)
                 } catch {
-                    throw fail(error.message, nil)
+                    throw Self.fail(executor, in: config, error.message, nil)
                 }
                 instances.append(instance)
                 executors.append(
-                    PluginExecutor(instance: instance) { _, context, outcome in
-                        router.value?.record(sequence: context.sequence, output: outcome.output ?? outcome.message)
+                    PluginExecutor(instance: instance) { task, context, outcome in
+                        outputs(task, context, outcome.output ?? outcome.message)
                     })
-            case .function(let library, let symbol, let signature, let arguments):
-                let path = (try? loader.resolve(library)) ?? library
-                do {
-                    executors.append(
-                        try FFIFunctionExecutor(
-                            library: path, symbol: symbol, signature: signature, arguments: arguments
-                        ) {
-                            _, context, output in
-                            router.value?.record(sequence: context.sequence, output: output)
-                        })
-                } catch {
-                    throw fail(error.message, error.remedy)
-                }
+            case .function(let function):
+                executors.append(function)
             }
         }
         self.executors = executors
@@ -116,6 +90,53 @@ public final class Pipeline: Sendable {
         router.value = self.router
         results = try config.results.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
         deadLetters = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
+    }
+
+    /// An executor checked and ready to make: a plugin loaded with its configuration validated,
+    /// or a function resolved with its call interface prepared.
+    enum Prepared {
+        case plugin(LoadedPlugin, configuration: String)
+        case function(FFIFunctionExecutor)
+    }
+
+    /// Loads, validates and resolves one executor; every failure names the configuration's key.
+    static func prepare(
+        _ executor: ExecutorConfig, in config: PipelineConfig, loader: PluginLoader,
+        outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)?
+    ) throws(ConfigError) -> Prepared {
+        switch executor.kind {
+        case .plugin(let reference, let configuration):
+            let plugin: LoadedPlugin
+            do {
+                plugin = try loader.load(reference)
+            } catch {
+                throw fail(executor, in: config, error.message + " (\(error.path))", error.remedy)
+            }
+            if let message = plugin.validate(configuration: configuration) {
+                throw fail(
+                    executor, in: config, "the plugin \(plugin.name) refused its configuration: \(message)",
+                    plugin.configSchema.map { "its schema: \($0)" })
+            }
+            return .plugin(plugin, configuration: configuration)
+        case .function(let library, let symbol, let signature, let arguments):
+            let path = (try? loader.resolve(library)) ?? library
+            do {
+                return .function(
+                    try FFIFunctionExecutor(
+                        library: path, symbol: symbol, signature: signature, arguments: arguments, outputs: outputs))
+            } catch {
+                throw fail(executor, in: config, error.message, error.remedy)
+            }
+        }
+    }
+
+    static func fail(_ executor: ExecutorConfig, in config: PipelineConfig, _ message: String, _ hint: String?)
+        -> ConfigError
+    {
+        let location = executor.location
+        return ConfigError(
+            file: config.file, line: location.line, column: location.column, key: location.key, message: message,
+            hint: hint)
     }
 
     /// Routes swift-metrics (the metrics of the libraries TaskHost uses) into the registry that
@@ -128,33 +149,7 @@ public final class Pipeline: Sendable {
     /// configuration, every function resolves with its signature, every sink can be opened.
     public static func check(_ config: PipelineConfig, loader: PluginLoader) throws(ConfigError) {
         for executor in config.executors {
-            let location = executor.location
-            func fail(_ message: String, _ hint: String?) -> ConfigError {
-                ConfigError(
-                    file: config.file, line: location.line, column: location.column, key: location.key,
-                    message: message,
-                    hint: hint)
-            }
-            switch executor.kind {
-            case .plugin(let reference, let configuration):
-                let plugin: LoadedPlugin
-                do {
-                    plugin = try loader.load(reference)
-                } catch {
-                    throw fail(error.message + " (\(error.path))", error.remedy)
-                }
-                if let message = plugin.validate(configuration: configuration) {
-                    throw fail("the plugin \(plugin.name) refused its configuration: \(message)", nil)
-                }
-            case .function(let library, let symbol, let signature, let arguments):
-                let path = (try? loader.resolve(library)) ?? library
-                do {
-                    _ = try FFIFunctionExecutor(
-                        library: path, symbol: symbol, signature: signature, arguments: arguments)
-                } catch {
-                    throw fail(error.message, error.remedy)
-                }
-            }
+            _ = try prepare(executor, in: config, loader: loader, outputs: nil)
         }
         for source in config.sources where source.kind == .file && !source.follow {
             guard FileManager.default.isReadableFile(atPath: source.path!) else {
