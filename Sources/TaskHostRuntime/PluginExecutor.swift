@@ -93,9 +93,12 @@ final class CallToken: Sendable {
     }
 
     let state = Mutex(State.running)
+    /// Set by the first `complete`: lets a synchronous result check the token without the lock.
+    let touched = Atomic<Bool>(false)
 
     /// Records a completion. False when the token was already completed or abandoned.
     func complete(_ outcome: PluginOutcome) -> Bool {
+        touched.store(true, ordering: .releasing)
         enum Action { case stored, resume(CheckedContinuation<PluginOutcome, Never>), refused }
         let action: Action = state.withLock { state in
             switch state {
@@ -119,9 +122,7 @@ final class CallToken: Sendable {
     }
 
     /// Whether nothing happened to the token yet.
-    var isUntouched: Bool {
-        state.withLock { if case .running = $0 { true } else { false } }
-    }
+    var isUntouched: Bool { !touched.load(ordering: .acquiring) }
 
     /// Waits for the completion.
     func wait() async -> PluginOutcome {
@@ -230,6 +231,12 @@ public final class PluginExecutor: TaskExecutor, Sendable {
 
     public let instance: PluginInstance
     let abandonAfter: Duration
+    /// The plugin's execute and its instance, read once: the hot path touches no reference count.
+    nonisolated(unsafe) let executeFunction:
+        @convention(c) (
+            UnsafeMutableRawPointer?, UnsafePointer<th_task>?, OpaquePointer?, UnsafeMutablePointer<th_outcome>?
+        ) -> Int32
+    nonisolated(unsafe) let instancePointer: UnsafeMutableRawPointer?
     let pending = Mutex<[Key: CallToken]>([:])
     let outputs: (@Sendable (TaskItem<String>, ExecutionContext, PluginOutcome) -> Void)?
 
@@ -242,6 +249,8 @@ public final class PluginExecutor: TaskExecutor, Sendable {
     ) {
         self.instance = instance
         self.abandonAfter = abandonAfter
+        executeFunction = instance.plugin.table.pointee.execute
+        instancePointer = instance.instance
         self.outputs = outcomes
     }
 
@@ -256,7 +265,7 @@ public final class PluginExecutor: TaskExecutor, Sendable {
         outcome.struct_size = UInt32(MemoryLayout<th_outcome>.size)
         outcome.retry_after_ms = -1
         let status = withPluginTask(task, context) { pluginTask in
-            instance.plugin.table.pointee.execute(instance.instance, pluginTask, OpaquePointer(opaque), &outcome)
+            executeFunction(instancePointer, pluginTask, OpaquePointer(opaque), &outcome)
         }
         if status == TH_PENDING {
             pending.withLock { $0[Key(sequence: context.sequence, attempt: context.attempt)] = token }

@@ -28,33 +28,39 @@ final class PipelineMetrics: Sendable {
     init() {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
+        func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: "taskhost", metricName: metric, unitName: unit, helpText: help)
+        }
         func outcome(_ name: String) -> Prometheus.Counter {
             registry.makeCounter(
-                name: "taskhost_tasks_total", labels: [("outcome", name)], help: "Tasks that reached a final state")
+                descriptor: MetricNameDescriptor(
+                    namespace: "taskhost", metricName: "tasks", unitName: "total",
+                    helpText: "Tasks that reached a final state"),
+                labels: [("outcome", name)])
         }
         succeeded = outcome("succeeded")
         deadLettered = outcome("dead_lettered")
         rejected = outcome("rejected")
         parked = outcome("parked")
         cancelled = outcome("cancelled")
-        retries = registry.makeCounter(name: "taskhost_retries_total", help: "Attempts that failed and were retried")
-        running = registry.makeGauge(name: "taskhost_running", help: "Attempts running now")
-        queued = registry.makeGauge(name: "taskhost_queued", help: "Admitted tasks waiting to start")
-        busyTargets = registry.makeGauge(name: "taskhost_busy_targets", help: "Targets with a running task")
-        readyTargets = registry.makeGauge(name: "taskhost_ready_targets", help: "Targets whose head waits for a slot")
+        retries = registry.makeCounter(descriptor: name("retries", "total", "Attempts that failed and were retried"))
+        running = registry.makeGauge(descriptor: name("running", "", "Attempts running now"))
+        queued = registry.makeGauge(descriptor: name("queued", "", "Admitted tasks waiting to start"))
+        busyTargets = registry.makeGauge(descriptor: name("busy_targets", "", "Targets with a running task"))
+        readyTargets = registry.makeGauge(descriptor: name("ready_targets", "", "Targets whose head waits for a slot"))
         backedOffTargets = registry.makeGauge(
-            name: "taskhost_backoff_targets", help: "Targets whose head waits out a retry delay")
-        parkedTargets = registry.makeGauge(name: "taskhost_parked_targets", help: "Targets stopped by the park policy")
+            descriptor: name("backoff_targets", "", "Targets whose head waits out a retry delay"))
+        parkedTargets = registry.makeGauge(descriptor: name("parked_targets", "", "Targets stopped by the park policy"))
         oldestHeadAge = registry.makeGauge(
-            name: "taskhost_oldest_head_age_seconds", help: "How long the oldest ready head has waited")
+            descriptor: name("oldest_head_age", "seconds", "How long the oldest ready head has waited"))
         let buckets: [Duration] = [
             .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
             .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
         ]
         queueWait = registry.makeDurationHistogram(
-            name: "taskhost_queue_wait_seconds", buckets: buckets, help: "Time from ready to start")
+            descriptor: name("queue_wait", "seconds", "Time from ready to start"), buckets: buckets)
         execution = registry.makeDurationHistogram(
-            name: "taskhost_execution_seconds", buckets: buckets, help: "Time in the executor per attempt")
+            descriptor: name("execution", "seconds", "Time in the executor per attempt"), buckets: buckets)
     }
 
     func update(from snapshot: SchedulerSnapshot) {
