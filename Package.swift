@@ -47,13 +47,16 @@ let package = Package(
         .systemLibrary(
             name: "CTaskHostFFI", path: "Sources/CTaskHostFFI", pkgConfig: "libffi",
             providers: [.apt(["libffi-dev"])]),
+        // SQLite, for the embedded durable queue (Debian: libsqlite3-dev).
+        .systemLibrary(
+            name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Small C helpers of the host (dlopen error text, dladdr) with _GNU_SOURCE.
         .target(name: "CTaskHostSystem"),
         // The host runtime: plugin loading, the plugin executor, libffi functions.
         .target(
             name: "TaskHostRuntime",
             dependencies: [
-                "TaskHostScheduler", "CTaskHostPlugin", "CTaskHostFFI", "CTaskHostSystem",
+                "TaskHostScheduler", "CTaskHostPlugin", "CTaskHostFFI", "CTaskHostSystem", "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),

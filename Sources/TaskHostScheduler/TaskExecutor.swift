@@ -109,6 +109,7 @@ public struct RetryAfterError: Error, CustomStringConvertible {
 /// The failure recorded when an attempt ran past its timeout.
 public struct TaskTimeoutError: Error, CustomStringConvertible {
     public var timeout: Duration
+    public init(timeout: Duration) { self.timeout = timeout }
     public var description: String { "timed out after \(timeout)" }
 }
 

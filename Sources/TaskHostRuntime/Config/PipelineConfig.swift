@@ -17,6 +17,9 @@ public struct PipelineConfig: Sendable {
     public var metricsListen: String?
     public var pluginPath: [String]
     public var gracePeriod: Duration
+    /// The durable queue between the sources and the scheduler; nil for `queue: memory`.
+    public var queue: QueueSettings?
+    public var queueLocation: Location?
 
     /// Where a value came from, for later errors (a plugin refusing its configuration).
     public struct Location: Sendable, Equatable {
@@ -77,7 +80,7 @@ public struct SourceConfig: Sendable {
 public enum ConfigLoader {
     static let topKeys = [
         "scheduler", "executors", "sources", "retry", "timeoutMs", "onExhausted", "results", "deadLetter", "metrics",
-        "pluginPath", "shutdown",
+        "pluginPath", "shutdown", "queue",
     ]
 
     /// Loads and checks `path`. Environment references `${NAME}` are replaced from `environment`.
@@ -348,10 +351,43 @@ struct ConfigReader {
                 gracePeriod = .milliseconds(try int(value, "shutdown.gracePeriodMs", minimum: 0))
             }
         }
+        let queueNode = section("queue")
         return PipelineConfig(
             file: file, maxConcurrency: maxConcurrency, bufferSize: bufferSize, executors: executors, sources: sources,
             retry: retry, timeout: timeout, onExhausted: onExhausted, results: results, deadLetter: deadLetter,
-            metricsListen: metricsListen, pluginPath: pluginPath, gracePeriod: gracePeriod)
+            metricsListen: metricsListen, pluginPath: pluginPath, gracePeriod: gracePeriod,
+            queue: try queue(queueNode), queueLocation: queueNode.map { location($0, "queue") })
+    }
+
+    /// `queue: memory`, `queue: durable`, or `queue: { path, synchronous, retainFinishedMs,
+    /// maxSizeMB }`. The default is durable, in `.taskhost/<name>/queue.db` beside the file.
+    func queue(_ node: Node?) throws(ConfigError) -> QueueSettings? {
+        var settings = QueueSettings(path: QueueSettings.defaultPath(forConfig: file))
+        guard let node else { return settings }
+        if case .scalar(let scalar) = node {
+            switch scalar.string {
+            case "memory": return nil
+            case "durable": return settings
+            default:
+                throw fail(
+                    node, "queue", "expected memory, durable or a mapping, got '\(scalar.string)'",
+                    hint: "queue: memory keeps tasks in memory only (lost on a crash); the default is durable")
+            }
+        }
+        for (key, value) in try mapping(
+            node, "queue", allowed: ["path", "synchronous", "retainFinishedMs", "maxSizeMB"])
+        {
+            switch key {
+            case "path": settings.path = try string(value, "queue.path")
+            case "synchronous":
+                settings.synchronous = try choice(
+                    value, "queue.synchronous", QueueSettings.Synchronous.self, QueueSettings.Synchronous.allCases)
+            case "retainFinishedMs":
+                settings.retainFinished = .milliseconds(try int(value, "queue.retainFinishedMs", minimum: 0))
+            default: settings.maxSizeMB = try int(value, "queue.maxSizeMB", minimum: 1)
+            }
+        }
+        return settings
     }
 
     func executor(_ name: String, _ node: Node) throws(ConfigError) -> ExecutorConfig {

@@ -106,11 +106,16 @@ final class DescriptorReader: Sendable {
     }
 }
 
-/// Splits bytes into lines (LF or CRLF); keeps a partial last line until more arrives.
+/// Splits bytes into lines (LF or CRLF); keeps a partial last line until more arrives. Each line
+/// comes with the offset of the byte after its newline, counted from `base` (a checkpoint).
 struct LineSplitter {
     private var pending: [UInt8] = []
+    /// The offset of `pending[0]` in the input.
+    private(set) var base: Int64 = 0
 
-    mutating func feed(_ bytes: [UInt8], _ line: (String) async -> Bool) async -> Bool {
+    init(base: Int64 = 0) { self.base = base }
+
+    mutating func feed(_ bytes: [UInt8], _ line: (String, Int64) async -> Bool) async -> Bool {
         pending.append(contentsOf: bytes)
         var start = 0
         while let newline = pending[start...].firstIndex(of: 10) {
@@ -119,21 +124,29 @@ struct LineSplitter {
             let text = String(decoding: pending[start..<end], as: UTF8.self)
             start = newline + 1
             if !text.allSatisfy({ $0 == " " || $0 == "\t" }) {
-                if !(await line(text)) {
-                    pending.removeSubrange(0..<start)
+                if !(await line(text, base + Int64(start))) {
+                    consume(start)
                     return false
                 }
             }
         }
-        pending.removeSubrange(0..<start)
+        consume(start)
         return true
     }
 
-    /// The last line when the input did not end with a newline.
-    mutating func finish() -> String? {
-        defer { pending.removeAll() }
+    private mutating func consume(_ count: Int) {
+        pending.removeSubrange(0..<count)
+        base += Int64(count)
+    }
+
+    /// The last line when the input did not end with a newline, with the offset of its end.
+    mutating func finish() -> (String, Int64)? {
+        defer {
+            base += Int64(pending.count)
+            pending.removeAll()
+        }
         let text = String(decoding: pending, as: UTF8.self)
-        return text.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) ? nil : text
+        return text.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) ? nil : (text, base + Int64(pending.count))
     }
 }
 
@@ -153,9 +166,11 @@ final class Watch: Sendable {
     deinit { close(descriptor) }
 }
 
-/// Reads a file of JSON lines; with `follow`, keeps reading what is appended (like `tail -f`).
+/// Reads a file of JSON lines from `offset`; with `follow`, keeps reading what is appended (like
+/// `tail -f`). Each line comes with the offset of the byte after it.
 func readLines(
-    path: String, follow: Bool, stopper: StopSignal, flush: () async -> Void, _ line: @escaping (String) async -> Bool
+    path: String, from offset: Int64 = 0, follow: Bool, stopper: StopSignal, flush: () async -> Void,
+    _ line: @escaping (String, Int64) async -> Bool
 ) async throws(ConfigError) {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC)
     guard descriptor >= 0 else {
@@ -164,10 +179,11 @@ func readLines(
             hint: "check the source's path")
     }
     defer { close(descriptor) }
+    if offset > 0 { lseek(descriptor, off_t(offset), SEEK_SET) }
     let reader = DescriptorReader(descriptor: descriptor)
     stopper.register(reader)
     let watch = follow ? Watch(path: path, mask: UInt32(IN_MODIFY)) : nil
-    var splitter = LineSplitter()
+    var splitter = LineSplitter(base: offset)
     while true {
         guard let chunk = await reader.read() else { return }
         if chunk.isEmpty {
@@ -183,8 +199,15 @@ func readLines(
         }
         await flush()
     }
-    if let last = splitter.finish() { _ = await line(last) }
+    if let (last, end) = splitter.finish() { _ = await line(last, end) }
     await flush()
+}
+
+/// The device and inode of a file: a checkpoint applies only to the same file.
+func fileIdentity(_ path: String) -> (device: Int64, inode: Int64, size: Int64)? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    return (Int64(info.st_dev), Int64(info.st_ino), Int64(info.st_size))
 }
 
 /// Readers to wake when the pipeline stops.

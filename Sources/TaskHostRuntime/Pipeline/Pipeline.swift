@@ -21,6 +21,8 @@ public final class Pipeline: Sendable {
     let deadLetters: JSONLinesSink?
     let counters: Counters
     let metrics = PipelineMetrics()
+    /// The durable queue (nil for `queue: memory`), opened and checked by `init`.
+    let queue: DurableQueue?
 
     /// What a run did, for the summary and the exit code.
     public struct Summary: Sendable {
@@ -31,11 +33,19 @@ public final class Pipeline: Sendable {
         public var parked = 0
         public var cancelled = 0
         public var retries = 0
+        /// Durable queue: tasks left queued for the next run (shutdown, parked targets).
+        public var leftQueued = 0
         public var perSource: [String: Int] = [:]
         public var seconds = 0.0
+        /// The durable queue failed (a full disk, an unwritable file): the run stopped.
+        public var queueError: String?
 
-        /// 0: every task succeeded; 1: some were dead-lettered, parked, rejected or cancelled.
-        public var exitCode: Int32 { deadLettered + rejected + parked + cancelled == 0 ? 0 : 1 }
+        /// 0: every task succeeded (or stays queued in the durable queue); 1: some were
+        /// dead-lettered, parked, rejected or cancelled; 3: the durable queue failed.
+        public var exitCode: Int32 {
+            if queueError != nil { return 3 }
+            return deadLettered + rejected + parked + cancelled == 0 ? 0 : 1
+        }
     }
 
     final class Counters: Sendable {
@@ -90,6 +100,17 @@ public final class Pipeline: Sendable {
         router.value = self.router
         results = try config.results.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
         deadLetters = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
+        if let settings = config.queue {
+            do {
+                queue = try DurableQueue(settings: settings, host: true)
+            } catch {
+                throw ConfigError(
+                    file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
+                    key: "queue", message: "\(error.path): \(error.message)", hint: error.remedy)
+            }
+        } else {
+            queue = nil
+        }
     }
 
     /// An executor checked and ready to make: a plugin loaded with its configuration validated,
@@ -193,38 +214,103 @@ public final class Pipeline: Sendable {
         let started = ContinuousClock.now
         let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
         let metrics = self.metrics
+        let stopper = StopSignal()
+        let durable = queue.map { queue in
+            DurableRun(
+                queue: queue, executors: config.executors.map(\.name), logger: logger,
+                onFailure: { _ in
+                    stop.request()
+                    stop.request()
+                })
+        }
+        if let durable {
+            let results = self.results
+            let deadLetters = self.deadLetters
+            durable.queue.beforeCommit.withLock {
+                $0 = {
+                    results?.flush()
+                    deadLetters?.flush()
+                }
+            }
+            do {
+                let reclaimed = try durable.recover()
+                if reclaimed > 0 {
+                    logger.warning(
+                        "tasks were running when the previous host stopped: they go back to the head of their targets",
+                        metadata: ["tasks": "\(reclaimed)"])
+                }
+                try resumeSpools(durable)
+            } catch {
+                durable.fail(error)
+                var out = Summary()
+                out.queueError = error.description
+                return out
+            }
+        }
         let hooks = SchedulerHooks<PipelineTask>(
             attemptStarted: { _, _, wait in metrics.queueWait.record(wait) },
-            attemptFinished: { [self] record in finished(record) })
+            attemptFinished: { [self] record in finished(record, durable: durable) })
         let scheduler = Scheduler(
-            executor: router,
-            configuration: {
-                var configuration = SchedulerConfiguration(
-                    maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
-                    timeout: config.timeout, onExhausted: config.onExhausted)
-                // Pool 0 is unused; executor i's tasks run in pool i + 1, under its own cap.
-                configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
-                return configuration
-            }(),
+            executor: RunExecutor(pipeline: self, durable: durable),
+            configuration: durable != nil
+                ? durableSchedulerConfiguration()
+                : {
+                    var configuration = SchedulerConfiguration(
+                        maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
+                        timeout: config.timeout, onExhausted: config.onExhausted)
+                    // Pool 0 is unused; executor i's tasks run in pool i + 1, under its own cap.
+                    configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
+                    return configuration
+                }(),
             hooks: hooks)
-        let schedulerBox = Box<Scheduler<PipelineExecutor, ContinuousClock>?>(scheduler)
-        let stopper = StopSignal()
+        let schedulerBox = Box<Scheduler<RunExecutor, ContinuousClock>?>(scheduler)
         stop.attach { [config] immediately in
+            durable?.stopping.store(true, ordering: .releasing)
             stopper.stop()
+            durable?.stop()
             scheduler.shutdown(gracePeriod: immediately ? .zero : config.gracePeriod)
         }
+        let intake = Intake(channel: channel, durable: durable, executorNames: config.executors.map(\.name))
 
         let schedulerSummary = await withTaskGroup(of: RunSummary<PipelineTask>?.self) { group in
             group.addTask {
                 await withTaskGroup(of: Void.self) { sources in
                     for source in self.config.sources {
                         sources.addTask {
-                            await self.run(source, into: channel, stopper: stopper, schedulerBox: schedulerBox)
+                            await self.run(
+                                source, intake: intake, durable: durable, stopper: stopper, schedulerBox: schedulerBox)
                         }
                     }
                 }
                 channel.finish()
+                durable?.sourcesFinished()
                 return nil
+            }
+            if let durable {
+                // Operator commands (`taskhost targets`) and tasks enqueued by another process
+                // arrive with SIGUSR1; finished tasks are deleted after the retention.
+                group.addTask {
+                    let signals = AsyncStream<Void> { continuation in
+                        signal(SIGUSR1, SIG_IGN)
+                        let source = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+                        source.setEventHandler { continuation.yield() }
+                        source.resume()
+                        let box = UncheckedBox(source)
+                        continuation.onTermination = { _ in box.value.cancel() }
+                    }
+                    for await _ in signals {
+                        await self.applyCommands(durable, scheduler: scheduler)
+                    }
+                    return nil
+                }
+                group.addTask {
+                    let retain = durable.queue.settings.retainFinished
+                    let period = max(Duration.seconds(1), min(retain / 2, .seconds(60)))
+                    while (try? await Task.sleep(for: period)) != nil {
+                        await self.compact(durable)
+                    }
+                    return nil
+                }
             }
             if let listen = config.metricsListen {
                 let counters = self.counters
@@ -239,7 +325,7 @@ public final class Pipeline: Sendable {
             }
             if let progress {
                 group.addTask {
-                    let total = self.knownTotal()
+                    let total = durable == nil ? self.knownTotal() : nil
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .milliseconds(500))
                         let done =
@@ -250,9 +336,16 @@ public final class Pipeline: Sendable {
                     return nil
                 }
             }
-            let summary = await scheduler.run(Batches(channel: channel))
+            let summary: RunSummary<PipelineTask>
+            if let durable {
+                summary = await scheduler.run(
+                    QueueFeed(run: durable, makeTask: { [self] stored in makeTask(stored, run: durable) }))
+            } else {
+                summary = await scheduler.run(Batches(channel: channel))
+            }
             stopper.stop()
             channel.finish()
+            durable?.stop()
             group.cancelAll()
             var result: RunSummary<PipelineTask>? = summary
             for await _ in group {}
@@ -260,29 +353,36 @@ public final class Pipeline: Sendable {
             return result
         }
         guard let summary = schedulerSummary else { return Summary() }
-        // Tasks that did not finish: parked targets' tasks and those cut off by shutdown.
-        for unfinished in summary.unfinished {
-            let status = unfinished.reason == .parked ? "parked" : "cancelled"
-            (unfinished.reason == .parked ? metrics.parked : metrics.cancelled).increment()
-            let item = TaskItem(
-                targetId: unfinished.task.targetId, payload: unfinished.task.payload,
-                priority: unfinished.task.priority,
-                id: unfinished.task.id)
-            writeResult(
-                item, status: status, attempts: unfinished.attempts,
-                error: status == "parked" ? "its target is parked" : "shut down before it finished")
-            unfinished.task.payload.batch?.final(failed: true)
+        var out = Summary()
+        if let durable {
+            // Unfinished tasks stay queued for the next run, with their attempt counts.
+            out.leftQueued = summary.unfinished.count
+            if let queue, durable.failure.withLock({ $0 == nil }) { await compact(durable); queue.checkpointWAL() }
+            out.queueError = durable.failure.withLock { $0?.description }
+        } else {
+            // Tasks that did not finish: parked targets' tasks and those cut off by shutdown.
+            for unfinished in summary.unfinished {
+                let status = unfinished.reason == .parked ? "parked" : "cancelled"
+                (unfinished.reason == .parked ? metrics.parked : metrics.cancelled).increment()
+                let item = TaskItem(
+                    targetId: unfinished.task.targetId, payload: unfinished.task.payload,
+                    priority: unfinished.task.priority,
+                    id: unfinished.task.id)
+                writeResult(
+                    item, status: status, attempts: unfinished.attempts,
+                    error: status == "parked" ? "its target is parked" : "shut down before it finished")
+                unfinished.task.payload.batch?.final(failed: true)
+            }
+            out.parked = summary.parked
+            out.cancelled = summary.cancelled
         }
         results?.flush()
         deadLetters?.flush()
         for instance in instances { instance.destroy() }
-        var out = Summary()
         out.admitted = summary.admitted
         out.succeeded = summary.succeeded
         out.deadLettered = summary.deadLettered
-        out.parked = summary.parked
-        out.cancelled = summary.cancelled
-        out.retries = summary.retries
+        out.retries = summary.retries - (durable.map { $0.notDue.load(ordering: .relaxed) } ?? 0)
         out.rejected = counters.rejected.load(ordering: .relaxed)
         out.perSource = counters.perSource
         out.seconds = (ContinuousClock.now - started).seconds
@@ -292,36 +392,30 @@ public final class Pipeline: Sendable {
     // MARK: Sources
 
     private func run(
-        _ source: SourceConfig, into channel: AsyncChannel<[TaskItem<PipelineTask>]>, stopper: StopSignal,
-        schedulerBox: Box<Scheduler<PipelineExecutor, ContinuousClock>?>
+        _ source: SourceConfig, intake: Intake, durable: DurableRun?, stopper: StopSignal,
+        schedulerBox: Box<Scheduler<RunExecutor, ContinuousClock>?>
     )
         async
     {
         let decoder = InputDecoder(
             source: source, executors: config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
-        let sequence = Atomic<UInt64>(0)
-        // Tasks go to the scheduler in batches (one per chunk read, at most 256): a channel hand-off
-        // per task would cost a task switch each.
-        let pending = Mutex<[TaskItem<PipelineTask>]>([])
-        let flush: @Sendable () async -> Void = {
-            let batch = pending.withLock { pending -> [TaskItem<PipelineTask>] in
-                defer { pending.removeAll(keepingCapacity: true) }
-                return pending
-            }
-            if !batch.isEmpty { await channel.send(batch) }
-        }
+        // On the durable queue, a file source resumes after its last committed line.
+        let file = source.kind == .file ? source.path : nil
+        var resume: (seq: UInt64, offset: Int64, complete: Bool)?
+        if let durable { resume = await resumePoint(source.name, file: file, run: durable) }
+        let sequence = Atomic<UInt64>((resume?.seq ?? 1) - 1)
+        let identity = file.flatMap(fileIdentity)
+        // Tasks go to the scheduler (or the queue) in batches, one per chunk read, at most 256: a
+        // hand-off per task would cost a task switch (or a commit) each.
+        let flush: @Sendable () async -> Void = { await intake.flush() }
         let read = counters.sources[source.name]!
-        let accept: @Sendable (String, BatchTracker?) async -> (id: String?, error: String?) = { [self] line, batch in
+        let accept: @Sendable (String, BatchTracker?, Checkpoint?) async -> (id: String?, error: String?) = {
+            [self] line, batch, checkpoint in
             let seq = sequence.add(1, ordering: .relaxed).newValue
             read.value.add(1, ordering: .relaxed)
             switch decoder.decode(line, seq: seq, batch: batch) {
             case .success(let item):
-                if pending.withLock({ pending -> Bool in
-                    pending.append(item)
-                    return pending.count >= 256
-                }) {
-                    await flush()
-                }
+                if intake.add(item, checkpoint: checkpoint) { await flush() }
                 return (item.id ?? "\(source.name)-\(seq)", nil)
             case .failure(let rejection):
                 counters.rejected.add(1, ordering: .relaxed)
@@ -334,44 +428,62 @@ public final class Pipeline: Sendable {
                 record.add("error", rejection.reason)
                 record.add("attempts", 0)
                 deadLetters?.write(bytes: record.finished)
+                intake.reject(
+                    NewTask(
+                        source: source.name, seq: seq, taskId: nil, target: nil, executor: nil, priority: 0,
+                        payload: nil, raw: line, batch: batch?.name, rejected: rejection.reason),
+                    checkpoint: checkpoint)
                 logger.warning(
                     "task rejected",
                     metadata: ["source": "\(source.name)", "seq": "\(seq)", "reason": "\(rejection.reason)"])
                 return (nil, rejection.reason)
             }
         }
-        let admit: @Sendable (String, BatchTracker?) async -> Bool = { line, batch in
-            _ = await accept(line, batch)
-            return !stopper.isStopped.load(ordering: .acquiring)
+        let admit: @Sendable (String, BatchTracker?, Checkpoint?) async -> Bool = { line, batch, checkpoint in
+            _ = await accept(line, batch, checkpoint)
+            return !stopper.isStopped.load(ordering: .acquiring) && durable?.failure.withLock({ $0 == nil }) ?? true
         }
         do {
             switch source.kind {
             case .file:
-                try await readLines(path: source.path!, follow: source.follow, stopper: stopper, flush: flush) {
-                    await admit($0, nil)
+                let path = source.path!
+                if resume?.complete == true { break }
+                try await readLines(
+                    path: path, from: resume?.offset ?? 0, follow: source.follow, stopper: stopper, flush: flush
+                ) { line, end in
+                    let checkpoint = identity.map {
+                        Checkpoint(
+                            source: source.name, file: path, device: $0.device, inode: $0.inode, offset: end,
+                            complete: false)
+                    }
+                    return await admit(line, nil, durable == nil ? nil : checkpoint)
                 }
             case .stdin:
                 let reader = DescriptorReader(descriptor: 0)
                 stopper.register(reader)
                 var splitter = LineSplitter()
                 while let chunk = await reader.read(), !chunk.isEmpty {
-                    if !(await splitter.feed(chunk, { await admit($0, nil) })) { break }
+                    if !(await splitter.feed(chunk, { line, _ in await admit(line, nil, nil) })) { break }
                     await flush()
                 }
-                if let last = splitter.finish() { _ = await admit(last, nil) }
+                if let (last, _) = splitter.finish() { _ = await admit(last, nil, nil) }
                 await flush()
             case .directory:
-                try await runSpool(source, stopper: stopper, admit: admit, flush: flush)
+                try await runSpool(source, durable: durable, stopper: stopper, intake: intake, admit: admit)
             case .interval:
-                try await runInterval(source, stopper: stopper, admit: admit, flush: flush)
+                try await runInterval(source, stopper: stopper, admit: { await admit($0, $1, nil) }, flush: flush)
             case .http:
                 let isFull: @Sendable () -> Bool = { [schedulerBox] in
                     schedulerBox.value?.snapshot().intakeWaitingForRoom ?? false
                 }
                 let admitLines: @Sendable ([String]) async -> [(id: String?, error: String?)] = { lines in
                     var results: [(id: String?, error: String?)] = []
-                    for line in lines { results.append(await accept(line, nil)) }
-                    await flush()
+                    for line in lines { results.append(await accept(line, nil, nil)) }
+                    // On the durable queue, the answer (202) waits for the commit.
+                    if !(await intake.flush()) {
+                        let message = durable?.failure.withLock { $0?.message } ?? "the queue failed"
+                        return results.map { ($0.id, $0.error ?? "not queued: \(message)") }
+                    }
                     return results
                 }
                 logger.info(
@@ -380,7 +492,11 @@ public final class Pipeline: Sendable {
                 await withTaskGroup(of: Void.self) { server in
                     server.addTask {
                         let router = intakeRouter(
-                            source: source, isFull: isFull, isStopped: { stopper.isStopped.load(ordering: .acquiring) },
+                            source: source, isFull: { durable == nil && isFull() },
+                            isStopped: {
+                                stopper.isStopped.load(ordering: .acquiring)
+                                    || durable?.failure.withLock({ $0 != nil }) == true
+                            },
                             admit: admitLines)
                         await serve(router, on: source.listen!, logger: logger)
                     }
@@ -394,10 +510,11 @@ public final class Pipeline: Sendable {
     }
 
     /// A spool folder: each file is a batch of JSON lines, moved to done/ or failed/ when all its
-    /// tasks are final. New files are picked up as they are closed or moved in (inotify).
+    /// tasks are final. New files are picked up as they are closed or moved in (inotify). On the
+    /// durable queue each file is read from its checkpoint, and a batch survives restarts.
     private func runSpool(
-        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool,
-        flush: @escaping @Sendable () async -> Void
+        _ source: SourceConfig, durable: DurableRun?, stopper: StopSignal, intake: Intake,
+        admit: @escaping @Sendable (String, BatchTracker?, Checkpoint?) async -> Bool
     ) async throws(ConfigError) {
         let folder = source.path!
         let manager = FileManager.default
@@ -423,24 +540,42 @@ public final class Pipeline: Sendable {
                 guard manager.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue,
                     seen.insert(name).inserted  // one file can be named by several events
                 else { continue }
-                let logger = self.logger
-                let tracker = BatchTracker { failed in
-                    let target = folder + (failed == 0 ? "/done/" : "/failed/") + name
-                    try? manager.removeItem(atPath: target)
-                    do {
-                        try manager.moveItem(atPath: path, toPath: target)
-                    } catch {
-                        logger.error("cannot move batch \(path): \(error)")
+                let key = source.name + "/" + name
+                let resumed = durable?.trackers.withLock { $0[key] }
+                let tracker = resumed ?? spoolTracker(source, name: name, run: durable)
+                var offset: Int64 = 0
+                if let durable {
+                    let point = await resumePoint(source.name, file: name, run: durable)
+                    if resumed == nil { durable.trackers.withLock { $0[key] = tracker } }
+                    if point.complete {
+                        tracker.endOfFile()
+                        continue
                     }
+                    offset = point.offset
+                }
+                let identity = fileIdentity(path)
+                let checkpoint: @Sendable (Int64, Bool) -> Checkpoint? = { end, complete in
+                    guard durable != nil, let identity else { return nil }
+                    return Checkpoint(
+                        source: source.name, file: name, device: identity.device, inode: identity.inode, offset: end,
+                        complete: complete)
                 }
                 do {
-                    try await readLines(path: path, follow: false, stopper: stopper, flush: flush) {
-                        await admit($0, tracker)
+                    try await readLines(
+                        path: path, from: offset, follow: false, stopper: stopper, flush: { await intake.flush() }
+                    ) { line, end in
+                        await admit(line, tracker, checkpoint(end, false))
                     }
                 } catch {
                     // Gone between the event and the read (a temporary file renamed away): not a batch.
                     logger.debug("spool file skipped: \(error)")
+                    durable?.trackers.withLock { _ = $0.removeValue(forKey: key) }
                     continue
+                }
+                if stopper.isStopped.load(ordering: .acquiring) { return }
+                if let done = checkpoint(identity?.size ?? 0, true) {
+                    intake.mark(done)
+                    guard await intake.flush() else { return }
                 }
                 tracker.endOfFile()
             }
@@ -483,40 +618,61 @@ public final class Pipeline: Sendable {
 
     // MARK: Sinks
 
-    private func finished(_ record: AttemptRecord<PipelineTask>) {
+    private func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?) {
         if record.executionTime > .zero { metrics.execution.record(record.executionTime) }
+        // On the durable queue, the durable path wrote the lines of the attempts it ran.
+        let written = durable != nil && record.task.payload.durable != nil
         switch record.disposition {
         case .succeeded:
             metrics.succeeded.increment()
-            writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil)
+            if !written { writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil) }
             record.task.payload.batch?.final(failed: false)
         case .deadLettered:
             metrics.deadLettered.increment()
-            let error = record.error.map { "\($0)" } ?? "dead-lettered"
-            writeResult(record.task, status: "deadLettered", attempts: record.context.attempt, error: error)
-            var letter = JSONObjectWriter()
-            letter.add("id", record.task.id)
-            switch record.task.targetId {
-            case .integer(let value): letter.add("targetId", value)
-            case .string(let value): letter.add("targetId", value as String?)
+            if written, !(record.error is DrainedError) {
+                counters.finished.add(1, ordering: .relaxed)
+                record.task.payload.batch?.final(failed: true)
+                return
             }
-            letter.add("source", record.task.payload.source)
-            letter.add("seq", record.task.payload.seq)
-            letter.add(
-                "input", raw: isJSON(record.task.payload.raw) ? record.task.payload.raw : quote(record.task.payload.raw)
-            )
-            letter.add("error", error)
-            letter.add("attempts", record.context.attempt)
-            deadLetters?.write(bytes: letter.finished)
+            let error = record.error.map { "\($0)" } ?? "dead-lettered"
+            let attempts = record.task.payload.durable?.attempts.load(ordering: .relaxed) ?? record.context.attempt
+            writeResult(record.task, status: "deadLettered", attempts: attempts, error: error)
+            writeDeadLetter(record.task, error: error, attempts: attempts)
+            if let durable, let row = record.task.payload.durable?.row {
+                durable.queue.submit { db in
+                    try db.run(
+                        "UPDATE tasks SET state = 3, finished_at = ?, error = ? WHERE id = ?",
+                        [.integer(unixMilliseconds()), .text(error), .integer(row)])
+                }
+            }
             record.task.payload.batch?.final(failed: true)
         case .retrying:
+            if let retry = record.error as? RetryAfterError, retry.underlying is NotDueYet {
+                durable?.notDue.add(1, ordering: .relaxed)
+                return
+            }
             metrics.retries.increment()
         case .parked, .cancelled:
             return
         }
     }
 
-    private func writeResult(_ task: TaskItem<PipelineTask>, status: String, attempts: Int, error: String?) {
+    func writeDeadLetter(_ task: TaskItem<PipelineTask>, error: String, attempts: Int) {
+        var letter = JSONObjectWriter()
+        letter.add("id", task.id)
+        switch task.targetId {
+        case .integer(let value): letter.add("targetId", value)
+        case .string(let value): letter.add("targetId", value as String?)
+        }
+        letter.add("source", task.payload.source)
+        letter.add("seq", task.payload.seq)
+        letter.add("input", raw: isJSON(task.payload.raw) ? task.payload.raw : quote(task.payload.raw))
+        letter.add("error", error)
+        letter.add("attempts", attempts)
+        deadLetters?.write(bytes: letter.finished)
+    }
+
+    func writeResult(_ task: TaskItem<PipelineTask>, status: String, attempts: Int, error: String?) {
         counters.finished.add(1, ordering: .relaxed)
         guard let results else { return }
         let log = task.payload.log.snapshot
@@ -538,7 +694,7 @@ public final class Pipeline: Sendable {
         results.write(bytes: record.finished)
     }
 
-    private func isJSON(_ text: String) -> Bool {
+    func isJSON(_ text: String) -> Bool {
         (try? JSONParser.parse(text)) != nil
     }
 }
@@ -567,6 +723,12 @@ public final class PipelineStop: Sendable {
         }
         if calls > 0 { action(calls > 1) }
     }
+}
+
+/// A value passed across a concurrency boundary that its type does not know is safe.
+struct UncheckedBox<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 final class Box<Value>: @unchecked Sendable {

@@ -17,6 +17,37 @@ public struct PipelineTask: Sendable {
     public let log: AttemptLog
     /// Set for tasks of a spool-directory batch file: told when the task is final.
     public let batch: BatchTracker?
+    /// Set for a task of the durable queue: its row and what its earlier attempts left.
+    let durable: DurableRecord?
+
+    init(
+        source: String, seq: UInt64, executor: Int, payload: String, raw: String, log: AttemptLog,
+        batch: BatchTracker?, durable: DurableRecord? = nil
+    ) {
+        self.source = source
+        self.seq = seq
+        self.executor = executor
+        self.payload = payload
+        self.raw = raw
+        self.log = log
+        self.batch = batch
+        self.durable = durable
+    }
+}
+
+/// A durable task's row and attempt count, carried beside it through the scheduler.
+final class DurableRecord: Sendable {
+    let row: Int64
+    /// Attempts made so far, across runs.
+    let attempts: Atomic<Int>
+    /// Unix milliseconds before which the task must not run (its persisted backoff).
+    let notBefore: Int64
+
+    init(row: Int64, attempts: Int, notBefore: Int64) {
+        self.row = row
+        self.attempts = Atomic(attempts)
+        self.notBefore = notBefore
+    }
 }
 
 /// What the last attempt of a task did, in wall-clock Unix nanoseconds (one clock for the host).
@@ -59,9 +90,22 @@ public final class BatchTracker: Sendable {
     }
 
     let state = Mutex(State())
+    /// The batch file's name in its folder.
+    let name: String
     let done: @Sendable (_ failed: Int) -> Void
 
-    init(done: @escaping @Sendable (Int) -> Void) { self.done = done }
+    init(name: String, done: @escaping @Sendable (Int) -> Void) {
+        self.name = name
+        self.done = done
+    }
+
+    /// A batch resumed from the durable queue: `pending` tasks still queued, `failed` dead.
+    func resume(pending: Int, failed: Int) {
+        state.withLock {
+            $0.pending += pending
+            $0.failed += failed
+        }
+    }
 
     func added() { state.withLock { $0.pending += 1 } }
 

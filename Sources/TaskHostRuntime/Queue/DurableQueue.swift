@@ -1,0 +1,496 @@
+import CSQLite
+import Dispatch
+import Foundation
+import Synchronization
+import TaskHostScheduler
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where and how a pipeline's durable queue is kept (`queue:` in the configuration).
+public struct QueueSettings: Sendable {
+    /// When a commit is on disk.
+    public enum Synchronous: String, Sendable, CaseIterable {
+        /// A committed task survives a crash of the host (`kill -9`); the last commits before a
+        /// power loss or kernel crash may be lost (SQLite WAL with `synchronous=NORMAL`).
+        case normal
+        /// A committed task also survives a power loss: every group commit waits for fsync.
+        case full
+    }
+
+    /// The SQLite file.
+    public var path: String
+    public var synchronous: Synchronous = .normal
+    /// Finished tasks stay this long (for `status` and inspection), then are deleted.
+    public var retainFinished: Duration = .seconds(300)
+    /// The largest the file may grow; past it, intake stops with a clear error (as on a full disk).
+    public var maxSizeMB: Int?
+
+    public init(path: String) { self.path = path }
+
+    /// The default: `.taskhost/<config name>/queue.db` beside the configuration file.
+    public static func defaultPath(forConfig file: String) -> String {
+        let url = URL(fileURLWithPath: file)
+        let name = url.deletingPathExtension().lastPathComponent
+        let folder = url.deletingLastPathComponent().path
+        let relative = (file as NSString).deletingLastPathComponent
+        let base = relative.isEmpty ? "." : (file.hasPrefix("/") ? folder : relative)
+        return base + "/.taskhost/" + name + "/queue.db"
+    }
+}
+
+/// A queue that cannot be used: it names the file and says what to do.
+public struct QueueError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var message: String
+    public var remedy: String
+
+    public var description: String { "\(path): \(message)\n  \(remedy)" }
+
+    init(path: String, message: String, remedy: String) {
+        self.path = path
+        self.message = message
+        self.remedy = remedy
+    }
+
+    init(path: String, _ error: SQLiteError) {
+        self.path = path
+        if error.isFull {
+            message = "the queue is full (the disk or queue.maxSizeMB): \(error.message); intake stopped"
+            remedy = "free disk space or raise queue.maxSizeMB, then run again; every committed task is kept"
+        } else if error.isCorrupt {
+            message = "the queue file is corrupted: \(error.message); it was left unchanged"
+            remedy =
+                "restore it from a backup, or move it away to start with an empty queue (its tasks would be lost)"
+        } else if error.isReadOnly {
+            message = "cannot write the queue file: \(error.message)"
+            remedy = "make the file and its folder writable by this user, or set queue.path to a writable place"
+        } else if error.isBusy {
+            message = "the queue is locked by another process: \(error.message)"
+            remedy = "try again; if it persists, check which process holds the file"
+        } else {
+            message = "SQLite failed: \(error.description)"
+            remedy = "check the file and its folder, then run again"
+        }
+    }
+}
+
+/// The states of a task row.
+enum TaskState: Int64 {
+    case queued = 0
+    case running = 1
+    case succeeded = 2
+    case dead = 3
+}
+
+/// A task as a source hands it to the queue.
+struct NewTask: Sendable {
+    var source: String
+    var seq: UInt64
+    var taskId: String?
+    var target: TargetID?
+    var executor: String?
+    var priority: Int
+    var payload: String?
+    var raw: String
+    var batch: String?
+    /// Set for an input that could not be read: stored as a dead letter with this reason.
+    var rejected: String?
+}
+
+/// A queued task as the queue gives it back.
+struct StoredTask: Sendable {
+    var row: Int64
+    var source: String
+    var seq: UInt64
+    var taskId: String?
+    var target: TargetID
+    var executor: String
+    var priority: Int
+    var payload: String
+    var raw: String
+    var batch: String?
+    var attempts: Int
+    /// Unix milliseconds before which the task must not run (its backoff), 0 for none.
+    var notBefore: Int64
+}
+
+/// How far a file source has read: the byte after the last committed line.
+struct Checkpoint: Sendable {
+    var source: String
+    var file: String
+    var device: Int64
+    var inode: Int64
+    var offset: Int64
+    var complete: Bool
+}
+
+extension TargetID {
+    var storedKind: Int64 {
+        if case .integer = self { return 1 }
+        return 0
+    }
+    var storedText: String { description }
+
+    init?(kind: Int64, text: String?) {
+        guard let text else { return nil }
+        if kind == 1, let value = Int64(text) {
+            self = .integer(value)
+        } else {
+            self = .string(text)
+        }
+    }
+}
+
+func unixMilliseconds() -> Int64 { unixNanoseconds() / 1_000_000 }
+
+/// The embedded durable queue: one SQLite file in WAL mode. Every write goes through one serial
+/// queue that commits whatever accumulated while the previous commit ran (group commit): a
+/// durable task costs a row, not a disk sync.
+public final class DurableQueue: @unchecked Sendable {
+    public let path: String
+    let settings: QueueSettings
+    /// Used only on `serial` (and in `init`).
+    private let db: SQLiteDatabase
+    private let serial = DispatchQueue(label: "taskhost.queue")
+    private let pending = Mutex(Pending())
+    /// Called on the commit thread just before each commit: flushes the sinks, so that a line
+    /// about a task is written before the task's new state is committed.
+    let beforeCommit = Mutex<(@Sendable () -> Void)?>(nil)
+    /// The host's lock (`flock` on `queue.db.lock`), held for the life of a run.
+    private var lockDescriptor: Int32 = -1
+
+    /// A write and its completion; both run on the commit thread only.
+    struct Op: @unchecked Sendable {
+        var body: (SQLiteDatabase) throws -> Void
+        var done: ((QueueError?) -> Void)?
+    }
+
+    struct Pending {
+        var ops: [Op] = []
+        var scheduled = false
+        var failure: QueueError?
+    }
+
+    static let schemaVersion: Int64 = 1
+
+    /// Opens (creating it and its folder if needed) and checks the queue.
+    /// - Parameter host: take the host lock; fails when another host runs on this queue.
+    public init(settings: QueueSettings, host: Bool) throws(QueueError) {
+        path = settings.path
+        self.settings = settings
+        let folder = (path as NSString).deletingLastPathComponent
+        let manager = FileManager.default
+        if !folder.isEmpty, !manager.fileExists(atPath: folder) {
+            do {
+                try manager.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            } catch {
+                throw QueueError(
+                    path: path, message: "cannot create the state folder \(folder): \(error.localizedDescription)",
+                    remedy: "make its parent writable, or set queue.path to a writable place")
+            }
+        }
+        if manager.fileExists(atPath: path), access(path, W_OK) != 0 {
+            throw QueueError(
+                path: path, message: "cannot write the queue file: \(String(cString: strerror(errno)))",
+                remedy: "make the file and its folder writable by this user, or set queue.path to a writable place")
+        }
+        let path = self.path
+        do {
+            db = try SQLiteDatabase(path: path)
+        } catch {
+            throw QueueError(path: path, error)
+        }
+        do {
+            try db.execute("PRAGMA busy_timeout = 10000")
+            // Reading the header: a file that is not a database fails here.
+            let version = try db.integer("PRAGMA user_version") ?? 0
+            if version > Self.schemaVersion {
+                throw QueueError(
+                    path: path,
+                    message: "the queue was written by a newer taskhost (schema \(version), this one knows \(Self.schemaVersion))",
+                    remedy: "run it with that newer taskhost, or set queue.path to a new file")
+            }
+            if let check = try db.text("PRAGMA quick_check"), check != "ok" {
+                throw QueueError(
+                    path: path, message: "the queue file is corrupted: \(check); it was left unchanged",
+                    remedy:
+                        "restore it from a backup, or move it away to start with an empty queue (its tasks would be lost)"
+                )
+            }
+            if version == 0 {
+                try db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            }
+            _ = try db.text("PRAGMA journal_mode = WAL")
+            try db.execute("PRAGMA synchronous = \(settings.synchronous == .full ? "FULL" : "NORMAL")")
+            if let megabytes = settings.maxSizeMB {
+                let pageSize = try db.integer("PRAGMA page_size") ?? 4096
+                let pages = max(16, Int64(megabytes) * 1_048_576 / pageSize)
+                _ = try db.integer("PRAGMA max_page_count = \(pages)")
+            }
+            if version == 0 { try createSchema() }
+        } catch let error as QueueError {
+            throw error
+        } catch let error as SQLiteError {
+            throw QueueError(path: path, error)
+        } catch {
+            throw QueueError(path: path, message: "\(error)", remedy: "check the file")
+        }
+        if host { try takeHostLock() }
+    }
+
+    deinit {
+        if lockDescriptor >= 0 { close(lockDescriptor) }
+    }
+
+    private func createSchema() throws(SQLiteError) {
+        try db.execute(
+            """
+            BEGIN IMMEDIATE;
+            CREATE TABLE IF NOT EXISTS tasks(
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                state INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                task_id TEXT,
+                target_kind INTEGER NOT NULL DEFAULT 0,
+                target TEXT,
+                executor TEXT,
+                priority INTEGER NOT NULL DEFAULT 0,
+                payload TEXT,
+                raw TEXT NOT NULL,
+                batch TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                not_before INTEGER NOT NULL DEFAULT 0,
+                enqueued_at INTEGER NOT NULL,
+                started_at INTEGER,
+                finished_at INTEGER,
+                error TEXT,
+                output TEXT);
+            CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
+            CREATE INDEX IF NOT EXISTS tasks_by_target ON tasks(target, target_kind, state);
+            CREATE TABLE IF NOT EXISTS targets(
+                target_kind INTEGER NOT NULL, target TEXT NOT NULL, parked INTEGER NOT NULL, reason TEXT,
+                PRIMARY KEY(target, target_kind));
+            CREATE TABLE IF NOT EXISTS sources(name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS checkpoints(
+                source TEXT NOT NULL, file TEXT NOT NULL, device INTEGER NOT NULL, inode INTEGER NOT NULL,
+                offset INTEGER NOT NULL, complete INTEGER NOT NULL, PRIMARY KEY(source, file));
+            CREATE TABLE IF NOT EXISTS commands(
+                id INTEGER PRIMARY KEY AUTOINCREMENT, verb TEXT NOT NULL, target_kind INTEGER NOT NULL,
+                target TEXT NOT NULL, applied INTEGER NOT NULL DEFAULT 0, result TEXT);
+            PRAGMA user_version = \(Self.schemaVersion);
+            COMMIT;
+            """)
+    }
+
+    // MARK: The host lock
+
+    var lockPath: String { path + ".lock" }
+
+    private func takeHostLock() throws(QueueError) {
+        let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw QueueError(
+                path: lockPath, message: "cannot open the lock file: \(String(cString: strerror(errno)))",
+                remedy: "make the state folder writable")
+        }
+        if flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
+            close(descriptor)
+            let pid = hostPID().map { " (pid \($0))" } ?? ""
+            throw QueueError(
+                path: path, message: "another taskhost\(pid) is running on this queue",
+                remedy: "stop it first, or give this pipeline its own queue.path")
+        }
+        ftruncate(descriptor, 0)
+        let text = "\(getpid())\n"
+        _ = text.withCString { write(descriptor, $0, strlen($0)) }
+        lockDescriptor = descriptor
+    }
+
+    /// The pid of the host running on this queue, or nil when none is.
+    public func hostPID() -> Int32? {
+        let descriptor = open(lockPath, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        if flock(descriptor, LOCK_SH | LOCK_NB) == 0 {
+            flock(descriptor, LOCK_UN)
+            return nil
+        }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = read(descriptor, &buffer, 31)
+        guard count > 0 else { return -1 }
+        return Int32(String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+            ?? -1
+    }
+
+    // MARK: Group commit
+
+    /// Queues a write; `done` runs on the commit thread once it is committed (nil) or failed.
+    func submit(_ body: @escaping (SQLiteDatabase) throws -> Void, done: ((QueueError?) -> Void)? = nil) {
+        let (schedule, failure) = pending.withLock { pending -> (Bool, QueueError?) in
+            if let failure = pending.failure { return (false, failure) }
+            pending.ops.append(Op(body: body, done: done))
+            defer { pending.scheduled = true }
+            return (!pending.scheduled, nil)
+        }
+        if let failure {
+            done?(failure)
+            return
+        }
+        if schedule { serial.async { self.commitLoop() } }
+    }
+
+    /// Runs `body` inside the next group commit and returns its result once committed.
+    @discardableResult
+    func perform<T: Sendable>(_ body: @escaping (SQLiteDatabase) throws -> T) async throws(QueueError) -> T {
+        let result: Result<T, QueueError> = await withCheckedContinuation { continuation in
+            nonisolated(unsafe) var value: T?
+            submit(
+                { db in value = try body(db) },
+                done: { error in
+                    if let error {
+                        continuation.resume(returning: .failure(error))
+                    } else {
+                        continuation.resume(returning: .success(value!))
+                    }
+                })
+        }
+        return try result.get()
+    }
+
+    /// The error that stopped the queue, if any (a full disk).
+    var failure: QueueError? { pending.withLock { $0.failure } }
+
+    private func commitLoop() {
+        while true {
+            let ops = pending.withLock { pending -> [Op] in
+                let ops = pending.ops
+                pending.ops.removeAll(keepingCapacity: true)
+                if ops.isEmpty { pending.scheduled = false }
+                return ops
+            }
+            if ops.isEmpty { return }
+            var failure: QueueError?
+            do {
+                try db.execute("BEGIN IMMEDIATE")
+                for op in ops { try op.body(db) }
+                beforeCommit.withLock { $0 }?()
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                let queueError =
+                    (error as? SQLiteError).map { QueueError(path: path, $0) }
+                    ?? QueueError(path: path, message: "\(error)", remedy: "check the queue file")
+                failure = queueError
+                if let sqlite = error as? SQLiteError, sqlite.isFull || sqlite.isCorrupt || sqlite.isReadOnly {
+                    pending.withLock { $0.failure = queueError }
+                }
+            }
+            for op in ops { op.done?(failure) }
+        }
+    }
+
+    /// Runs `body` in one transaction, now, on the commit thread (for the command-line tools).
+    func transaction<T>(_ body: (SQLiteDatabase) throws -> T) throws(QueueError) -> T {
+        let path = self.path
+        let result: Result<T, QueueError> = serial.sync {
+            do {
+                try db.execute("BEGIN IMMEDIATE")
+                let value = try body(db)
+                try db.execute("COMMIT")
+                return .success(value)
+            } catch {
+                try? db.execute("ROLLBACK")
+                if let error = error as? QueueError { return .failure(error) }
+                if let error = error as? SQLiteError { return .failure(QueueError(path: path, error)) }
+                return .failure(QueueError(path: path, message: "\(error)", remedy: "check the queue file"))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Folds the write-ahead log back into the file and truncates it (at the end of a run).
+    func checkpointWAL() {
+        serial.sync { _ = try? db.text("PRAGMA wal_checkpoint(TRUNCATE)") }
+    }
+
+    // MARK: Statements shared by the host and the tools
+
+    static func insert(_ tasks: [NewTask], into db: SQLiteDatabase, now: Int64) throws {
+        let statement = try db.statement(
+            """
+            INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
+                batch, enqueued_at, finished_at, error)
+            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        var nextSeq: [String: UInt64] = [:]
+        for task in tasks {
+            statement.reset()
+            let dead = task.rejected != nil
+            try statement.bind([
+                .integer((dead ? TaskState.dead : TaskState.queued).rawValue), .text(task.source),
+                .integer(Int64(task.seq)), .optional(task.taskId), .integer(task.target?.storedKind ?? 0),
+                .optional(task.target?.storedText), .optional(task.executor), .int(task.priority),
+                .optional(task.payload), .text(task.raw), .optional(task.batch), .integer(now),
+                dead ? .integer(now) : .null, .optional(task.rejected),
+            ])
+            _ = try statement.step()
+            nextSeq[task.source] = max(nextSeq[task.source] ?? 0, task.seq + 1)
+        }
+        for (source, next) in nextSeq {
+            try db.run(
+                """
+                INSERT INTO sources(name, next_seq) VALUES(?, ?)
+                ON CONFLICT(name) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)
+                """, [.text(source), .integer(Int64(next))])
+        }
+    }
+
+    static func save(_ checkpoint: Checkpoint, into db: SQLiteDatabase) throws {
+        try db.run(
+            "INSERT OR REPLACE INTO checkpoints(source, file, device, inode, offset, complete) VALUES(?, ?, ?, ?, ?, ?)",
+            [
+                .text(checkpoint.source), .text(checkpoint.file), .integer(checkpoint.device),
+                .integer(checkpoint.inode), .integer(checkpoint.offset), .integer(checkpoint.complete ? 1 : 0),
+            ])
+    }
+
+    /// Sets or clears a target's parked flag.
+    static func setParked(_ target: TargetID, _ parked: Bool, reason: String?, in db: SQLiteDatabase) throws {
+        if parked {
+            try db.run(
+                "INSERT OR REPLACE INTO targets(target_kind, target, parked, reason) VALUES(?, ?, 1, ?)",
+                [.integer(target.storedKind), .text(target.storedText), .optional(reason)])
+        } else {
+            try db.run(
+                "DELETE FROM targets WHERE target_kind = ? AND target = ?",
+                [.integer(target.storedKind), .text(target.storedText)])
+        }
+    }
+
+    static func readTask(_ statement: SQLiteStatement) -> StoredTask? {
+        guard let target = TargetID(kind: statement.int(4), text: statement.text(5)) else { return nil }
+        return StoredTask(
+            row: statement.int(0), source: statement.text(1) ?? "", seq: UInt64(max(0, statement.int(2))),
+            taskId: statement.text(3), target: target, executor: statement.text(6) ?? "",
+            priority: Int(statement.int(7)), payload: statement.text(8) ?? "null", raw: statement.text(9) ?? "",
+            batch: statement.text(10), attempts: Int(statement.int(11)), notBefore: statement.int(12))
+    }
+
+    static let taskColumns =
+        "id, source, seq, task_id, target_kind, target, executor, priority, payload, raw, batch, attempts, not_before"
+
+    /// Queued tasks after `row`, in arrival order.
+    static func queued(after row: Int64, limit: Int, in db: SQLiteDatabase) throws -> [StoredTask] {
+        let statement = try db.statement(
+            "SELECT \(taskColumns) FROM tasks WHERE state = 0 AND id > ? ORDER BY id LIMIT ?")
+        try statement.bind([.integer(row), .int(limit)])
+        var tasks: [StoredTask] = []
+        while try statement.step() {
+            if let task = readTask(statement) { tasks.append(task) }
+        }
+        return tasks
+    }
+}

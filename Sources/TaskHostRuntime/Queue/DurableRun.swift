@@ -1,0 +1,205 @@
+import Foundation
+import Logging
+import Synchronization
+import TaskHostScheduler
+
+/// The state of one run on the durable queue: what was fed to the scheduler, the parked
+/// targets, the batch files in flight, and the wake-up of the feed.
+final class DurableRun: Sendable {
+    let queue: DurableQueue
+    let executorIndex: [String: Int]
+    let logger: Logger
+
+    struct FeedState {
+        /// The last row handed to the scheduler (rows are fed in arrival order).
+        var lastFed: Int64 = 0
+        /// Parked targets, with the first row the feed skipped for each (left in the queue).
+        var parked: [TargetID: Int64?] = [:]
+        /// Rows of released targets to feed before the rest.
+        var refeed: [StoredTask] = []
+        var sourcesDone = false
+        var stopped = false
+        var generation: UInt64 = 0
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    let feed = Mutex(FeedState())
+    /// Batch files of spool sources still in flight, by "source/name".
+    let trackers = Mutex<[String: BatchTracker]>([:])
+    /// Set when the queue failed (a full disk): the run stops with this error.
+    let failure = Mutex<QueueError?>(nil)
+    /// Set once a shutdown began: an attempt cut off goes back to the queue unchanged.
+    let stopping = Atomic<Bool>(false)
+    /// Tasks fed before their persisted backoff ended (not retries: they did not run).
+    let notDue = Atomic<Int>(0)
+    /// Rows whose attempts an operator's release reset, for the scheduler's copy of them.
+    let resetAttempts = Mutex<Set<Int64>>([])
+    let onFailure: @Sendable (QueueError) -> Void
+
+    init(
+        queue: DurableQueue, executors: [String], logger: Logger, onFailure: @escaping @Sendable (QueueError) -> Void
+    ) {
+        self.queue = queue
+        self.executorIndex = Dictionary(executors.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        self.logger = logger
+        self.onFailure = onFailure
+    }
+
+    /// Puts back the tasks a dead host was running and loads the parked targets. Returns how
+    /// many tasks were put back.
+    func recover() throws(QueueError) -> Int {
+        let (reclaimed, parked) = try queue.transaction { db -> (Int, [TargetID]) in
+            let reclaimed = try db.run("UPDATE tasks SET state = 0 WHERE state = 1")
+            let statement = try db.statement("SELECT target_kind, target FROM targets WHERE parked = 1")
+            var parked: [TargetID] = []
+            while try statement.step() {
+                if let target = TargetID(kind: statement.int(0), text: statement.text(1)) { parked.append(target) }
+            }
+            return (reclaimed, parked)
+        }
+        feed.withLock { state in
+            for target in parked { state.parked[target] = .some(nil) }
+        }
+        return reclaimed
+    }
+
+    func fail(_ error: QueueError) {
+        let first = failure.withLock { failure -> Bool in
+            defer { if failure == nil { failure = error } }
+            return failure == nil
+        }
+        if first {
+            logger.critical("\(error.message)", metadata: ["queue": "\(error.path)", "remedy": "\(error.remedy)"])
+            onFailure(error)
+        }
+    }
+
+    /// New rows were committed (by a source, a release, or another process): wake the feed.
+    func arrived() {
+        let waiter = feed.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.generation &+= 1
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    func sourcesFinished() {
+        feed.withLock { $0.sourcesDone = true }
+        arrived()
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        feed.withLock { $0.stopped = true }
+        arrived()
+    }
+
+    private func waitForArrival(after generation: UInt64) async {
+        await withCheckedContinuation { continuation in
+            let now = feed.withLock { state -> Bool in
+                if state.generation != generation || state.stopped { return true }
+                state.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// The next rows to feed, in order; empty when the feed is over.
+    func nextRows() async -> [StoredTask] {
+        while true {
+            let (after, generation, done, stopped, refeed) = feed.withLock { state in
+                defer { state.refeed.removeAll() }
+                return (state.lastFed, state.generation, state.sourcesDone, state.stopped, state.refeed)
+            }
+            if stopped || failure.withLock({ $0 != nil }) { return [] }
+            if !refeed.isEmpty { return refeed }
+            let rows: [StoredTask]
+            do {
+                rows = try await queue.perform { db in try DurableQueue.queued(after: after, limit: 512, in: db) }
+            } catch {
+                fail(error)
+                return []
+            }
+            if let last = rows.last {
+                // Rows of parked targets stay in the queue; the first skipped one is remembered.
+                let kept = feed.withLock { state -> [StoredTask] in
+                    state.lastFed = max(state.lastFed, last.row)
+                    return rows.filter { row in
+                        guard let skipped = state.parked[row.target] else { return true }
+                        if skipped == nil { state.parked[row.target] = .some(row.row) }
+                        return false
+                    }
+                }
+                if kept.isEmpty { continue }
+                return kept
+            }
+            if done { return [] }
+            await waitForArrival(after: generation)
+        }
+    }
+
+    // MARK: Operator commands
+
+    /// Marks a target parked: the feed leaves its later rows in the queue.
+    func parked(_ target: TargetID) {
+        feed.withLock { state in
+            if state.parked[target] == nil { state.parked[target] = .some(nil) }
+        }
+    }
+
+    /// Un-parks a target; the rows the feed skipped are fed next. Call inside a queue transaction.
+    func released(_ target: TargetID, in db: SQLiteDatabase) throws {
+        let (skipped, lastFed) = feed.withLock { state -> (Int64??, Int64) in
+            defer { state.parked[target] = nil }
+            return (state.parked[target], state.lastFed)
+        }
+        guard case .some(.some(let first)) = skipped else { return }
+        let statement = try db.statement(
+            """
+            SELECT \(DurableQueue.taskColumns) FROM tasks
+            WHERE target = ? AND target_kind = ? AND state = 0 AND id >= ? AND id <= ? ORDER BY id
+            """)
+        try statement.bind([.text(target.storedText), .integer(target.storedKind), .integer(first), .integer(lastFed)])
+        var rows: [StoredTask] = []
+        while try statement.step() {
+            if let row = DurableQueue.readTask(statement) { rows.append(row) }
+        }
+        feed.withLock { $0.refeed.append(contentsOf: rows) }
+    }
+}
+
+/// The scheduler's input on the durable queue: committed rows, in arrival order.
+struct QueueFeed: AsyncSequence, Sendable {
+    typealias Element = TaskItem<PipelineTask>
+    let run: DurableRun
+    let makeTask: @Sendable (StoredTask) -> TaskItem<PipelineTask>?
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let run: DurableRun
+        let makeTask: @Sendable (StoredTask) -> TaskItem<PipelineTask>?
+        var rows: [StoredTask] = []
+        var index = 0
+
+        mutating func next() async -> TaskItem<PipelineTask>? {
+            while true {
+                while index < rows.count {
+                    defer { index += 1 }
+                    if let task = makeTask(rows[index]) { return task }
+                }
+                rows = await run.nextRows()
+                index = 0
+                if rows.isEmpty { return nil }
+            }
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(run: run, makeTask: makeTask) }
+}
+
+/// Thrown for a task fed before its persisted backoff ends: the scheduler holds its target and
+/// tries again after the rest of the delay, without running it.
+struct NotDueYet: Error, CustomStringConvertible {
+    var description: String { "backing off" }
+}
