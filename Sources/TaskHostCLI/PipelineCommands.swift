@@ -11,8 +11,9 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             The first SIGINT or SIGTERM stops intake and gives running tasks the grace period \
             (shutdown.gracePeriodMs, 10 s by default); a second one stops at once. Exit codes: 0 every \
-            task succeeded; 1 some tasks were dead-lettered, parked, rejected or cut off by shutdown; 2 the \
-            configuration is wrong.
+            task succeeded (or stays in the durable queue); 1 some tasks were dead-lettered, parked, rejected \
+            or cut off by shutdown; 2 the configuration is wrong or the queue cannot be opened; 3 the queue \
+            failed during the run (a full disk).
             """)
 
     @Argument(help: "The pipeline's configuration (YAML or JSON).")
@@ -45,8 +46,10 @@ struct RunCommand: AsyncParsableCommand {
         let line =
             "taskhost: \(summary.admitted) tasks in \(String(format: "%.2f", summary.seconds)) s: \(summary.succeeded) succeeded, "
             + "\(summary.deadLettered) dead-lettered, \(summary.parked) parked, \(summary.cancelled) cancelled, "
-            + "\(summary.rejected) inputs rejected, \(summary.retries) retries\n"
+            + "\(summary.rejected) inputs rejected, \(summary.retries) retries"
+            + (loaded.queue != nil ? ", \(summary.leftQueued) left in the queue\n" : "\n")
         FileHandle.standardError.write(Data(line.utf8))
+        if let error = summary.queueError { printError(error) }
         if summary.exitCode != 0 { throw ExitCode(summary.exitCode) }
     }
 }

@@ -12,11 +12,15 @@ struct TaskHostCommand: AsyncParsableCommand {
         commandName: "taskhost",
         abstract: "Runs executor plugins over streams of tasks, never two tasks of one target at once.",
         discussion: """
-            Exit codes: 0 success (every task succeeded); 1 some tasks were dead-lettered, parked, \
-            rejected or cut off by shutdown, or a plugin check failed; 2 bad configuration or a plugin \
-            that cannot be loaded.
+            Exit codes: 0 success (every task succeeded, or stays queued in the durable queue); 1 some \
+            tasks were dead-lettered, parked, rejected or cut off by shutdown, or a plugin check failed; 2 \
+            bad configuration, a plugin that cannot be loaded, or a queue that cannot be opened; 3 the \
+            durable queue failed during the run (a full disk): intake stopped, committed tasks are kept.
             """,
-        subcommands: [RunCommand.self, CheckCommand.self, PluginCommand.self])
+        subcommands: [
+            RunCommand.self, CheckCommand.self, PluginCommand.self, EnqueueCommand.self, StatusCommand.self,
+            TargetsCommand.self, DeadLettersCommand.self,
+        ])
 }
 
 /// Options shared by the commands that load plugins.

@@ -24,7 +24,9 @@ import Testing
     ) async throws -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments + ["--plugin-path", Paths.builtPlugins]
+        // The commands that load plugins find the ones built beside the tests.
+        let loadsPlugins = ["run", "check", "plugin"].contains(arguments.first ?? "")
+        process.arguments = arguments + (loadsPlugins ? ["--plugin-path", Paths.builtPlugins] : [])
         process.currentDirectoryURL = URL(fileURLWithPath: folder)
         let out = Pipe()
         let err = Pipe()
@@ -250,7 +252,7 @@ import Testing
         #expect(dead.first?["error"] as? String == "no route for $.data.kind = sing and no default executor")
     }
 
-    @Test("SIGTERM drains with the grace period, then cancels; the results say what was cut off")
+    @Test("In memory, SIGTERM drains with the grace period, then cancels; the results say what was cut off")
     func signalDuringRun() async throws {
         let folder = Paths.scratch()
         try Self.write(
@@ -265,6 +267,7 @@ import Testing
               tasks: { kind: file, path: tasks.jsonl, executor: slow }
             results: { path: results.jsonl }
             shutdown: { gracePeriodMs: 200 }
+            queue: memory
             """, to: folder + "/pipeline.yaml")
         let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
             // Wait until both sleeps run, then ask for a stop.

@@ -357,6 +357,7 @@ public final class Pipeline: Sendable {
         if let durable {
             // Unfinished tasks stay queued for the next run, with their attempt counts.
             out.leftQueued = summary.unfinished.count
+            out.parked = summary.parked
             if let queue, durable.failure.withLock({ $0 == nil }) { await compact(durable); queue.checkpointWAL() }
             out.queueError = durable.failure.withLock { $0?.description }
         } else {

@@ -209,7 +209,8 @@ public final class DurableQueue: @unchecked Sendable {
             if version > Self.schemaVersion {
                 throw QueueError(
                     path: path,
-                    message: "the queue was written by a newer taskhost (schema \(version), this one knows \(Self.schemaVersion))",
+                    message:
+                        "the queue was written by a newer taskhost (schema \(version), this one knows \(Self.schemaVersion))",
                     remedy: "run it with that newer taskhost, or set queue.path to a new file")
             }
             if let check = try db.text("PRAGMA quick_check"), check != "ok" {

@@ -263,18 +263,7 @@ extension Pipeline {
 
     /// A dead letter for a row that never reached the scheduler (drained, or its executor gone).
     func writeDeadLetter(_ stored: StoredTask, error: String) {
-        var letter = JSONObjectWriter()
-        letter.add("id", stored.taskId)
-        switch stored.target {
-        case .integer(let value): letter.add("targetId", value)
-        case .string(let value): letter.add("targetId", value as String?)
-        }
-        letter.add("source", stored.source)
-        letter.add("seq", stored.seq)
-        letter.add("input", raw: isJSON(stored.raw) ? stored.raw : quote(stored.raw))
-        letter.add("error", error)
-        letter.add("attempts", stored.attempts)
-        deadLetters?.write(bytes: letter.finished)
+        deadLetters?.write(bytes: deadLetterLine(stored, error: error))
     }
 
     /// Batch files of spool sources that a previous run read (whole or in part): their trackers,
@@ -331,7 +320,9 @@ extension Pipeline {
 
     /// Where a source resumes: its next sequence number, and for a file the offset of the
     /// first line not yet committed (0 when the file was replaced or truncated).
-    func resumePoint(_ source: String, file: String?, run: DurableRun) async -> (seq: UInt64, offset: Int64, complete: Bool) {
+    func resumePoint(_ source: String, file: String?, run: DurableRun) async -> (
+        seq: UInt64, offset: Int64, complete: Bool
+    ) {
         do {
             let (seq, checkpoint) = try await run.queue.perform { db -> (Int64?, Checkpoint?) in
                 let seq = try db.integer("SELECT next_seq FROM sources WHERE name = ?", [.text(source)])
@@ -394,8 +385,10 @@ extension Pipeline {
                 }
                 for (id, verb, target) in commands {
                     let result = try self.apply(verb, target, run: run, scheduler: scheduler, db: db)
-                    self.logger.info("operator command", metadata: ["command": "\(verb) \(target)", "result": "\(result)"])
-                    try db.run("UPDATE commands SET applied = 1, result = ? WHERE id = ?", [.text(result), .integer(id)])
+                    self.logger.info(
+                        "operator command", metadata: ["command": "\(verb) \(target)", "result": "\(result)"])
+                    try db.run(
+                        "UPDATE commands SET applied = 1, result = ? WHERE id = ?", [.text(result), .integer(id)])
                 }
             }
         } catch {

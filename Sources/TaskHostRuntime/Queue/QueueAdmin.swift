@@ -1,0 +1,380 @@
+import Foundation
+import TaskHostScheduler
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The operator's view of a pipeline's durable queue: enqueue, status, targets and dead letters.
+/// Safe while `taskhost run` works on the same queue: writes are short transactions, and a
+/// running host is told (SIGUSR1) to pick up new tasks and apply target commands.
+public final class QueueAdmin: Sendable {
+    public let config: PipelineConfig
+    let queue: DurableQueue
+
+    public init(config: PipelineConfig) throws(ConfigError) {
+        self.config = config
+        guard let settings = config.queue else {
+            throw ConfigError(
+                file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column, key: "queue",
+                message: "this pipeline keeps its tasks in memory (queue: memory): there is no queue to operate",
+                hint: "remove `queue: memory` to use the durable queue")
+        }
+        do {
+            queue = try DurableQueue(settings: settings, host: false)
+        } catch {
+            throw ConfigError(
+                file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column, key: "queue",
+                message: "\(error.path): \(error.message)", hint: error.remedy)
+        }
+    }
+
+    public var path: String { queue.path }
+
+    /// The pid of the host running on this queue, nil when none is.
+    public var hostPID: Int32? { queue.hostPID() }
+
+    /// Wakes a running host: new tasks, or commands to apply.
+    func notifyHost() {
+        if let pid = hostPID, pid > 0 { kill(pid, SIGUSR1) }
+    }
+
+    // MARK: Enqueue
+
+    public struct EnqueueReport: Sendable {
+        public var accepted = 0
+        /// Input lines (1-based) that could not be read, with the reason; kept as dead letters.
+        public var rejected: [(line: Int, reason: String)] = []
+    }
+
+    /// Adds tasks (JSON lines) as `source` would have: same routing, same target id path.
+    public func enqueue(lines: [String], source name: String?) throws(ConfigError) -> EnqueueReport {
+        guard let source = name.map({ name in config.sources.first { $0.name == name } }) ?? config.sources.first else {
+            throw ConfigError(
+                file: config.file, line: nil, column: nil, key: "sources",
+                message: "no source named '\(name ?? "")'",
+                hint: "sources: \(config.sources.map(\.name).joined(separator: ", "))")
+        }
+        let decoder = InputDecoder(
+            source: source, executors: config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
+        let executors = config.executors.map(\.name)
+        var report = EnqueueReport()
+        let sink = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
+        do {
+            try queue.transaction { db in
+                var seq = UInt64(
+                    try db.integer("SELECT next_seq FROM sources WHERE name = ?", [.text(source.name)]) ?? 1)
+                var rows: [NewTask] = []
+                for (index, line) in lines.enumerated()
+                where !line.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) {
+                    switch decoder.decode(line, seq: seq, batch: nil) {
+                    case .success(let item):
+                        rows.append(
+                            NewTask(
+                                source: source.name, seq: seq, taskId: item.id, target: item.targetId,
+                                executor: executors[item.payload.executor], priority: item.priority,
+                                payload: item.payload.payload, raw: line, batch: nil))
+                        report.accepted += 1
+                    case .failure(let rejection):
+                        rows.append(
+                            NewTask(
+                                source: source.name, seq: seq, taskId: nil, target: nil, executor: nil, priority: 0,
+                                payload: nil, raw: line, batch: nil, rejected: rejection.reason))
+                        report.rejected.append((index + 1, rejection.reason))
+                        var record = JSONObjectWriter()
+                        record.add("source", source.name)
+                        record.add("seq", seq)
+                        if (try? JSONParser.parse(line)) != nil {
+                            record.add("input", raw: line)
+                        } else {
+                            record.add("input", line)
+                        }
+                        record.add("error", rejection.reason)
+                        record.add("attempts", 0)
+                        sink?.write(bytes: record.finished)
+                    }
+                    seq += 1
+                }
+                try DurableQueue.insert(rows, into: db, now: unixMilliseconds())
+            }
+        } catch {
+            throw ConfigError(
+                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
+        }
+        sink?.flush()
+        notifyHost()
+        return report
+    }
+
+    // MARK: Status
+
+    public struct Status: Sendable, Codable {
+        public var path: String
+        public var hostPID: Int32?
+        public var queued = 0
+        public var backingOff = 0
+        public var running = 0
+        public var succeeded = 0
+        public var deadLetters = 0
+        public var busyTargets: [String] = []
+        public var backedOffTargets: [String] = []
+        public var parkedTargets: [String] = []
+        /// The oldest waiting task: its row, target and age in seconds.
+        public var oldestRow: Int64?
+        public var oldestTarget: String?
+        public var oldestAgeSeconds: Double?
+        public var fileBytes: Int64 = 0
+    }
+
+    public func status(listLimit: Int = 20) throws(ConfigError) -> Status {
+        var status = Status(path: queue.path, hostPID: hostPID)
+        let now = unixMilliseconds()
+        do {
+            try queue.transaction { db in
+                let counts = try db.statement("SELECT state, count(*) FROM tasks GROUP BY state")
+                while try counts.step() {
+                    let count = Int(counts.int(1))
+                    switch TaskState(rawValue: counts.int(0)) {
+                    case .queued: status.queued = count
+                    case .running: status.running = count
+                    case .succeeded: status.succeeded = count
+                    case .dead: status.deadLetters = count
+                    case nil: break
+                    }
+                }
+                status.backingOff = Int(
+                    try db.integer("SELECT count(*) FROM tasks WHERE state = 0 AND not_before > ?", [.integer(now)])
+                        ?? 0)
+                func targets(_ sql: String, _ bindings: [SQLiteValue] = []) throws -> [String] {
+                    let statement = try db.statement(sql)
+                    try statement.bind(bindings)
+                    var names: [String] = []
+                    while try statement.step() {
+                        let name = statement.text(1) ?? ""
+                        names.append(statement.int(0) == 1 ? name : "\"\(name)\"")
+                    }
+                    return names
+                }
+                status.busyTargets = try targets(
+                    "SELECT DISTINCT target_kind, target FROM tasks WHERE state = 1 LIMIT ?", [.int(listLimit)])
+                status.backedOffTargets = try targets(
+                    "SELECT DISTINCT target_kind, target FROM tasks WHERE state = 0 AND not_before > ? LIMIT ?",
+                    [.integer(now), .int(listLimit)])
+                status.parkedTargets = try targets(
+                    "SELECT target_kind, target FROM targets WHERE parked = 1 LIMIT ?", [.int(listLimit)])
+                let oldest = try db.statement(
+                    "SELECT id, target_kind, target, enqueued_at FROM tasks WHERE state = 0 ORDER BY id LIMIT 1")
+                if try oldest.step() {
+                    status.oldestRow = oldest.int(0)
+                    let name = oldest.text(2) ?? ""
+                    status.oldestTarget = oldest.int(1) == 1 ? name : "\"\(name)\""
+                    status.oldestAgeSeconds = Double(now - oldest.int(3)) / 1000
+                }
+                oldest.reset()
+                status.fileBytes =
+                    (try db.integer("PRAGMA page_count") ?? 0) * (try db.integer("PRAGMA page_size") ?? 4096)
+            }
+        } catch {
+            throw ConfigError(
+                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
+        }
+        return status
+    }
+
+    // MARK: Targets
+
+    public enum TargetVerb: String, Sendable, CaseIterable {
+        case park, release, drain
+    }
+
+    /// A target id as typed: an integer when it reads as one and the queue knows it as one.
+    func target(_ text: String) throws -> TargetID {
+        guard let number = Int64(text) else { return .string(text) }
+        let known = try queue.transaction { db in
+            try db.integer("SELECT count(*) FROM tasks WHERE target_kind = 0 AND target = ? LIMIT 1", [.text(text)])
+        }
+        return (known ?? 0) > 0 ? .string(text) : .integer(number)
+    }
+
+    /// Parks, releases or drains a target. With a host running, the host applies it (to the
+    /// tasks it holds too) and answers; otherwise it is applied to the queue here.
+    public func target(_ verb: TargetVerb, _ text: String) throws(ConfigError) -> String {
+        do {
+            let target = try self.target(text)
+            if let pid = hostPID, pid > 0 {
+                let id = try queue.transaction { db -> Int64 in
+                    try db.run(
+                        "INSERT INTO commands(verb, target_kind, target) VALUES(?, ?, ?)",
+                        [.text(verb.rawValue), .integer(target.storedKind), .text(target.storedText)])
+                    return db.lastInsertRowID
+                }
+                kill(pid, SIGUSR1)
+                for _ in 0..<200 {
+                    usleep(50_000)
+                    let result = try queue.transaction { db in
+                        try db.text("SELECT result FROM commands WHERE id = ? AND applied = 1", [.integer(id)])
+                    }
+                    if let result { return "\(result) (applied by the running host, pid \(pid))" }
+                }
+                return "queued for the running host (pid \(pid)), which has not answered within 10 s"
+            }
+            let sink = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
+            let result = try queue.transaction { db -> String in
+                let parked = try QueueTools.isParked(target, in: db)
+                switch verb {
+                case .park:
+                    try DurableQueue.setParked(target, true, reason: "parked by operator", in: db)
+                    return "parked"
+                case .release:
+                    guard parked else { return "not parked" }
+                    try DurableQueue.setParked(target, false, reason: nil, in: db)
+                    if let head = try QueueTools.head(of: target, in: db) {
+                        try db.run("UPDATE tasks SET attempts = 0, not_before = 0 WHERE id = ?", [.integer(head)])
+                    }
+                    return "released"
+                case .drain:
+                    guard parked else { return "not parked: park it first" }
+                    let rows = try QueueTools.drain(target, from: nil, after: 0, in: db)
+                    for row in rows { sink?.write(bytes: deadLetterLine(row, error: "drained by operator")) }
+                    try DurableQueue.setParked(target, false, reason: nil, in: db)
+                    return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
+                }
+            }
+            sink?.flush()
+            return result
+        } catch let error as ConfigError {
+            throw error
+        } catch let error as QueueError {
+            throw ConfigError(
+                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
+        } catch {
+            throw ConfigError(file: queue.path, line: nil, column: nil, key: "", message: "\(error)")
+        }
+    }
+
+    // MARK: Dead letters
+
+    public struct DeadLetter: Sendable, Codable {
+        public var row: Int64
+        public var id: String?
+        public var targetId: String?
+        public var source: String
+        public var seq: UInt64
+        public var attempts: Int
+        public var error: String?
+        public var input: String
+    }
+
+    /// Which dead letters a command acts on: all, some rows, or one target's.
+    public struct Selection: Sendable {
+        public var rows: [Int64] = []
+        public var target: String?
+        public init(rows: [Int64] = [], target: String? = nil) {
+            self.rows = rows
+            self.target = target
+        }
+
+        func clause(_ target: TargetID?) -> (String, [SQLiteValue]) {
+            var sql = "state = 3"
+            var bindings: [SQLiteValue] = []
+            if !rows.isEmpty {
+                sql += " AND id IN (\(rows.map { _ in "?" }.joined(separator: ", ")))"
+                bindings += rows.map { .integer($0) }
+            }
+            if let target {
+                sql += " AND target_kind = ? AND target = ?"
+                bindings += [.integer(target.storedKind), .text(target.storedText)]
+            }
+            return (sql, bindings)
+        }
+    }
+
+    public func deadLetters(_ selection: Selection = Selection(), limit: Int = 1000) throws(ConfigError) -> [DeadLetter]
+    {
+        do {
+            let target = try selection.target.map { try self.target($0) }
+            return try queue.transaction { db in
+                let (clause, bindings) = selection.clause(target)
+                let statement = try db.statement(
+                    "SELECT id, task_id, target_kind, target, source, seq, attempts, error, raw FROM tasks WHERE \(clause) ORDER BY id LIMIT ?"
+                )
+                try statement.bind(bindings + [.int(limit)])
+                var letters: [DeadLetter] = []
+                while try statement.step() {
+                    letters.append(
+                        DeadLetter(
+                            row: statement.int(0), id: statement.text(1), targetId: statement.text(3),
+                            source: statement.text(4) ?? "", seq: UInt64(statement.int(5)),
+                            attempts: Int(statement.int(6)), error: statement.text(7), input: statement.text(8) ?? ""))
+                }
+                return letters
+            }
+        } catch {
+            throw wrap(error)
+        }
+    }
+
+    /// Puts dead letters back at the end of their targets' queues with fresh attempts. Inputs
+    /// that could not be read are left (they would fail again): fix them and enqueue them.
+    public func requeue(_ selection: Selection) throws(ConfigError) -> (requeued: Int, unreadable: Int) {
+        do {
+            let target = try selection.target.map { try self.target($0) }
+            let result = try queue.transaction { db -> (Int, Int) in
+                let (clause, bindings) = selection.clause(target)
+                let unreadable = try db.integer(
+                    "SELECT count(*) FROM tasks WHERE \(clause) AND (target IS NULL OR executor IS NULL)", bindings)
+                let requeued = try db.run(
+                    """
+                    INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
+                        batch, enqueued_at)
+                    SELECT 0, source, seq, task_id, target_kind, target, executor, priority, payload, raw, NULL, ?
+                    FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL ORDER BY id
+                    """, [.integer(unixMilliseconds())] + bindings)
+                try db.run(
+                    "DELETE FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL", bindings)
+                return (requeued, Int(unreadable ?? 0))
+            }
+            notifyHost()
+            return result
+        } catch {
+            throw wrap(error)
+        }
+    }
+
+    /// Deletes dead letters for good.
+    public func purge(_ selection: Selection) throws(ConfigError) -> Int {
+        do {
+            let target = try selection.target.map { try self.target($0) }
+            return try queue.transaction { db in
+                let (clause, bindings) = selection.clause(target)
+                return try db.run("DELETE FROM tasks WHERE \(clause)", bindings)
+            }
+        } catch {
+            throw wrap(error)
+        }
+    }
+
+    private func wrap(_ error: any Error) -> ConfigError {
+        if let error = error as? QueueError {
+            return ConfigError(
+                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
+        }
+        return ConfigError(file: queue.path, line: nil, column: nil, key: "", message: "\(error)")
+    }
+}
+
+/// A dead-letter line for a row the scheduler never held.
+func deadLetterLine(_ stored: StoredTask, error: String) -> [UInt8] {
+    var letter = JSONObjectWriter()
+    letter.add("id", stored.taskId)
+    switch stored.target {
+    case .integer(let value): letter.add("targetId", value)
+    case .string(let value): letter.add("targetId", value as String?)
+    }
+    letter.add("source", stored.source)
+    letter.add("seq", stored.seq)
+    letter.add("input", raw: (try? JSONParser.parse(stored.raw)) != nil ? stored.raw : quote(stored.raw))
+    letter.add("error", error)
+    letter.add("attempts", stored.attempts)
+    return letter.finished
+}

@@ -1,0 +1,418 @@
+import Foundation
+import Testing
+
+@testable import TaskHostRuntime
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The durable queue on the real binary: crashes, restarts, operator commands, bad queue files.
+@Suite struct DurableQueueTests {
+    typealias P = PipelineTests
+
+    /// Starts `taskhost run` in `folder` without waiting for it.
+    static func start(_ arguments: [String], in folder: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: P.binary)
+        process.arguments = arguments + ["--plugin-path", Paths.builtPlugins]
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    static func size(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+    }
+
+    /// Opens a pipeline's queue the way the operator's tools do.
+    static func queue(_ folder: String, config: String = "pipeline.yaml") throws -> DurableQueue {
+        let loaded = try ConfigLoader.load(path: folder + "/" + config, environment: [:])
+        var settings = loaded.queue!
+        if !settings.path.hasPrefix("/") { settings.path = folder + "/" + settings.path }
+        return try DurableQueue(settings: settings, host: false)
+    }
+
+    static func count(_ queue: DurableQueue, _ sql: String) throws -> Int {
+        Int(try queue.transaction { db in try db.integer(sql) } ?? -1)
+    }
+
+    @Test("kill -9 at random points: every task finishes, none lost, re-runs only of running tasks, FIFO kept")
+    func crashes() async throws {
+        let seed =
+            UInt64(ProcessInfo.processInfo.environment["TASKHOST_CRASH_SEED"] ?? "")
+            ?? UInt64.random(in: 1...UInt64(UInt32.max))
+        var random = SeededRandom(seed: seed)
+        let folder = Paths.scratch()
+        let tasks = 20_000
+        let cap = 8
+        var lines: [String] = []
+        for n in 0..<tasks {
+            lines.append(#"{"targetId": "t\#(n % 200)", "id": "task-\#(n)", "data": {"n": \#(n)}}"#)
+        }
+        try P.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            scheduler: { maxConcurrency: \(cap) }
+            executors:
+              archive: { plugin: TargetFile, config: { directory: out/by-target } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: archive }
+            results: { path: out/results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        // A results line is about 200 bytes: kill at random points spread over the run.
+        let lineBytes = 200
+        var kills = 0
+        var points = (0..<4).map { _ in Int(random.next() % UInt64(tasks * 9 / 10)) * lineBytes }.sorted()
+        while true {
+            let process = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+            guard let point = points.first else {
+                process.waitUntilExit()
+                #expect(process.terminationStatus == 0, "seed \(seed)")
+                break
+            }
+            points.removeFirst()
+            while process.isRunning, Self.size(folder + "/out/results.jsonl") < point {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                kills += 1
+            }
+            process.waitUntilExit()
+        }
+        // Every kill point lies before 90% of the results: each one is reached while a host runs.
+        #expect(kills == 4, "seed \(seed): \(kills) kills")
+
+        // Every task succeeded (a task re-run after a kill may have two lines).
+        let results = try P.records(folder + "/out/results.jsonl")
+        let succeeded = Set(results.filter { $0["status"] as? String == "succeeded" }.map { $0["id"] as! String })
+        #expect(succeeded.count == tasks, "seed \(seed)")
+
+        // The side effects: each target's file lists its executions in order.
+        var executions = 0
+        for target in 0..<200 {
+            let path = folder + "/out/by-target/t\(target).jsonl"
+            let ran = try P.records(path).map { ($0["payload"] as! [String: Any])["n"] as! Int }
+            executions += ran.count
+            // Per-target FIFO across restarts: in order, a re-run only right after its first run.
+            var collapsed: [Int] = []
+            for n in ran where collapsed.last != n { collapsed.append(n) }
+            let expected = Array(stride(from: target, to: tasks, by: 200))
+            #expect(collapsed == expected, "seed \(seed): target t\(target) ran \(ran.prefix(20))...")
+        }
+        print("crash test: seed \(seed), \(kills) kills, \(executions - tasks) tasks ran twice")
+        // Re-executions only of tasks that were running at a kill: at most the cap per kill.
+        #expect(executions - tasks <= cap * kills, "seed \(seed): \(executions - tasks) re-runs over \(kills) kills")
+
+        // No two executions of a target overlap (within each host's life, from the results).
+        var byTarget: [String: [(Int, Int)]] = [:]
+        for record in results {
+            guard let start = record["startedAt"] as? Int, let end = record["finishedAt"] as? Int else { continue }
+            byTarget[record["targetId"] as! String, default: []].append((start, end))
+        }
+        for (target, spans) in byTarget {
+            let sorted = spans.sorted { $0.0 < $1.0 }
+            for (a, b) in zip(sorted, sorted.dropFirst()) {
+                #expect(a.1 <= b.0, "seed \(seed): two executions of \(target) overlap")
+            }
+        }
+        // The queue agrees: nothing queued or running, every task succeeded once.
+        let queue = try Self.queue(folder)
+        #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 2") == tasks)
+        #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state != 2") == 0)
+    }
+
+    @Test("SIGTERM: tasks cut off stay queued with their attempts, and the next run finishes them")
+    func shutdownKeepsTasks() async throws {
+        let folder = Paths.scratch()
+        try P.write(
+            (0..<6).map { #"{"targetId": "t\#($0 % 2)", "id": "k\#($0)", "data": "\#($0)"}"# }.joined(separator: "\n")
+                + "\n",
+            to: folder + "/tasks.jsonl")
+        func config(_ program: String, _ args: String) -> String {
+            """
+            scheduler: { maxConcurrency: 2 }
+            executors:
+              slow: { plugin: Command, config: { program: \(program), args: [\(args)] } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: slow }
+            results: { path: results.jsonl }
+            shutdown: { gracePeriodMs: 200 }
+            """
+        }
+        try P.write(config("/bin/sleep", "\"30\""), to: folder + "/pipeline.yaml")
+        let first = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
+            while (try? Compiler.run("/usr/bin/pgrep", ["-f", "sleep 30"]).output.split(separator: "\n").count) ?? 0 < 2
+            {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            process.terminate()
+        }
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stderr.contains("6 left in the queue"), "\(first.stderr)")
+        let queue = try Self.queue(folder)
+        #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0") == 6)
+        #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0 AND attempts = 1") == 2)
+
+        try P.write(config("/bin/true", ""), to: folder + "/pipeline.yaml")
+        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(second.status == 0, "\(second.stderr)")
+        let results = try P.records(folder + "/results.jsonl")
+        #expect(results.count == 6)
+        #expect(results.allSatisfy { $0["status"] as? String == "succeeded" })
+        // The two cut off in their first attempt run their second now; the file was not re-read.
+        #expect(results.filter { $0["attempts"] as? Int == 2 }.count == 2)
+        #expect(Set(results.map { $0["id"] as! String }).count == 6)
+    }
+
+    @Test("A restart reads only what a file gained since: no task skipped, none read twice")
+    func fileCheckpoint() async throws {
+        let folder = Paths.scratch()
+        let line: (Int) -> String = { #"{"targetId": \#($0 % 3), "id": "f\#($0)", "data": \#($0)}"# }
+        try P.write((0..<10).map(line).joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            results: { path: results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        #expect(try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder).status == 0)
+        let handle = FileHandle(forWritingAtPath: folder + "/tasks.jsonl")!
+        handle.seekToEndOfFile()
+        handle.write(Data(((10..<15).map(line).joined(separator: "\n") + "\n").utf8))
+        try handle.close()
+        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(second.status == 0)
+        #expect(second.stderr.contains("5 tasks"), "\(second.stderr)")
+        let ids = try P.records(folder + "/results.jsonl").map { $0["id"] as! String }
+        #expect(ids.sorted() == (0..<15).map { "f\($0)" }.sorted())
+        let seqs = try P.records(folder + "/results.jsonl").map { $0["seq"] as! Int }
+        #expect(Set(seqs) == Set(1...15))
+    }
+
+    @Test("A corrupted queue file is refused with its path and the remedy, and left unchanged")
+    func corruptedFile() async throws {
+        let folder = Paths.scratch()
+        try P.write(#"{"targetId": 1}"# + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            queue: { path: state/queue.db }
+            """, to: folder + "/pipeline.yaml")
+        try FileManager.default.createDirectory(atPath: folder + "/state", withIntermediateDirectories: true)
+        let garbage = String(repeating: "this is not an SQLite database. ", count: 200)
+        try P.write(garbage, to: folder + "/state/queue.db")
+        for command in [["run", "pipeline.yaml"], ["status", "pipeline.yaml"]] {
+            let run = try await P.taskhost(command, in: folder)
+            #expect(run.status == 2)
+            #expect(run.stderr.contains("state/queue.db"), "\(run.stderr)")
+            #expect(run.stderr.contains("not a database") || run.stderr.contains("corrupted"), "\(run.stderr)")
+            #expect(run.stderr.contains("restore it from a backup"), "\(run.stderr)")
+        }
+        #expect(try String(contentsOfFile: folder + "/state/queue.db", encoding: .utf8) == garbage)
+    }
+
+    @Test("A queue that cannot be created or written is refused with the path and what to do")
+    func unwritable() async throws {
+        let folder = Paths.scratch()
+        try P.write(#"{"targetId": 1}"# + "\n", to: folder + "/tasks.jsonl")
+        try P.write("a file, not a folder", to: folder + "/blocked")
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            queue: { path: blocked/queue.db }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await P.taskhost(["run", "pipeline.yaml"], in: folder)
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("pipeline.yaml:5"), "\(run.stderr)")
+        #expect(run.stderr.contains("blocked/queue.db"), "\(run.stderr)")
+        #expect(run.stderr.contains("set queue.path to a writable place"), "\(run.stderr)")
+        if getuid() != 0 {
+            // Permissions (root ignores them).
+            try FileManager.default.removeItem(atPath: folder + "/blocked")
+            try FileManager.default.createDirectory(atPath: folder + "/blocked", withIntermediateDirectories: true)
+            try P.write("", to: folder + "/blocked/queue.db")
+            chmod(folder + "/blocked/queue.db", 0o444)
+            let denied = try await P.taskhost(["run", "pipeline.yaml"], in: folder)
+            #expect(denied.status == 2)
+            #expect(denied.stderr.contains("cannot write the queue file"), "\(denied.stderr)")
+        }
+    }
+
+    @Test("A full queue stops intake with a clear error; committed tasks are kept and run after")
+    func fullQueue() async throws {
+        let folder = Paths.scratch()
+        let padding = String(repeating: "x", count: 400)
+        let tasks = 6000
+        try P.write(
+            (0..<tasks).map { #"{"targetId": \#($0 % 50), "id": "q\#($0)", "data": "\#(padding)"}"# }
+                .joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        func config(_ megabytes: Int) -> String {
+            """
+            scheduler: { maxConcurrency: 8 }
+            executors:
+              archive: { plugin: TargetFile, config: { directory: out/by-target } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: archive }
+            results: { path: out/results.jsonl }
+            queue: { maxSizeMB: \(megabytes) }
+            """
+        }
+        try P.write(config(1), to: folder + "/pipeline.yaml")
+        let full = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(full.status == 3, "\(full.stderr)")
+        #expect(full.stderr.contains("the queue is full"), "\(full.stderr)")
+        #expect(full.stderr.contains("raise queue.maxSizeMB"), "\(full.stderr)")
+        let before = try P.records(folder + "/out/results.jsonl").count
+        #expect(before < tasks)
+
+        try P.write(config(64), to: folder + "/pipeline.yaml")
+        let rest = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(rest.status == 0, "\(rest.stderr)")
+        let results = try P.records(folder + "/out/results.jsonl")
+        #expect(Set(results.map { $0["id"] as! String }).count == tasks)
+        // Only tasks running when intake stopped could have run twice.
+        #expect(results.count - tasks <= 8)
+    }
+
+    @Test("Operators work on a running host: enqueue wakes it, park holds a target, release resumes it")
+    func operateWhileRunning() async throws {
+        let folder = Paths.scratch()
+        try P.write("", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, follow: true, executor: echo }
+            results: { path: results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+        defer { if host.isRunning { kill(host.processIdentifier, SIGKILL) } }
+        func results() -> [[String: Any]] { (try? P.records(folder + "/results.jsonl")) ?? [] }
+        func waitFor(_ count: Int) async throws {
+            for _ in 0..<500 where results().count < count { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        // Wait until the host holds the queue's lock.
+        for _ in 0..<500 {
+            if try await P.taskhost(["status", "pipeline.yaml"], in: folder).stdout.contains("running, pid") { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let status = try await P.taskhost(["status", "pipeline.yaml"], in: folder)
+        #expect(status.stdout.contains("running, pid \(host.processIdentifier)"), "\(status.stdout)")
+
+        try P.write(#"{"targetId": "a", "id": "e1"}"# + "\n", to: folder + "/more.jsonl")
+        let enqueued = try await P.taskhost(["enqueue", "pipeline.yaml", "more.jsonl"], in: folder)
+        #expect(enqueued.status == 0, "\(enqueued.stderr)")
+        try await waitFor(1)
+        #expect(results().map { $0["id"] as! String } == ["e1"])
+
+        let parked = try await P.taskhost(["targets", "pipeline.yaml", "park", "a"], in: folder)
+        #expect(parked.stdout.contains("parked (applied by the running host"), "\(parked.stdout)")
+        try P.write(
+            #"{"targetId": "a", "id": "e2"}"# + "\n" + #"{"targetId": "b", "id": "e3"}"# + "\n",
+            to: folder + "/more.jsonl")
+        _ = try await P.taskhost(["enqueue", "pipeline.yaml", "more.jsonl"], in: folder)
+        try await waitFor(2)
+        #expect(results().map { $0["id"] as! String } == ["e1", "e3"])
+        let held = try await P.taskhost(["status", "pipeline.yaml", "--json"], in: folder)
+        #expect(held.stdout.contains(#""parkedTargets":["\"a\""]"#), "\(held.stdout)")
+        #expect(held.stdout.contains(#""queued":1"#), "\(held.stdout)")
+
+        let released = try await P.taskhost(["targets", "pipeline.yaml", "release", "a"], in: folder)
+        #expect(released.stdout.contains("released"), "\(released.stdout)")
+        try await waitFor(3)
+        #expect(results().map { $0["id"] as! String } == ["e1", "e3", "e2"])
+        host.terminate()
+        host.waitUntilExit()
+        #expect(host.terminationStatus == 0)
+    }
+
+    @Test("Dead letters are kept in the queue: list, requeue (they run again), purge")
+    func deadLetters() async throws {
+        let folder = Paths.scratch()
+        try P.write(
+            #"{"targetId": 1, "id": "good"}"# + "\n" + #"{"targetId": 2, "id": "bad"}"# + "\nnot json\n",
+            to: folder + "/tasks.jsonl")
+        func config(_ program: String) -> String {
+            """
+            executors:
+              run: { plugin: Command, config: { program: \(program) } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: run }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            """
+        }
+        try P.write(config("/bin/false"), to: folder + "/pipeline.yaml")
+        let first = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(first.status == 1)
+        let list = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
+        let letters = list.stdout.split(separator: "\n").map {
+            try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+        #expect(letters.count == 3, "\(list.stdout)")
+        #expect(letters.contains { ($0["error"] as? String)?.contains("malformed JSON") == true })
+
+        try P.write(config("/bin/true"), to: folder + "/pipeline.yaml")
+        let requeue = try await P.taskhost(["dead-letters", "pipeline.yaml", "requeue", "--all"], in: folder)
+        #expect(requeue.stdout.contains("2 dead letters requeued"), "\(requeue.stdout)")
+        #expect(requeue.stdout.contains("1 left"), "\(requeue.stdout)")
+        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(second.status == 0, "\(second.stderr)")
+        let succeeded = try P.records(folder + "/results.jsonl").filter { $0["status"] as? String == "succeeded" }
+        #expect(Set(succeeded.map { $0["id"] as! String }) == ["good", "bad"])
+
+        let purge = try await P.taskhost(["dead-letters", "pipeline.yaml", "purge", "--all"], in: folder)
+        #expect(purge.stdout.contains("1 dead letter purged"), "\(purge.stdout)")
+        let empty = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
+        #expect(empty.stdout.isEmpty)
+    }
+
+    @Test("Finished tasks are deleted after the retention: the file does not grow without bound")
+    func retention() async throws {
+        let folder = Paths.scratch()
+        try P.write(
+            (0..<500).map { #"{"targetId": \#($0 % 10), "data": \#($0)}"# }.joined(separator: "\n") + "\n",
+            to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            results: { path: results.jsonl }
+            queue: { retainFinishedMs: 0 }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 0)
+        #expect(try P.records(folder + "/results.jsonl").count == 500)
+        let queue = try Self.queue(folder)
+        #expect(try Self.count(queue, "SELECT count(*) FROM tasks") == 0)
+    }
+}
+
+/// splitmix64, for kill points that a seed replays.
+struct SeededRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
