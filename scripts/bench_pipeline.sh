@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end pipeline throughput: S1 of SCENARIOS.md (1,000,000 tasks, target i % 1000, cap 64)
 # from a JSON Lines file through the C Noop plugin, with the results file written: parse,
-# schedule, execute, write. Prints one JSON line.
+# schedule, execute, write, on the in-memory queue. Prints one JSON line.
 #   usage: scripts/bench_pipeline.sh [TASKS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ executors:
 sources:
   s1: { kind: file, path: $DIR/tasks.jsonl, executor: noop }
 results: { path: $DIR/results.jsonl }
+queue: memory                      # the in-memory path; scripts/bench_durable.sh measures the durable queue
 YAML
 start=$(date +%s.%N)
 .build/release/taskhost run "$DIR/pipeline.yaml" --quiet 2>"$DIR/stderr" || { cat "$DIR/stderr" >&2; exit 1; }

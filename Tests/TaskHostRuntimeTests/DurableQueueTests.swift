@@ -63,8 +63,8 @@ import Testing
               tasks: { kind: file, path: tasks.jsonl, executor: archive }
             results: { path: out/results.jsonl }
             """, to: folder + "/pipeline.yaml")
-        // A results line is about 200 bytes: kill at random points spread over the run.
-        let lineBytes = 200
+        // A results line is about 190 bytes: kill at random points spread over the first half or so.
+        let lineBytes = 110
         var kills = 0
         var points = (0..<4).map { _ in Int(random.next() % UInt64(tasks * 9 / 10)) * lineBytes }.sorted()
         while true {
@@ -379,6 +379,86 @@ import Testing
         #expect(purge.stdout.contains("1 dead letter purged"), "\(purge.stdout)")
         let empty = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
         #expect(empty.stdout.isEmpty)
+    }
+
+    @Test("A backoff deadline and the attempt count survive kill -9: the retry waits out the rest of the delay")
+    func backoffSurvivesCrash() async throws {
+        let folder = Paths.scratch()
+        try P.write(#"{"targetId": 1, "id": "flaky"}"# + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              flaky:
+                plugin: Command
+                config: { program: /bin/sh, args: ["-c", "test -e marker && exit 0; touch marker; exit 1"] }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: flaky }
+            results: { path: results.jsonl }
+            retry: { maxAttempts: 3, backoff: fixed, initialDelayMs: 1500 }
+            """, to: folder + "/pipeline.yaml")
+        let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+        // Wait until the failed first attempt and its deadline are committed, then kill the host.
+        var notBefore: Int64 = 0
+        for _ in 0..<1000 where notBefore == 0 {
+            try await Task.sleep(for: .milliseconds(5))
+            guard FileManager.default.fileExists(atPath: folder + "/.taskhost/pipeline/queue.db") else { continue }
+            let queue = try Self.queue(folder)
+            notBefore =
+                try queue.transaction { db in
+                    try db.integer("SELECT not_before FROM tasks WHERE state = 0 AND attempts = 1")
+                } ?? 0
+        }
+        kill(host.processIdentifier, SIGKILL)
+        host.waitUntilExit()
+        #expect(notBefore > 0)
+        #expect(Self.size(folder + "/results.jsonl") == 0)
+
+        let rerun = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        let results = try P.records(folder + "/results.jsonl")
+        #expect(results.count == 1)
+        #expect(results.first?["attempts"] as? Int == 2)
+        let started = (results.first?["startedAt"] as? Int ?? 0) / 1_000_000
+        #expect(Int64(started) >= notBefore, "the retry started before its deadline")
+    }
+
+    @Test("A spool batch cut by kill -9 resumes from its checkpoint and is moved to done/ once all ran")
+    func spoolSurvivesCrash() async throws {
+        let folder = Paths.scratch()
+        try FileManager.default.createDirectory(atPath: folder + "/spool", withIntermediateDirectories: true)
+        try P.write(
+            (0..<400).map { #"{"targetId": \#($0 % 4), "id": "s\#($0)", "data": \#($0)}"# }.joined(separator: "\n")
+                + "\n", to: folder + "/spool/batch-1.jsonl")
+        func config(_ delay: Int) -> String {
+            """
+            executors:
+              echo: { plugin: Echo, config: { delayMs: \(delay) } }
+            sources:
+              spool: { kind: directory, path: spool, executor: echo }
+            results: { path: results.jsonl }
+            """
+        }
+        try P.write(config(20), to: folder + "/pipeline.yaml")
+        let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+        while Self.size(folder + "/results.jsonl") < 40 * 150 { try await Task.sleep(for: .milliseconds(5)) }
+        kill(host.processIdentifier, SIGKILL)
+        host.waitUntilExit()
+        #expect(
+            FileManager.default.fileExists(atPath: folder + "/spool/batch-1.jsonl"),
+            "\((try? FileManager.default.subpathsOfDirectory(atPath: folder)) ?? []) \(Self.size(folder + "/results.jsonl"))"
+        )
+
+        try P.write(config(0), to: folder + "/pipeline.yaml")
+        let second = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL) } }
+        for _ in 0..<1000 where !FileManager.default.fileExists(atPath: folder + "/spool/done/batch-1.jsonl") {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(FileManager.default.fileExists(atPath: folder + "/spool/done/batch-1.jsonl"))
+        let ids = Set(try P.records(folder + "/results.jsonl").map { $0["id"] as! String })
+        #expect(ids.count == 400)
+        second.terminate()
+        second.waitUntilExit()
     }
 
     @Test("Finished tasks are deleted after the retention: the file does not grow without bound")

@@ -269,8 +269,9 @@ public final class DurableQueue: @unchecked Sendable {
                 finished_at INTEGER,
                 error TEXT,
                 output TEXT);
-            CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
-            CREATE INDEX IF NOT EXISTS tasks_by_target ON tasks(target, target_kind, state);
+            -- The feed reads queued rows in arrival order; a row leaves this index when it starts.
+            CREATE INDEX IF NOT EXISTS tasks_queued ON tasks(id) WHERE state = 0;
+            CREATE INDEX IF NOT EXISTS tasks_by_target ON tasks(target, target_kind, id);
             CREATE TABLE IF NOT EXISTS targets(
                 target_kind INTEGER NOT NULL, target TEXT NOT NULL, parked INTEGER NOT NULL, reason TEXT,
                 PRIMARY KEY(target, target_kind));

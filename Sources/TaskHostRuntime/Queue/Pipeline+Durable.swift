@@ -135,14 +135,17 @@ extension Pipeline {
         }
         if run.resetAttempts.withLock({ $0.remove(row) != nil }) { record.attempts.store(0, ordering: .relaxed) }
         let attempt = record.attempts.add(1, ordering: .relaxed).newValue
-        run.queue.submit { db in
-            try db.run(
-                "UPDATE tasks SET state = 1, attempts = ?, started_at = ? WHERE id = ?",
-                [.int(attempt), .integer(now), .integer(row)])
-        }
         var failure: (any Error)?
         do {
-            try await runAttempt(task, context: ExecutionContext(sequence: context.sequence, attempt: attempt))
+            try await runAttempt(task, context: ExecutionContext(sequence: context.sequence, attempt: attempt)) {
+                // The attempt did not finish inline: lease it (not waited for), so that the queue
+                // shows it running and a crash before its end counts the attempt.
+                run.queue.submit { db in
+                    try db.run(
+                        "UPDATE tasks SET state = 1, attempts = ?, started_at = ? WHERE id = ?",
+                        [.int(attempt), .integer(now), .integer(row)])
+                }
+            }
         } catch {
             failure = error
         }
@@ -201,11 +204,13 @@ extension Pipeline {
     }
 
     /// Runs one attempt through the router, inline when the executor can, under the timeout.
-    private func runAttempt(_ task: TaskItem<PipelineTask>, context: ExecutionContext) async throws {
+    private func runAttempt(
+        _ task: TaskItem<PipelineTask>, context: ExecutionContext, deferred: () -> Void
+    ) async throws {
         switch router.executeImmediately(task, context: context) {
         case .succeeded: return
         case .failed(let error): throw error
-        case .deferred: break
+        case .deferred: deferred()
         }
         guard let timeout = config.timeout else {
             return try await router.execute(task, context: context)
@@ -442,7 +447,7 @@ extension Pipeline {
         do {
             let removed = try await run.queue.perform { db in
                 let removed = try db.run(
-                    "DELETE FROM tasks WHERE state = 2 AND finished_at < ?", [.integer(unixMilliseconds() - retain)])
+                    "DELETE FROM tasks WHERE state = 2 AND finished_at <= ?", [.integer(unixMilliseconds() - retain)])
                 try db.execute("PRAGMA incremental_vacuum(2000)")
                 return removed
             }
