@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import TaskHostRuntime
@@ -8,7 +9,8 @@ import Testing
 #endif
 
 /// The durable queue on the real binary: crashes, restarts, operator commands, bad queue files.
-@Suite struct DurableQueueTests {
+/// Serialized: the kill points are watched from threads, and each test runs hosts of its own.
+@Suite(.serialized) struct DurableQueueTests {
     typealias P = PipelineTests
 
     /// Starts `taskhost run` in `folder` without waiting for it.
@@ -22,6 +24,28 @@ import Testing
         process.standardInput = FileHandle.nullDevice
         try process.run()
         return process
+    }
+
+    /// Watches a running host from a thread of its own (never the test's cooperative pool, which
+    /// other tests may keep busy): kills it with SIGKILL once `condition` holds, or returns when it
+    /// exits. Returns whether it was killed.
+    static func kill(_ process: Process, when condition: @escaping @Sendable () -> Bool) async -> Bool {
+        let host = UncheckedBox(process)
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var killed = false
+                while host.value.isRunning {
+                    if condition() {
+                        Glibc.kill(host.value.processIdentifier, SIGKILL)
+                        killed = true
+                        break
+                    }
+                    usleep(500)
+                }
+                host.value.waitUntilExit()
+                continuation.resume(returning: killed)
+            }
+        }
     }
 
     static func size(_ path: String) -> Int {
@@ -75,14 +99,8 @@ import Testing
                 break
             }
             points.removeFirst()
-            while process.isRunning, Self.size(folder + "/out/results.jsonl") < point {
-                try await Task.sleep(for: .milliseconds(2))
-            }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                kills += 1
-            }
-            process.waitUntilExit()
+            let results = folder + "/out/results.jsonl"
+            if await Self.kill(process, when: { Self.size(results) >= point }) { kills += 1 }
         }
         // Every kill point lies before 90% of the results: each one is reached while a host runs.
         #expect(kills == 4, "seed \(seed): \(kills) kills")
@@ -300,7 +318,7 @@ import Testing
             results: { path: results.jsonl }
             """, to: folder + "/pipeline.yaml")
         let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
-        defer { if host.isRunning { kill(host.processIdentifier, SIGKILL) } }
+        defer { if host.isRunning { Glibc.kill(host.processIdentifier, SIGKILL) } }
         func results() -> [[String: Any]] { (try? P.records(folder + "/results.jsonl")) ?? [] }
         func waitFor(_ count: Int) async throws {
             for _ in 0..<500 where results().count < count { try await Task.sleep(for: .milliseconds(10)) }
@@ -394,22 +412,23 @@ import Testing
             sources:
               tasks: { kind: file, path: tasks.jsonl, executor: flaky }
             results: { path: results.jsonl }
-            retry: { maxAttempts: 3, backoff: fixed, initialDelayMs: 1500 }
+            retry: { maxAttempts: 3, backoff: fixed, initialDelayMs: 3000 }
             """, to: folder + "/pipeline.yaml")
         let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
-        // Wait until the failed first attempt and its deadline are committed, then kill the host.
-        var notBefore: Int64 = 0
-        for _ in 0..<1000 where notBefore == 0 {
-            try await Task.sleep(for: .milliseconds(5))
-            guard FileManager.default.fileExists(atPath: folder + "/.taskhost/pipeline/queue.db") else { continue }
-            let queue = try Self.queue(folder)
-            notBefore =
-                try queue.transaction { db in
+        // Kill the host once the failed first attempt and its deadline are committed.
+        let deadline = Mutex<Int64>(0)
+        let killed = await Self.kill(host) {
+            guard FileManager.default.fileExists(atPath: folder + "/.taskhost/pipeline/queue.db"),
+                let queue = try? Self.queue(folder),
+                let notBefore = try? queue.transaction({ db in
                     try db.integer("SELECT not_before FROM tasks WHERE state = 0 AND attempts = 1")
-                } ?? 0
+                })
+            else { return false }
+            deadline.withLock { $0 = notBefore }
+            return true
         }
-        kill(host.processIdentifier, SIGKILL)
-        host.waitUntilExit()
+        #expect(killed)
+        let notBefore = deadline.withLock { $0 }
         #expect(notBefore > 0)
         #expect(Self.size(folder + "/results.jsonl") == 0)
 
@@ -440,9 +459,7 @@ import Testing
         }
         try P.write(config(20), to: folder + "/pipeline.yaml")
         let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
-        while Self.size(folder + "/results.jsonl") < 40 * 150 { try await Task.sleep(for: .milliseconds(5)) }
-        kill(host.processIdentifier, SIGKILL)
-        host.waitUntilExit()
+        #expect(await Self.kill(host) { Self.size(folder + "/results.jsonl") >= 40 * 150 })
         #expect(
             FileManager.default.fileExists(atPath: folder + "/spool/batch-1.jsonl"),
             "\((try? FileManager.default.subpathsOfDirectory(atPath: folder)) ?? []) \(Self.size(folder + "/results.jsonl"))"
@@ -450,7 +467,7 @@ import Testing
 
         try P.write(config(0), to: folder + "/pipeline.yaml")
         let second = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
-        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL) } }
+        defer { if second.isRunning { Glibc.kill(second.processIdentifier, SIGKILL) } }
         for _ in 0..<1000 where !FileManager.default.fileExists(atPath: folder + "/spool/done/batch-1.jsonl") {
             try await Task.sleep(for: .milliseconds(10))
         }

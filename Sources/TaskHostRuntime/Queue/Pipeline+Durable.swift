@@ -129,6 +129,10 @@ extension Pipeline {
         _ task: TaskItem<PipelineTask>, record: DurableRecord, context: ExecutionContext, run: DurableRun
     ) async throws {
         let row = record.row
+        if let failure = run.failure.withLock({ $0 }) {
+            // The queue failed (a full disk): nothing more runs, the task stays queued.
+            throw NonRetryableError(failure)
+        }
         let now = unixMilliseconds()
         if record.notBefore > now {
             throw RetryAfterError(after: .milliseconds(record.notBefore - now), NotDueYet())
