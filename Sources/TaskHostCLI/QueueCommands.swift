@@ -97,7 +97,10 @@ struct StatusCommand: AsyncParsableCommand {
         print("queue:        \(status.path) (\(status.fileBytes / 1024) KiB)")
         print("host:         \(status.hostPID.map { "running, pid \($0)" } ?? "not running")")
         print("queued:       \(status.queued) (\(status.backingOff) backing off)")
-        print("running:      \(status.running)")
+        print(
+            "running:      \(status.running)"
+                + (status.hostPID == nil && status.running > 0
+                    ? " (leased by a host that stopped: back at the head of their targets on the next run)" : ""))
         print("succeeded:    \(status.succeeded) (kept for the retention period)")
         print("dead letters: \(status.deadLetters)")
         print("busy targets: \(status.busyTargets.count)\(list(status.busyTargets))")
