@@ -68,6 +68,10 @@ struct CheckCommand: AsyncParsableCommand {
         do {
             let loaded = try ConfigLoader.load(path: config, environment: ProcessInfo.processInfo.environment)
             try Pipeline.check(loaded, loader: options.loader(config: loaded))
+            // An existing queue file is opened and checked too (a new one is made by `run`).
+            if let settings = loaded.queue, FileManager.default.fileExists(atPath: settings.path) {
+                _ = try QueueAdmin(config: loaded)
+            }
             print(
                 "\(config): valid (\(loaded.executors.count) executor\(loaded.executors.count == 1 ? "" : "s"), "
                     + "\(loaded.sources.count) source\(loaded.sources.count == 1 ? "" : "s"))")

@@ -62,7 +62,7 @@ public struct QueueError: Error, CustomStringConvertible, Sendable {
         } else if error.isCorrupt {
             message = "the queue file is corrupted: \(error.message); it was left unchanged"
             remedy =
-                "restore it from a backup, or move it away to start with an empty queue (its tasks would be lost)"
+                "restore it from a backup, or move it away to start with an empty queue; its tasks would be lost"
         } else if error.isReadOnly {
             message = "cannot write the queue file: \(error.message)"
             remedy = "make the file and its folder writable by this user, or set queue.path to a writable place"
@@ -217,7 +217,7 @@ public final class DurableQueue: @unchecked Sendable {
                 throw QueueError(
                     path: path, message: "the queue file is corrupted: \(check); it was left unchanged",
                     remedy:
-                        "restore it from a backup, or move it away to start with an empty queue (its tasks would be lost)"
+                        "restore it from a backup, or move it away to start with an empty queue; its tasks would be lost"
                 )
             }
             if version == 0 {
