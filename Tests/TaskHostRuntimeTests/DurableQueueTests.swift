@@ -353,6 +353,21 @@ import Testing
         #expect(released.stdout.contains("released"), "\(released.stdout)")
         try await waitFor(3)
         #expect(results().map { $0["id"] as! String } == ["e1", "e3", "e2"])
+
+        // Drain: a parked target's queued tasks become dead letters; the target goes on after.
+        _ = try await P.taskhost(["targets", "pipeline.yaml", "park", "c"], in: folder)
+        try P.write(
+            #"{"targetId": "c", "id": "d1"}"# + "\n" + #"{"targetId": "c", "id": "d2"}"# + "\n",
+            to: folder + "/more.jsonl")
+        _ = try await P.taskhost(["enqueue", "pipeline.yaml", "more.jsonl"], in: folder)
+        let drained = try await P.taskhost(["targets", "pipeline.yaml", "drain", "c"], in: folder)
+        #expect(drained.stdout.contains("drained 2 queued tasks"), "\(drained.stdout)")
+        try P.write(#"{"targetId": "c", "id": "d3"}"# + "\n", to: folder + "/more.jsonl")
+        _ = try await P.taskhost(["enqueue", "pipeline.yaml", "more.jsonl"], in: folder)
+        try await waitFor(4)
+        #expect(results().map { $0["id"] as! String } == ["e1", "e3", "e2", "d3"])
+        let letters = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
+        #expect(letters.stdout.components(separatedBy: "drained by operator").count == 3, "\(letters.stdout)")
         host.terminate()
         host.waitUntilExit()
         #expect(host.terminationStatus == 0)

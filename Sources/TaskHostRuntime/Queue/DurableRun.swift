@@ -11,16 +11,47 @@ final class DurableRun: Sendable {
     let logger: Logger
 
     struct FeedState {
-        /// The last row handed to the scheduler (rows are fed in arrival order).
+        /// The last row read from the queue (rows are read in arrival order).
         var lastFed: Int64 = 0
+        /// The last row handed to the scheduler (or skipped for a parked target).
+        var lastYielded: Int64 = 0
+        /// Rows read and not yet handed on.
+        var buffer: [StoredTask] = []
+        var index = 0
         /// Parked targets, with the first row the feed skipped for each (left in the queue).
         var parked: [TargetID: Int64?] = [:]
-        /// Rows of released targets to feed before the rest.
+        /// Drained targets: their rows up to this one were dead-lettered by the drain.
+        var drainedThrough: [TargetID: Int64] = [:]
+        /// Rows of released targets, handed on before the rest.
         var refeed: [StoredTask] = []
         var sourcesDone = false
         var stopped = false
         var generation: UInt64 = 0
         var waiter: CheckedContinuation<Void, Never>?
+
+        /// The next row to hand on, skipping parked and drained targets' rows; nil when none is read.
+        mutating func pop() -> StoredTask? {
+            while true {
+                let row: StoredTask
+                if !refeed.isEmpty {
+                    row = refeed.removeFirst()
+                } else if index < buffer.count {
+                    row = buffer[index]
+                    index += 1
+                    lastYielded = max(lastYielded, row.row)
+                } else {
+                    buffer.removeAll(keepingCapacity: true)
+                    index = 0
+                    return nil
+                }
+                if let skipped = parked[row.target] {
+                    if skipped == nil { parked[row.target] = .some(row.row) }
+                    continue
+                }
+                if let drained = drainedThrough[row.target], row.row <= drained { continue }
+                return row
+            }
+        }
     }
 
     let feed = Mutex(FeedState())
@@ -106,37 +137,43 @@ final class DurableRun: Sendable {
         }
     }
 
-    /// The next rows to feed, in order; empty when the feed is over.
-    func nextRows() async -> [StoredTask] {
+    /// The next row to hand to the scheduler, in arrival order; nil when the feed is over.
+    func nextRow() async -> StoredTask? {
         while true {
-            let (after, generation, done, stopped, refeed) = feed.withLock { state in
-                defer { state.refeed.removeAll() }
-                return (state.lastFed, state.generation, state.sourcesDone, state.stopped, state.refeed)
+            enum Next {
+                case row(StoredTask)
+                case read(after: Int64, generation: UInt64, done: Bool)
+                case end
             }
-            if stopped || failure.withLock({ $0 != nil }) { return [] }
-            if !refeed.isEmpty { return refeed }
-            let rows: [StoredTask]
-            do {
-                rows = try await queue.perform { db in try DurableQueue.queued(after: after, limit: 512, in: db) }
-            } catch {
-                fail(error)
-                return []
+            let next = feed.withLock { state -> Next in
+                if state.stopped { return .end }
+                if let row = state.pop() { return .row(row) }
+                return .read(after: state.lastFed, generation: state.generation, done: state.sourcesDone)
             }
-            if let last = rows.last {
-                // Rows of parked targets stay in the queue; the first skipped one is remembered.
-                let kept = feed.withLock { state -> [StoredTask] in
-                    state.lastFed = max(state.lastFed, last.row)
-                    return rows.filter { row in
-                        guard let skipped = state.parked[row.target] else { return true }
-                        if skipped == nil { state.parked[row.target] = .some(row.row) }
-                        return false
-                    }
+            switch next {
+            case .end:
+                return nil
+            case .row(let row):
+                return row
+            case .read(let after, let generation, let done):
+                if failure.withLock({ $0 != nil }) { return nil }
+                let rows: [StoredTask]
+                do {
+                    rows = try await queue.perform { db in try DurableQueue.queued(after: after, limit: 512, in: db) }
+                } catch {
+                    fail(error)
+                    return nil
                 }
-                if kept.isEmpty { continue }
-                return kept
+                if let last = rows.last {
+                    feed.withLock { state in
+                        state.lastFed = max(state.lastFed, last.row)
+                        state.buffer.append(contentsOf: rows.filter { $0.row > after })
+                    }
+                    continue
+                }
+                if done { return nil }
+                await waitForArrival(after: generation)
             }
-            if done { return [] }
-            await waitForArrival(after: generation)
         }
     }
 
@@ -151,9 +188,9 @@ final class DurableRun: Sendable {
 
     /// Un-parks a target; the rows the feed skipped are fed next. Call inside a queue transaction.
     func released(_ target: TargetID, in db: SQLiteDatabase) throws {
-        let (skipped, lastFed) = feed.withLock { state -> (Int64??, Int64) in
+        let (skipped, lastYielded) = feed.withLock { state -> (Int64??, Int64) in
             defer { state.parked[target] = nil }
-            return (state.parked[target], state.lastFed)
+            return (state.parked[target], state.lastYielded)
         }
         guard case .some(.some(let first)) = skipped else { return }
         let statement = try db.statement(
@@ -161,7 +198,9 @@ final class DurableRun: Sendable {
             SELECT \(DurableQueue.taskColumns) FROM tasks
             WHERE target = ? AND target_kind = ? AND state = 0 AND id >= ? AND id <= ? ORDER BY id
             """)
-        try statement.bind([.text(target.storedText), .integer(target.storedKind), .integer(first), .integer(lastFed)])
+        try statement.bind([
+            .text(target.storedText), .integer(target.storedKind), .integer(first), .integer(lastYielded),
+        ])
         var rows: [StoredTask] = []
         while try statement.step() {
             if let row = DurableQueue.readTask(statement) { rows.append(row) }
@@ -179,19 +218,12 @@ struct QueueFeed: AsyncSequence, Sendable {
     struct AsyncIterator: AsyncIteratorProtocol {
         let run: DurableRun
         let makeTask: @Sendable (StoredTask) -> TaskItem<PipelineTask>?
-        var rows: [StoredTask] = []
-        var index = 0
 
         mutating func next() async -> TaskItem<PipelineTask>? {
-            while true {
-                while index < rows.count {
-                    defer { index += 1 }
-                    if let task = makeTask(rows[index]) { return task }
-                }
-                rows = await run.nextRows()
-                index = 0
-                if rows.isEmpty { return nil }
+            while let row = await run.nextRow() {
+                if let task = makeTask(row) { return task }
             }
+            return nil
         }
     }
 

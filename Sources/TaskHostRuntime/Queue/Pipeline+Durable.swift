@@ -432,11 +432,15 @@ extension Pipeline {
             // Tasks the scheduler holds go through its drain (and the dead-letter hook); the
             // rows the feed left in the queue are dead-lettered here.
             scheduler.drain(target)
-            let (skipped, lastFed) = run.feed.withLock { state in
-                defer { state.parked[target] = nil }
-                return (state.parked[target] ?? nil, state.lastFed)
+            let (skipped, lastYielded) = run.feed.withLock { state in
+                return (state.parked[target] ?? nil, state.lastYielded)
             }
-            let rows = try QueueTools.drain(target, from: skipped, after: lastFed, in: db)
+            // The rows it skipped, and those not handed on yet (read or not): dead letters now.
+            let rows = try QueueTools.drain(target, from: skipped, after: lastYielded, in: db)
+            run.feed.withLock { state in
+                state.parked[target] = nil
+                if let last = rows.last?.row { state.drainedThrough[target] = last }
+            }
             for row in rows { writeDeadLetter(row, error: "drained by operator") }
             try DurableQueue.setParked(target, false, reason: nil, in: db)
             return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
