@@ -15,7 +15,7 @@ BIN=$PWD/.build/release/taskhost
 # On the disk of the checkout (a tmpfs would make fsync free).
 mkdir -p .build
 DIR=$(mktemp -d "$PWD/.build/bench-durable.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
 
 for n in $SIZES; do
   python3 - "$n" "$DIR/tasks-$n.jsonl" <<'PY'
