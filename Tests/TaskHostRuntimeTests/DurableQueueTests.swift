@@ -414,6 +414,59 @@ import Testing
         #expect(empty.stdout.isEmpty)
     }
 
+    @Test("HTTP: every task answered 202 survives kill -9 and runs after the restart")
+    func httpAcknowledgedSurvives() async throws {
+        let folder = Paths.scratch()
+        let port = HTTPSourceTests.freePort()
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo, config: { delayMs: 20 } }
+            sources:
+              api: { kind: http, listen: "127.0.0.1:\(port)", executor: echo }
+            results: { path: results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+        defer { if host.isRunning { Glibc.kill(host.processIdentifier, SIGKILL) } }
+        let url = "http://127.0.0.1:\(port)/tasks"
+        for _ in 0..<500 {
+            if (try? await HTTPSourceTests.request(url, method: "POST", body: "{}")) != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        // 8 clients post concurrently (one task per request, on 4 targets); then kill -9 at once.
+        let accepted = try await withThrowingTaskGroup(of: [String].self) { group in
+            for client in 0..<8 {
+                group.addTask {
+                    var ids: [String] = []
+                    for n in 0..<25 {
+                        let id = "h\(client)-\(n)"
+                        let reply = try await HTTPSourceTests.request(
+                            url, method: "POST", body: #"{"targetId": \#(n % 4), "id": "\#(id)"}"#)
+                        if reply.status == 202 { ids.append(id) }
+                    }
+                    return ids
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        Glibc.kill(host.processIdentifier, SIGKILL)
+        host.waitUntilExit()
+        #expect(accepted.count == 200)
+        let ranBefore = Set(((try? P.records(folder + "/results.jsonl")) ?? []).map { $0["id"] as! String })
+        #expect(ranBefore.count < 200, "the kill came after every task ran: nothing was tested")
+
+        let again = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+        defer { if again.isRunning { Glibc.kill(again.processIdentifier, SIGKILL) } }
+        var ran = Set<String>()
+        for _ in 0..<1000 where !Set(accepted).isSubset(of: ran) {
+            try await Task.sleep(for: .milliseconds(10))
+            ran = Set(((try? P.records(folder + "/results.jsonl")) ?? []).compactMap { $0["id"] as? String })
+        }
+        #expect(Set(accepted).isSubset(of: ran), "lost: \(Set(accepted).subtracting(ran).sorted().prefix(10))")
+        again.terminate()
+        again.waitUntilExit()
+    }
+
     @Test("A backoff deadline and the attempt count survive kill -9: the retry waits out the rest of the delay")
     func backoffSurvivesCrash() async throws {
         let folder = Paths.scratch()

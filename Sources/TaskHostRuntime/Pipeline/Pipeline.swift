@@ -264,18 +264,22 @@ public final class Pipeline: Sendable {
                 }(),
             hooks: hooks)
         let schedulerBox = Box<Scheduler<RunExecutor, ContinuousClock>?>(scheduler)
+        // Commands an operator left while this host was starting (or while none ran).
+        if let durable { await applyCommands(durable, scheduler: scheduler) }
         stop.attach { [config] immediately in
             durable?.stopping.store(true, ordering: .releasing)
             stopper.stop()
             durable?.stop()
             scheduler.shutdown(gracePeriod: immediately ? .zero : config.gracePeriod)
         }
-        let intake = Intake(channel: channel, durable: durable, executorNames: config.executors.map(\.name))
 
         let schedulerSummary = await withTaskGroup(of: RunSummary<PipelineTask>?.self) { group in
             group.addTask {
                 await withTaskGroup(of: Void.self) { sources in
                     for source in self.config.sources {
+                        // One intake per source: its batches (and its checkpoint) commit in order.
+                        let intake = Intake(
+                            channel: channel, durable: durable, executorNames: self.config.executors.map(\.name))
                         sources.addTask {
                             await self.run(
                                 source, intake: intake, durable: durable, stopper: stopper, schedulerBox: schedulerBox)
@@ -623,6 +627,9 @@ public final class Pipeline: Sendable {
         if record.executionTime > .zero { metrics.execution.record(record.executionTime) }
         // On the durable queue, the durable path wrote the lines of the attempts it ran.
         let written = durable != nil && record.task.payload.durable != nil
+        // After the queue failed, what the scheduler does with the tasks it holds is not their
+        // outcome: they stay queued, their batches stay open.
+        if written, durable?.failure.withLock({ $0 != nil }) == true { return }
         switch record.disposition {
         case .succeeded:
             metrics.succeeded.increment()
@@ -638,14 +645,8 @@ public final class Pipeline: Sendable {
             let error = record.error.map { "\($0)" } ?? "dead-lettered"
             let attempts = record.task.payload.durable?.attempts.load(ordering: .relaxed) ?? record.context.attempt
             writeResult(record.task, status: "deadLettered", attempts: attempts, error: error)
-            writeDeadLetter(record.task, error: error, attempts: attempts)
-            if let durable, let row = record.task.payload.durable?.row {
-                durable.queue.submit { db in
-                    try db.run(
-                        "UPDATE tasks SET state = 3, finished_at = ?, error = ? WHERE id = ?",
-                        [.integer(unixMilliseconds()), .text(error), .integer(row)])
-                }
-            }
+            // A durable drain wrote the dead letter and the row's state with the command.
+            if !written { writeDeadLetter(record.task, error: error, attempts: attempts) }
             record.task.payload.batch?.final(failed: true)
         case .retrying:
             if let retry = record.error as? RetryAfterError, retry.underlying is NotDueYet {

@@ -305,6 +305,9 @@ public final class DurableQueue: @unchecked Sendable {
                 path: path, message: "another taskhost\(pid) is running on this queue",
                 remedy: "stop it first, or give this pipeline its own queue.path")
         }
+        // The tools wake a host with SIGUSR1 as soon as its pid is in the lock file: a host that
+        // is still starting must not die of it.
+        signal(SIGUSR1, SIG_IGN)
         ftruncate(descriptor, 0)
         let text = "\(getpid())\n"
         _ = text.withCString { write(descriptor, $0, strlen($0)) }
@@ -378,9 +381,11 @@ public final class DurableQueue: @unchecked Sendable {
             do {
                 try db.execute("BEGIN IMMEDIATE")
                 for op in ops { try op.body(db) }
+                db.resetBusyStatements()
                 beforeCommit.withLock { $0 }?()
                 try db.execute("COMMIT")
             } catch {
+                db.resetBusyStatements()
                 try? db.execute("ROLLBACK")
                 let queueError =
                     (error as? SQLiteError).map { QueueError(path: path, $0) }
@@ -401,9 +406,11 @@ public final class DurableQueue: @unchecked Sendable {
             do {
                 try db.execute("BEGIN IMMEDIATE")
                 let value = try body(db)
+                db.resetBusyStatements()
                 try db.execute("COMMIT")
                 return .success(value)
             } catch {
+                db.resetBusyStatements()
                 try? db.execute("ROLLBACK")
                 if let error = error as? QueueError { return .failure(error) }
                 if let error = error as? SQLiteError { return .failure(QueueError(path: path, error)) }

@@ -105,6 +105,13 @@ final class DurableRun: Sendable {
         }
     }
 
+    /// Queues a write without waiting for it; a failure stops the run (never silently dropped).
+    func write(_ body: @escaping (SQLiteDatabase) throws -> Void) {
+        queue.submit(body) { [self] error in
+            if let error { fail(error) }
+        }
+    }
+
     /// New rows were committed (by a source, a release, or another process): wake the feed.
     func arrived() {
         let waiter = feed.withLock { state -> CheckedContinuation<Void, Never>? in

@@ -5,7 +5,7 @@ import Logging
 import Synchronization
 import TaskHostScheduler
 
-/// Where a source's tasks go: straight to the scheduler (`queue: memory`), or committed to the
+/// Where one source's tasks go: straight to the scheduler (`queue: memory`), or committed to the
 /// durable queue first, in batches, with the source's checkpoint in the same commit.
 final class Intake: Sendable {
     let channel: AsyncChannel<[TaskItem<PipelineTask>]>
@@ -16,6 +16,33 @@ final class Intake: Sendable {
         var items: [TaskItem<PipelineTask>] = []
         var rows: [NewTask] = []
         var checkpoint: Checkpoint?
+        /// The last batch handed to the queue: a flush that finds nothing to hand on waits for it,
+        /// since it may hold the caller's rows (another caller took them).
+        var lastBatch: CommitTicket?
+    }
+
+    /// The commit of one batch, awaited by every caller whose rows it holds.
+    final class CommitTicket: Sendable {
+        let state = Mutex<(result: Bool?, waiters: [CheckedContinuation<Bool, Never>])>((nil, []))
+
+        func finish(_ ok: Bool) {
+            let waiters = state.withLock { state in
+                state.result = ok
+                defer { state.waiters.removeAll() }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume(returning: ok) }
+        }
+
+        func wait() async -> Bool {
+            await withCheckedContinuation { continuation in
+                let result = state.withLock { state -> Bool? in
+                    if state.result == nil { state.waiters.append(continuation) }
+                    return state.result
+                }
+                if let result { continuation.resume(returning: result) }
+            }
+        }
     }
 
     let state = Mutex(State())
@@ -53,38 +80,43 @@ final class Intake: Sendable {
 
     func mark(_ checkpoint: Checkpoint) { state.withLock { $0.checkpoint = checkpoint } }
 
-    /// Hands the batch on. On the durable queue it returns once the batch is committed; false
-    /// when the queue failed (the run is stopping).
+    /// Hands the batch on. On the durable queue it returns once everything this source added
+    /// before the call is committed; false when the queue failed (the run is stopping).
     @discardableResult
     func flush() async -> Bool {
-        let (items, rows, checkpoint) = state.withLock { state in
-            defer {
-                state.items.removeAll(keepingCapacity: true)
-                state.rows.removeAll(keepingCapacity: true)
-                state.checkpoint = nil
-            }
-            return (state.items, state.rows, state.checkpoint)
-        }
         guard let durable else {
+            let items = state.withLock { state in
+                defer { state.items.removeAll(keepingCapacity: true) }
+                return state.items
+            }
             if !items.isEmpty { await channel.send(items) }
             return true
         }
-        if let failure = durable.failure.withLock({ $0 }) {
-            _ = failure
-            return false
-        }
-        guard !rows.isEmpty || checkpoint != nil else { return true }
-        do {
-            try await durable.queue.perform { db in
-                try DurableQueue.insert(rows, into: db, now: unixMilliseconds())
-                if let checkpoint { try DurableQueue.save(checkpoint, into: db) }
+        if durable.failure.withLock({ $0 != nil }) { return false }
+        // Taken and submitted under the lock: batches reach the queue in the order they were read.
+        let ticket = state.withLock { state -> CommitTicket? in
+            guard !state.rows.isEmpty || state.checkpoint != nil else {
+                return state.lastBatch
             }
-        } catch {
-            durable.fail(error)
-            return false
+            let rows = state.rows
+            let checkpoint = state.checkpoint
+            state.rows.removeAll(keepingCapacity: true)
+            state.checkpoint = nil
+            let ticket = CommitTicket()
+            state.lastBatch = ticket
+            durable.queue.submit(
+                { db in
+                    try DurableQueue.insert(rows, into: db, now: unixMilliseconds())
+                    if let checkpoint { try DurableQueue.save(checkpoint, into: db) }
+                },
+                done: { error in
+                    if let error { durable.fail(error) } else if !rows.isEmpty { durable.arrived() }
+                    ticket.finish(error == nil)
+                })
+            return ticket
         }
-        if !rows.isEmpty { durable.arrived() }
-        return true
+        guard let ticket else { return true }
+        return await ticket.wait()
     }
 }
 
@@ -144,7 +176,7 @@ extension Pipeline {
             try await runAttempt(task, context: ExecutionContext(sequence: context.sequence, attempt: attempt)) {
                 // The attempt did not finish inline: lease it (not waited for), so that the queue
                 // shows it running and a crash before its end counts the attempt.
-                run.queue.submit { db in
+                run.write { db in
                     try db.run(
                         "UPDATE tasks SET state = 1, attempts = ?, started_at = ? WHERE id = ?",
                         [.int(attempt), .integer(now), .integer(row)])
@@ -155,7 +187,7 @@ extension Pipeline {
         }
         if failure != nil, run.stopping.load(ordering: .acquiring), Task.isCancelled || failure is CancellationError {
             // Cut off by shutdown: back to the head of its target, with its attempt count.
-            run.queue.submit { db in try db.run("UPDATE tasks SET state = 0 WHERE id = ?", [.integer(row)]) }
+            run.write { db in try db.run("UPDATE tasks SET state = 0 WHERE id = ?", [.integer(row)]) }
             throw failure!
         }
         let log = task.payload.log.snapshot
@@ -253,7 +285,9 @@ extension Pipeline {
             let error = "its executor '\(stored.executor)' is not in the configuration any more"
             writeDeadLetter(stored, error: error)
             counters.finished.add(1, ordering: .relaxed)
-            run.queue.submit { db in
+            stored.batch.flatMap { name in run.trackers.withLock { $0[stored.source + "/" + name] } }?.final(
+                failed: true)
+            run.write { db in
                 try db.run(
                     "UPDATE tasks SET state = 3, finished_at = ?, error = ? WHERE id = ?",
                     [.integer(unixMilliseconds()), .text(error), .integer(stored.row)])
@@ -315,11 +349,13 @@ extension Pipeline {
             do {
                 try manager.moveItem(atPath: path, toPath: target)
             } catch {
+                // Its checkpoint stays: the next run finds the batch complete and tries again.
                 logger.error("cannot move batch \(path): \(error)")
+                return
             }
             if let run {
                 run.trackers.withLock { _ = $0.removeValue(forKey: source.name + "/" + name) }
-                run.queue.submit { db in
+                run.write { db in
                     try db.run(
                         "DELETE FROM checkpoints WHERE source = ? AND file = ?", [.text(source.name), .text(name)])
                 }
@@ -338,6 +374,7 @@ extension Pipeline {
                 guard let file else { return (seq, nil) }
                 let statement = try db.statement(
                     "SELECT device, inode, offset, complete FROM checkpoints WHERE source = ? AND file = ?")
+                defer { statement.reset() }
                 try statement.bind([.text(source), .text(file)])
                 guard try statement.step() else { return (seq, nil) }
                 return (
@@ -422,26 +459,30 @@ extension Pipeline {
             try DurableQueue.setParked(target, false, reason: nil, in: db)
             scheduler.release(target)
             if let head = try QueueTools.head(of: target, in: db) {
-                try db.run("UPDATE tasks SET attempts = 0 WHERE id = ?", [.integer(head)])
+                try db.run("UPDATE tasks SET attempts = 0, not_before = 0 WHERE id = ?", [.integer(head)])
                 run.resetAttempts.withLock { _ = $0.insert(head) }
             }
             try run.released(target, in: db)
             return "released"
         case "drain":
             guard isParked else { return "not parked: park it first" }
-            // Tasks the scheduler holds go through its drain (and the dead-letter hook); the
-            // rows the feed left in the queue are dead-lettered here.
-            scheduler.drain(target)
+            // Every queued row of the target becomes a dead letter in this transaction, those the
+            // scheduler holds included (its drain then only counts them); the rows the feed left
+            // in the queue or has not handed on yet are told to their batches here.
             let (skipped, lastYielded) = run.feed.withLock { state in
-                return (state.parked[target] ?? nil, state.lastYielded)
+                (state.parked[target] ?? nil, state.lastYielded)
             }
-            // The rows it skipped, and those not handed on yet (read or not): dead letters now.
-            let rows = try QueueTools.drain(target, from: skipped, after: lastYielded, in: db)
+            let rows = try QueueTools.drain(target, from: nil, after: 0, in: db)
+            for row in rows { writeDeadLetter(row, error: "drained by operator") }
+            scheduler.drain(target)
+            for row in rows where row.row >= (skipped ?? .max) || row.row > lastYielded {
+                row.batch.flatMap { name in run.trackers.withLock { $0[row.source + "/" + name] } }?
+                    .final(failed: true)
+            }
             run.feed.withLock { state in
                 state.parked[target] = nil
                 if let last = rows.last?.row { state.drainedThrough[target] = last }
             }
-            for row in rows { writeDeadLetter(row, error: "drained by operator") }
             try DurableQueue.setParked(target, false, reason: nil, in: db)
             return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
         default:

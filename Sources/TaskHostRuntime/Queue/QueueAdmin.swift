@@ -49,12 +49,16 @@ public final class QueueAdmin: Sendable {
 
     /// Adds tasks (JSON lines) as `source` would have: same routing, same target id path.
     public func enqueue(lines: [String], source name: String?) throws(ConfigError) -> EnqueueReport {
-        guard let source = name.map({ name in config.sources.first { $0.name == name } }) ?? config.sources.first else {
+        guard let named = name.map({ name in config.sources.first { $0.name == name } }) ?? config.sources.first else {
             throw ConfigError(
                 file: config.file, line: nil, column: nil, key: "sources",
                 message: "no source named '\(name ?? "")'",
                 hint: "sources: \(config.sources.map(\.name).joined(separator: ", "))")
         }
+        // Routed as that source would, recorded as "enqueue:<source>" with a sequence of its own
+        // (a running host numbers its source's lines in memory, ahead of its commits).
+        var source = named
+        source.name = "enqueue:" + named.name
         let decoder = InputDecoder(
             source: source, executors: config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
         let executors = config.executors.map(\.name)
@@ -201,47 +205,33 @@ public final class QueueAdmin: Sendable {
     public func target(_ verb: TargetVerb, _ text: String) throws(ConfigError) -> String {
         do {
             let target = try self.target(text)
-            if let pid = hostPID, pid > 0 {
-                let id = try queue.transaction { db -> Int64 in
-                    try db.run(
-                        "INSERT INTO commands(verb, target_kind, target) VALUES(?, ?, ?)",
-                        [.text(verb.rawValue), .integer(target.storedKind), .text(target.storedText)])
-                    return db.lastInsertRowID
-                }
-                kill(pid, SIGUSR1)
-                for _ in 0..<200 {
-                    usleep(50_000)
-                    let result = try queue.transaction { db in
-                        try db.text("SELECT result FROM commands WHERE id = ? AND applied = 1", [.integer(id)])
-                    }
-                    if let result { return "\(result) (applied by the running host, pid \(pid))" }
-                }
-                return "queued for the running host (pid \(pid)), which has not answered within 10 s"
+            guard let pid = hostPID else { return try applyOffline(verb, target) }
+            // -1: a host holds the lock but has not written its pid yet; it applies pending
+            // commands when it starts.
+            let id = try queue.transaction { db -> Int64 in
+                try db.run(
+                    "INSERT INTO commands(verb, target_kind, target) VALUES(?, ?, ?)",
+                    [.text(verb.rawValue), .integer(target.storedKind), .text(target.storedText)])
+                return db.lastInsertRowID
             }
-            let sink = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
-            let result = try queue.transaction { db -> String in
-                let parked = try QueueTools.isParked(target, in: db)
-                switch verb {
-                case .park:
-                    try DurableQueue.setParked(target, true, reason: "parked by operator", in: db)
-                    return "parked"
-                case .release:
-                    guard parked else { return "not parked" }
-                    try DurableQueue.setParked(target, false, reason: nil, in: db)
-                    if let head = try QueueTools.head(of: target, in: db) {
-                        try db.run("UPDATE tasks SET attempts = 0, not_before = 0 WHERE id = ?", [.integer(head)])
-                    }
-                    return "released"
-                case .drain:
-                    guard parked else { return "not parked: park it first" }
-                    let rows = try QueueTools.drain(target, from: nil, after: 0, in: db)
-                    for row in rows { sink?.write(bytes: deadLetterLine(row, error: "drained by operator")) }
-                    try DurableQueue.setParked(target, false, reason: nil, in: db)
-                    return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
+            if pid > 0 { kill(pid, SIGUSR1) }
+            for attempt in 0..<200 {
+                usleep(50_000)
+                let result = try queue.transaction { db in
+                    try db.text("SELECT result FROM commands WHERE id = ? AND applied = 1", [.integer(id)])
+                }
+                if let result { return "\(result) (applied by the running host\(pid > 0 ? ", pid \(pid)" : ""))" }
+                if attempt % 20 == 19, let pid = hostPID, pid > 0 { kill(pid, SIGUSR1) }
+                if hostPID == nil, try withdraw(id) {
+                    // The host stopped before applying it: apply it here.
+                    return try applyOffline(verb, target)
                 }
             }
-            sink?.flush()
-            return result
+            if try withdraw(id) { return "the running host did not answer within 10 s: nothing was done" }
+            let result = try queue.transaction { db in
+                try db.text("SELECT result FROM commands WHERE id = ?", [.integer(id)])
+            }
+            return "\(result ?? "applied") (applied by the running host)"
         } catch let error as ConfigError {
             throw error
         } catch let error as QueueError {
@@ -250,6 +240,41 @@ public final class QueueAdmin: Sendable {
         } catch {
             throw ConfigError(file: queue.path, line: nil, column: nil, key: "", message: "\(error)")
         }
+    }
+
+    /// Takes back a command no host applied yet; false when a host applied it meanwhile.
+    private func withdraw(_ id: Int64) throws -> Bool {
+        try queue.transaction { db in
+            try db.run("DELETE FROM commands WHERE id = ? AND applied = 0", [.integer(id)]) == 1
+        }
+    }
+
+    /// A command applied to the queue itself, with no host running.
+    private func applyOffline(_ verb: TargetVerb, _ target: TargetID) throws -> String {
+        let sink = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
+        let result = try queue.transaction { db -> String in
+            let parked = try QueueTools.isParked(target, in: db)
+            switch verb {
+            case .park:
+                try DurableQueue.setParked(target, true, reason: "parked by operator", in: db)
+                return "parked"
+            case .release:
+                guard parked else { return "not parked" }
+                try DurableQueue.setParked(target, false, reason: nil, in: db)
+                if let head = try QueueTools.head(of: target, in: db) {
+                    try db.run("UPDATE tasks SET attempts = 0, not_before = 0 WHERE id = ?", [.integer(head)])
+                }
+                return "released"
+            case .drain:
+                guard parked else { return "not parked: park it first" }
+                let rows = try QueueTools.drain(target, from: nil, after: 0, in: db)
+                for row in rows { sink?.write(bytes: deadLetterLine(row, error: "drained by operator")) }
+                try DurableQueue.setParked(target, false, reason: nil, in: db)
+                return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
+            }
+        }
+        sink?.flush()
+        return result
     }
 
     // MARK: Dead letters

@@ -95,6 +95,15 @@ final class SQLiteDatabase {
     }
 
     var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+
+    /// Resets every cached statement still stepping: one left mid-way would keep a read
+    /// transaction open after COMMIT (the WAL could not restart, and another process's write
+    /// would make the next BEGIN IMMEDIATE fail with SQLITE_BUSY_SNAPSHOT).
+    func resetBusyStatements() {
+        for statement in cache.values where sqlite3_stmt_busy(statement.handle) != 0 {
+            sqlite3_reset(statement.handle)
+        }
+    }
 }
 
 /// A value bound to a statement parameter.
