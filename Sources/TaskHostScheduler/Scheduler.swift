@@ -106,38 +106,63 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     /// The intake: pulls tasks while the buffer has room and admits them. A task whose target is
     /// idle, with a slot free and nothing else ready, starts here at once: inline for an executor
-    /// that can finish synchronously, otherwise in an immediate child task that runs on this
-    /// thread until its first suspension (no thread hop when the executor does not suspend).
+    /// that can finish synchronously, otherwise in an immediate child task (a runner) that runs on
+    /// this thread until its first suspension. While its executions do not suspend, the runner
+    /// goes on pulling and starting tasks itself, so a stream of executions that never suspend
+    /// costs one child task, not one each. When the runner suspends while executing, the intake
+    /// comes back here at once; when it suspends while pulling, it hands the intake back with
+    /// what it pulled.
     ///
     /// A source blocked in `next()` is cancelled when the run ends or the grace period expires.
     private func pull<S: AsyncSequence>(_ tasks: S) async where S.Element == TaskItem<Payload> {
+        let cursor = IntakeCursor(tasks.makeAsyncIterator())
         await withDiscardingTaskGroup { group in
-            var iterator = tasks.makeAsyncIterator()
-            let failure = await pull(&iterator, startingIn: &group)
-            var wakeups = Wakeups<Payload, C.Instant>()
-            state.withLock { $0.finishIntake(error: failure, &wakeups) }
-            wakeups.perform()
+            var pulled = await pullOne(cursor)
+            while true {
+                guard case .start(let work) = pulled else { break }
+                let runner = Runner()
+                group.addImmediateTask { await self.run(work, as: runner, cursor: cursor) }
+                // Here again: the runner suspended, or ended the input.
+                switch await runner.regain() {
+                case .intake: pulled = await pullOne(cursor)
+                case .handed(let result): pulled = result as! Pulled
+                case .finished: return
+                }
+            }
+            if case .end(let failure) = pulled { finishIntake(failure) }
         }
     }
 
-    private func pull<I: AsyncIteratorProtocol>(
-        _ iterator: inout I, startingIn group: inout DiscardingTaskGroup
-    ) async -> (any Error)? where I.Element == TaskItem<Payload> {
+    private func finishIntake(_ failure: (any Error)?) {
+        var wakeups = Wakeups<Payload, C.Instant>()
+        state.withLock { $0.finishIntake(error: failure, &wakeups) }
+        wakeups.perform()
+    }
+
+    /// What the intake pulled: a task to start in a runner, or the end of the input.
+    enum Pulled: @unchecked Sendable {
+        case start(Work)
+        case end((any Error)?)
+    }
+
+    /// Pulls and admits until a task must start in a runner, or the input ends. Tasks that queue
+    /// behind their target, and tasks of a synchronous executor (run inline), are handled here.
+    private func pullOne<I: AsyncIteratorProtocol>(_ cursor: IntakeCursor<I>) async -> Pulled
+    where I.Element == TaskItem<Payload> {
         let synchronous = executor.supportsImmediateExecution
-        var hasRoom = true
         do {
             while true {
-                if !hasRoom {
-                    hasRoom = await waitForRoom()
-                    if !hasRoom { break }
+                if !cursor.hasRoom {
+                    cursor.hasRoom = await waitForRoom()
+                    if !cursor.hasRoom { return .end(nil) }
                 }
-                guard let task = try await iterator.next() else { break }
+                guard let task = try await cursor.iterator.next() else { return .end(nil) }
                 let now = tracksReadyTime ? clock.now : nil
                 var wakeups = Wakeups<Payload, C.Instant>()
                 let admission = state.withLock { state in
                     let admission = state.admit(
                         task, now: now, inline: true, detachable: synchronous, &wakeups)
-                    hasRoom = state.intakeHasRoom
+                    cursor.hasRoom = state.intakeHasRoom
                     return admission
                 }
                 wakeups.perform()
@@ -147,15 +172,50 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 case .runInline(let work) where synchronous:
                     runInline(work)
                 case .runInline(let work):
-                    group.addImmediateTask { await self.work(from: work, parkWhenIdle: false) }
+                    return .start(work)
                 case .runDetached(let sequence):
                     runDetached(task, sequence: sequence, readySince: now)
                 }
             }
         } catch {
-            return error
+            return .end(error)
         }
-        return nil
+    }
+
+    /// A runner: runs `first`, then, while it holds the intake, takes ready tasks or pulls new
+    /// ones and runs them in turn; becomes a worker once the intake was taken back.
+    private func run<I: AsyncIteratorProtocol>(_ first: Work, as runner: Runner, cursor: IntakeCursor<I>) async
+    where I.Element == TaskItem<Payload> {
+        var work = first
+        while true {
+            let start = work.immediateTried ? work.startedAt : attemptStarting(work)
+            let result = await execute(work)
+            guard runner.executed() else {
+                // The intake went back to the spawner while this attempt was suspended.
+                let next = finish(work, result, startedAt: start, takeNext: true)
+                if let next { await self.work(from: next, parkWhenIdle: false) }
+                return
+            }
+            let pulled: Pulled
+            if let next = finish(work, result, startedAt: start, takeNext: true) {
+                pulled = .start(next)
+            } else {
+                pulled = await pullOne(cursor)
+            }
+            let isEnd: Bool
+            if case .end = pulled { isEnd = true } else { isEnd = false }
+            switch runner.proceed(with: pulled, isEnd: isEnd) {
+            case .runInline:
+                guard case .start(let next) = pulled else { return }
+                work = next
+            case .handedBack:
+                return
+            case .finishIntake:
+                guard case .end(let failure) = pulled else { return }
+                finishIntake(failure)
+                return
+            }
+        }
     }
 
     private func waitForRoom() async -> Bool {
@@ -437,4 +497,87 @@ public func run<E: TaskExecutor, S: AsyncSequence & Sendable>(
     var configuration = configuration
     configuration.maxConcurrency = maxConcurrency
     return await Scheduler(executor: executor, configuration: configuration).run(tasks)
+}
+
+/// The input's iterator and the intake's room flag, used by one holder of the intake at a time:
+/// the intake task, or a runner it spawned. Hand-overs go through a ``Runner``'s lock.
+final class IntakeCursor<I: AsyncIteratorProtocol>: @unchecked Sendable {
+    var iterator: I
+    var hasRoom = true
+
+    init(_ iterator: I) { self.iterator = iterator }
+}
+
+/// The hand-over of the intake between the intake task and a runner it spawned.
+final class Runner: Sendable {
+    enum Regained: @unchecked Sendable {
+        /// The runner was executing: the intake is the spawner's again.
+        case intake
+        /// The runner was pulling: it handed over what it pulled.
+        case handed(Any)
+        /// The runner ended the input.
+        case finished
+    }
+
+    enum Phase {
+        case executing
+        case pulling
+        case takenOver
+        case waiting(UnsafeContinuation<Regained, Never>)
+        case handedBack
+        case done
+    }
+
+    enum Next {
+        case runInline, handedBack, finishIntake
+    }
+
+    let phase = StateLock<Phase>(.executing)
+
+    /// The spawner, back from `addImmediateTask`: takes the intake back at once if the runner is
+    /// executing, or waits for what the runner is pulling.
+    func regain() async -> Regained {
+        await withUnsafeContinuation { continuation in
+            let now = phase.withLock { phase -> Regained? in
+                switch phase {
+                case .executing:
+                    phase = .takenOver
+                    return .intake
+                case .pulling:
+                    phase = .waiting(continuation)
+                    return nil
+                default:
+                    return .finished
+                }
+            }
+            if let now { continuation.resume(returning: now) }
+        }
+    }
+
+    /// The runner, after an attempt: true while it still holds the intake.
+    func executed() -> Bool {
+        phase.withLock { phase in
+            guard case .executing = phase else { return false }
+            phase = .pulling
+            return true
+        }
+    }
+
+    /// The runner, with a task to start or the end of the input: goes on if it still holds the
+    /// intake, or hands `pulled` to the waiting spawner.
+    func proceed<W>(with pulled: W, isEnd: Bool) -> Next {
+        let waiting = phase.withLock { phase -> UnsafeContinuation<Regained, Never>? in
+            switch phase {
+            case .waiting(let continuation):
+                phase = .handedBack
+                return continuation
+            default:
+                phase = isEnd ? .done : .executing
+                return nil
+            }
+        }
+        guard let waiting else { return isEnd ? .finishIntake : .runInline }
+        waiting.resume(returning: .handed(pulled))
+        return .handedBack
+    }
 }

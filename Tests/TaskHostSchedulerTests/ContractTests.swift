@@ -656,3 +656,68 @@ struct FailingSource: AsyncSequence, Sendable {
     }
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(failAfter: failAfter) }
 }
+
+/// The intake passes between the intake task and the runners it spawns: an executor that
+/// mostly finishes without suspending, some attempts that suspend, and a source that suspends
+/// between bursts, with small buffers. Every task runs once, in order per target, under the cap.
+@Suite struct IntakeHandOverTests {
+    final class Recorder: Sendable {
+        struct State {
+            var running: [TargetID: Int] = [:]
+            var total = 0
+            var maxTotal = 0
+            var order: [TargetID: [Int]] = [:]
+            var overlaps = 0
+        }
+        let state = Mutex(State())
+
+        func enter(_ task: TaskItem<Int>) {
+            state.withLock { state in
+                if state.running[task.targetId, default: 0] > 0 { state.overlaps += 1 }
+                state.running[task.targetId, default: 0] += 1
+                state.total += 1
+                state.maxTotal = max(state.maxTotal, state.total)
+                state.order[task.targetId, default: []].append(task.payload)
+            }
+        }
+
+        func leave(_ task: TaskItem<Int>) {
+            state.withLock { state in
+                state.running[task.targetId, default: 0] -= 1
+                state.total -= 1
+            }
+        }
+    }
+
+    @Test("Runners hand the intake back and forth; nothing is lost, reordered or overlapped", arguments: [1, 3, 64])
+    func handOver(buffer: Int) async {
+        let recorder = Recorder()
+        let executor = ClosureExecutor<Int> { task, _ in
+            recorder.enter(task)
+            // One attempt in five suspends; the others finish without suspending.
+            if task.payload % 5 == 0 { await Task.yield() }
+            recorder.leave(task)
+        }
+        var configuration = SchedulerConfiguration(maxConcurrency: 4, bufferSize: buffer)
+        configuration.retry = .none
+        let scheduler = Scheduler(executor: executor, configuration: configuration, clock: ContinuousClock())
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        let count = 3000
+        async let summary = scheduler.run(source)
+        for n in 0..<count {
+            input.yield(TaskItem(targetId: .integer(Int64(n % 7)), payload: n))
+            if n % 97 == 0 { await Task.yield() }  // the source suspends between bursts
+        }
+        input.finish()
+        let result = await summary
+        #expect(result.succeeded == count)
+        recorder.state.withLock { state in
+            #expect(state.overlaps == 0)
+            #expect(state.maxTotal <= 4)
+            for (target, order) in state.order {
+                #expect(order == order.sorted(), "target \(target) ran out of order")
+            }
+            #expect(state.order.values.map(\.count).reduce(0, +) == count)
+        }
+    }
+}
