@@ -1,6 +1,13 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+/// The scheduler's hot path: its generic code specialized into the modules that use it, and no
+/// LLVM function merging, which turns the specialized copies of its records back into generic
+/// value-witness calls.
+let hotPathFlags: [SwiftSetting] = [
+    .unsafeFlags(["-cross-module-optimization", "-Xfrontend", "-disable-llvm-merge-functions-pass"])
+]
+
 let package = Package(
     name: "TaskHost",
     platforms: [.macOS(.v15)],
@@ -40,7 +47,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ],
-            swiftSettings: [.unsafeFlags(["-cross-module-optimization"])]
+            swiftSettings: hotPathFlags
         ),
         // The Swift plugin SDK: depends on the header only, so plugins stay small.
         .target(name: "TaskHostPluginSDK", dependencies: ["CTaskHostPlugin"]),
@@ -78,7 +85,8 @@ let package = Package(
             dependencies: [
                 "TaskHostScheduler", "TaskHostRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: hotPathFlags
         ),
         .executableTarget(
             name: "TaskHostExample",

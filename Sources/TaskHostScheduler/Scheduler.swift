@@ -32,6 +32,8 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     let started = Atomic<Bool>(false)
     let tracksReadyTime: Bool
     let measuresExecution: Bool
+    /// The instant the scheduler's stamps count from (see ``TimerEntry``).
+    let epoch: C.Instant
 
     /// - Parameters:
     ///   - executor: runs the tasks.
@@ -54,7 +56,12 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         self.state = StateLock(State(configuration: configuration))
         self.tracksReadyTime = hooks.attemptStarted != nil
         self.measuresExecution = hooks.attemptFinished != nil
+        self.epoch = clock.now
     }
+
+    /// Now, as a duration since the epoch.
+    @inline(__always)
+    func stamp() -> Duration { epoch.duration(to: clock.now) }
 
     // MARK: Running
 
@@ -157,7 +164,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                     if !cursor.hasRoom { return .end(nil) }
                 }
                 guard let task = try await cursor.iterator.next() else { return .end(nil) }
-                let now = tracksReadyTime ? clock.now : nil
+                let now = tracksReadyTime ? stamp() : nil
                 var wakeups = Wakeups<Payload, C.Instant>()
                 let admission = state.withLock { state in
                     let admission = state.admit(
@@ -228,7 +235,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     /// Runs a task of a target without state, without a task switch and without making state
     /// for the target unless the attempt fails or defers.
-    private func runDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: C.Instant?) {
+    private func runDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?) {
         if hooks.attemptStarted != nil || measuresExecution {
             // Hooks need the full record: take the ordinary path.
             let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
@@ -345,25 +352,25 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     }
 
     @inline(__always)
-    private func attemptStarting(_ work: Work) -> C.Instant? {
+    private func attemptStarting(_ work: Work) -> Duration? {
         if let started = hooks.attemptStarted {
-            let now = clock.now
-            let wait = work.entry.readySince.map { $0.duration(to: now) } ?? .zero
+            let now = stamp()
+            let wait = work.entry.readySince.map { now - $0 } ?? .zero
             started(work.entry.task, work.context, wait)
             return now
         }
-        return measuresExecution ? clock.now : nil
+        return measuresExecution ? stamp() : nil
     }
 
     /// Records an attempt's end and, for a worker, takes its next task under the same lock.
-    private func finish(_ work: Work, _ result: AttemptResult, startedAt: C.Instant?, takeNext: Bool) -> Work? {
-        var now: C.Instant?
+    private func finish(_ work: Work, _ result: AttemptResult, startedAt: Duration?, takeNext: Bool) -> Work? {
+        var now: Duration?
         var draw = 0.0
         if case .failure = result {
-            now = clock.now
+            now = stamp()
             if configuration.retry.jitter > 0 { draw = random() }
         } else if startedAt != nil || tracksReadyTime {
-            now = clock.now
+            now = stamp()
         }
         var wakeups = Wakeups<Payload, C.Instant>()
         let (disposition, next) = state.withLock { state in
@@ -376,7 +383,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         if let finished = hooks.attemptFinished {
             var error: (any Error)?
             if case .failure(let failure) = result { error = failure }
-            let elapsed = startedAt.flatMap { start in now.map { start.duration(to: $0) } } ?? .zero
+            let elapsed = startedAt.flatMap { start in now.map { $0 - start } } ?? .zero
             finished(
                 AttemptRecord(
                     task: work.entry.task, context: work.context, disposition: disposition, error: error,
@@ -390,7 +397,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     private func runTimer() async {
         while !Task.isCancelled {
             var wakeups = Wakeups<Payload, C.Instant>()
-            let now = clock.now
+            let now = stamp()
             let step = state.withLock { $0.fireTimers(now: now, &wakeups) }
             wakeups.perform()
             switch step {
@@ -400,7 +407,9 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 await waitForEarlierDeadline(than: nil)
             case .sleep(let deadline):
                 await withTaskGroup(of: Void.self) { group in
-                    group.addTask { try? await self.clock.sleep(until: deadline, tolerance: nil) }
+                    group.addTask {
+                        try? await self.clock.sleep(until: self.epoch.advanced(by: deadline), tolerance: nil)
+                    }
                     group.addTask { await self.waitForEarlierDeadline(than: deadline) }
                     _ = await group.next()
                     group.cancelAll()
@@ -409,7 +418,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         }
     }
 
-    private func waitForEarlierDeadline(than deadline: C.Instant?) async {
+    private func waitForEarlierDeadline(than deadline: Duration?) async {
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 let parked = state.withLock { state in
@@ -468,7 +477,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     /// The gauges of SEMANTICS.md item 12, read under the lock.
     public func snapshot() -> SchedulerSnapshot {
-        let now = tracksReadyTime ? clock.now : nil
+        let now = tracksReadyTime ? stamp() : nil
         return state.withLock { $0.snapshot(now: now) }
     }
 }

@@ -9,7 +9,7 @@ struct Entry<Payload: Sendable, Instant: Sendable>: Sendable {
     var attempts: Int
     /// When it became eligible to start (admission, or the end of its backoff); only tracked
     /// when latency is observed.
-    var readySince: Instant?
+    var readySince: Duration?
 }
 
 /// A task handed to an executor: which target slot it holds and the entry itself.
@@ -20,7 +20,7 @@ struct Dispatch<Payload: Sendable, Instant: Sendable>: Sendable {
     /// Set when `executeImmediately` already started this attempt and deferred it: the worker
     /// then calls only `execute`, and keeps the original start time.
     var immediateTried = false
-    var startedAt: Instant?
+    var startedAt: Duration?
 
     var context: ExecutionContext { ExecutionContext(sequence: entry.sequence, attempt: entry.attempts) }
 }
@@ -113,8 +113,12 @@ struct RankedRef: Comparable {
     }
 }
 
-struct TimerEntry<Instant: InstantProtocol>: Comparable {
-    var deadline: Instant
+/// Deadlines and stamps are `Duration`s since the scheduler's epoch (an instant of its clock):
+/// `Duration` is frozen, so the records that carry one have a layout known at compile time (a
+/// clock's `Instant`, such as `ContinuousClock.Instant`, is resilient: every copy of a record
+/// holding one would go through value witnesses).
+struct TimerEntry: Comparable {
+    var deadline: Duration
     var slot: Int32
     var generation: UInt32
     var token: UInt32
@@ -194,8 +198,8 @@ where Instant.Duration == Duration {
     var blockedCount = 0
 
     // Backoff deadlines.
-    var timers = Heap<TimerEntry<Instant>>()
-    var timerSleepingUntil: Instant?
+    var timers = Heap<TimerEntry>()
+    var timerSleepingUntil: Duration?
     var timerWaiter: UnsafeContinuation<Void, Never>?
 
     // Execution.
@@ -427,7 +431,7 @@ where Instant.Duration == Duration {
     /// Accepts a task from the input. Returns whether the intake may pull the next one at once.
     mutating func admit(
         _ task: TaskItem<Payload>,
-        now: Instant?,
+        now: Duration?,
         inline: Bool,
         detachable: Bool,
         _ wakeups: inout Wakeups<Payload, Instant>
@@ -470,7 +474,7 @@ where Instant.Duration == Duration {
     }
 
     /// Gives a detached task the state of a dispatched one, for a failure or a handoff.
-    mutating func adoptDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Instant?) -> Work {
+    mutating func adoptDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?) -> Work {
         let slot = slot(for: task.targetId)
         targets[Int(slot)].running += 1
         let entry = Task(task: task, sequence: sequence, attempts: 1, readySince: readySince)
@@ -478,7 +482,7 @@ where Instant.Duration == Duration {
     }
 
     /// A dispatch the intake started but could not finish inline: a worker runs it.
-    mutating func handOff(_ work: Work, startedAt: Instant?, _ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func handOff(_ work: Work, startedAt: Duration?, _ wakeups: inout Wakeups<Payload, Instant>) {
         var work = work
         work.immediateTried = true
         work.startedAt = startedAt
@@ -513,7 +517,7 @@ where Instant.Duration == Duration {
     mutating func complete(
         _ work: Work,
         result: AttemptResult,
-        now: Instant?,
+        now: Duration?,
         random: Double,
         _ wakeups: inout Wakeups<Payload, Instant>
     ) -> AttemptDisposition {
@@ -549,7 +553,7 @@ where Instant.Duration == Duration {
         _ entry: inout Task,
         slot: Int32,
         error: any Error,
-        now: Instant?,
+        now: Duration?,
         random: Double,
         _ wakeups: inout Wakeups<Payload, Instant>
     ) -> AttemptDisposition {
@@ -572,7 +576,7 @@ where Instant.Duration == Duration {
         }
         if let delay {
             summary.retries += 1
-            entry.readySince = now.map { $0.advanced(by: delay) }
+            entry.readySince = now.map { $0 + delay }
             targets[i].queue.prepend(entry)
             queued += 1
             unready(slot)
@@ -584,7 +588,7 @@ where Instant.Duration == Duration {
                 targets[i].token &+= 1
                 addTimer(
                     TimerEntry(
-                        deadline: now!.advanced(by: delay), slot: slot, generation: targets[i].generation,
+                        deadline: now! + delay, slot: slot, generation: targets[i].generation,
                         token: targets[i].token), &wakeups)
             }
             return .retrying(after: delay)
@@ -607,7 +611,7 @@ where Instant.Duration == Duration {
 
     // MARK: Timers
 
-    private mutating func addTimer(_ entry: TimerEntry<Instant>, _ wakeups: inout Wakeups<Payload, Instant>) {
+    private mutating func addTimer(_ entry: TimerEntry, _ wakeups: inout Wakeups<Payload, Instant>) {
         timers.insert(entry)
         if let waiter = timerWaiter, timerSleepingUntil.map({ entry.deadline < $0 }) ?? true {
             timerWaiter = nil
@@ -616,13 +620,13 @@ where Instant.Duration == Duration {
     }
 
     enum TimerStep {
-        case sleep(until: Instant)
+        case sleep(until: Duration)
         case wait
         case exit
     }
 
     /// Makes due targets ready and says how long the timer task sleeps next.
-    mutating func fireTimers(now: Instant, _ wakeups: inout Wakeups<Payload, Instant>) -> TimerStep {
+    mutating func fireTimers(now: Duration, _ wakeups: inout Wakeups<Payload, Instant>) -> TimerStep {
         while let first = timers.min, first.deadline <= now {
             let entry = timers.removeMin()
             let i = Int(entry.slot)
@@ -640,7 +644,7 @@ where Instant.Duration == Duration {
     }
 
     /// Parks the timer task until a nearer deadline arrives. Returns false to resume at once.
-    mutating func parkTimer(_ continuation: UnsafeContinuation<Void, Never>, until deadline: Instant?) -> Bool {
+    mutating func parkTimer(_ continuation: UnsafeContinuation<Void, Never>, until deadline: Duration?) -> Bool {
         if phase == .finished { return false }
         if let deadline, let first = timers.min, first.deadline < deadline { return false }
         if deadline == nil, !timers.isEmpty { return false }
@@ -778,7 +782,7 @@ where Instant.Duration == Duration {
         return (.done, drained)
     }
 
-    func snapshot(now: Instant?) -> SchedulerSnapshot {
+    func snapshot(now: Duration?) -> SchedulerSnapshot {
         var s = SchedulerSnapshot()
         s.running = running
         s.queued = queued
@@ -797,7 +801,7 @@ where Instant.Duration == Duration {
             case .idle: break
             }
             if let now, target.phase == .ready, let since = target.queue.first?.readySince {
-                let age = since.duration(to: now)
+                let age = now - since
                 if s.oldestHeadAge.map({ age > $0 }) ?? true { s.oldestHeadAge = age }
             }
         }
