@@ -20,8 +20,8 @@ public enum TargetCommandResult: Sendable, Hashable {
 ///   tasks of one target at once (unless `perTargetLimit` is above 1).
 public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C.Duration == Duration {
     public typealias Payload = Executor.Payload
-    typealias State = SchedulerState<Payload, C.Instant>
-    typealias Work = Dispatch<Payload, C.Instant>
+    typealias State = SchedulerState<Payload>
+    typealias Work = Dispatch<Payload>
 
     let executor: Executor
     let configuration: SchedulerConfiguration
@@ -141,7 +141,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     }
 
     private func finishIntake(_ failure: (any Error)?) {
-        var wakeups = Wakeups<Payload, C.Instant>()
+        var wakeups = Wakeups<Payload>()
         state.withLock { $0.finishIntake(error: failure, &wakeups) }
         wakeups.perform()
     }
@@ -165,7 +165,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 }
                 guard let task = try await cursor.iterator.next() else { return .end(nil) }
                 let now = tracksReadyTime ? stamp() : nil
-                var wakeups = Wakeups<Payload, C.Instant>()
+                var wakeups = Wakeups<Payload>()
                 let admission = state.withLock { state in
                     let admission = state.admit(
                         task, now: now, inline: true, detachable: synchronous, &wakeups)
@@ -244,14 +244,14 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         let context = ExecutionContext(sequence: sequence, attempt: 1)
         switch executor.executeImmediately(task, context: context) {
         case .succeeded:
-            var wakeups = Wakeups<Payload, C.Instant>()
+            var wakeups = Wakeups<Payload>()
             state.withLock { $0.completeDetached(pool: task.pool, &wakeups) }
             wakeups.perform()
         case .failed(let error):
             let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
             _ = finish(work, .failure(error), startedAt: nil, takeNext: false)
         case .deferred:
-            var wakeups = Wakeups<Payload, C.Instant>()
+            var wakeups = Wakeups<Payload>()
             state.withLock { state in
                 let work = state.adoptDetached(task, sequence: sequence, readySince: readySince)
                 state.handOff(work, startedAt: nil, &wakeups)
@@ -269,7 +269,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         case .failed(let error):
             _ = finish(work, .failure(error), startedAt: start, takeNext: false)
         case .deferred:
-            var wakeups = Wakeups<Payload, C.Instant>()
+            var wakeups = Wakeups<Payload>()
             state.withLock { $0.handOff(work, startedAt: start, &wakeups) }
             wakeups.perform()
         }
@@ -298,7 +298,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     private func park() async -> Work? {
         await withUnsafeContinuation { continuation in
-            var wakeups = Wakeups<Payload, C.Instant>()
+            var wakeups = Wakeups<Payload>()
             let (work, resumeNow) = state.withLock { $0.parkWorker(continuation, &wakeups) }
             wakeups.perform()
             if resumeNow { continuation.resume(returning: work) }
@@ -372,7 +372,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         } else if startedAt != nil || tracksReadyTime {
             now = stamp()
         }
-        var wakeups = Wakeups<Payload, C.Instant>()
+        var wakeups = Wakeups<Payload>()
         let (disposition, next) = state.withLock { state in
             let disposition = state.complete(work, result: result, now: now, random: draw, &wakeups)
             let next = takeNext ? state.takeNext() : nil
@@ -396,7 +396,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     private func runTimer() async {
         while !Task.isCancelled {
-            var wakeups = Wakeups<Payload, C.Instant>()
+            var wakeups = Wakeups<Payload>()
             let now = stamp()
             let step = state.withLock { $0.fireTimers(now: now, &wakeups) }
             wakeups.perform()
@@ -437,7 +437,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     /// are cancelled. Queued tasks are reported in ``RunSummary/unfinished``.
     /// A second call with a zero grace period cancels running tasks at once.
     public func shutdown(gracePeriod: Duration) {
-        var wakeups = Wakeups<Payload, C.Instant>()
+        var wakeups = Wakeups<Payload>()
         state.withLock { $0.beginShutdown(grace: gracePeriod, &wakeups) }
         wakeups.perform()
     }
@@ -451,7 +451,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     /// Resumes a parked target; its head gets a fresh set of attempts.
     @discardableResult
     public func release(_ target: TargetID) -> TargetCommandResult {
-        var wakeups = Wakeups<Payload, C.Instant>()
+        var wakeups = Wakeups<Payload>()
         let result = state.withLock { $0.release(target, &wakeups) }
         wakeups.perform()
         return result
@@ -461,7 +461,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     /// and resumes the target for tasks that arrive later.
     @discardableResult
     public func drain(_ target: TargetID) -> TargetCommandResult {
-        var wakeups = Wakeups<Payload, C.Instant>()
+        var wakeups = Wakeups<Payload>()
         let (result, drained) = state.withLock { $0.drain(target, &wakeups) }
         wakeups.perform()
         if let finished = hooks.attemptFinished {

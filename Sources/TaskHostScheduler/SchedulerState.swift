@@ -2,7 +2,7 @@ import DequeModule
 import HeapModule
 
 /// One admitted task with what the scheduler knows of it.
-struct Entry<Payload: Sendable, Instant: Sendable>: Sendable {
+struct Entry<Payload: Sendable>: Sendable {
     var task: TaskItem<Payload>
     var sequence: UInt64
     /// Attempts already started.
@@ -13,10 +13,10 @@ struct Entry<Payload: Sendable, Instant: Sendable>: Sendable {
 }
 
 /// A task handed to an executor: which target slot it holds and the entry itself.
-struct Dispatch<Payload: Sendable, Instant: Sendable>: Sendable {
+struct Dispatch<Payload: Sendable>: Sendable {
     var slot: Int32
     var generation: UInt32
-    var entry: Entry<Payload, Instant>
+    var entry: Entry<Payload>
     /// Set when `executeImmediately` already started this attempt and deferred it: the worker
     /// then calls only `execute`, and keeps the original start time.
     var immediateTried = false
@@ -44,7 +44,8 @@ struct TargetQueue<Element> {
     }
 
     mutating func popFirst() -> Element? {
-        guard let head = first else { return nil }
+        // Moved out, not copied: the head is taken, then replaced.
+        guard let head = first.take() else { return nil }
         first = rest.popFirst()
         return head
     }
@@ -78,9 +79,9 @@ enum TargetPhase: UInt8 {
     case blocked
 }
 
-struct TargetSlot<Payload: Sendable, Instant: Sendable> {
+struct TargetSlot<Payload: Sendable> {
     var id: TargetID
-    var queue = TargetQueue<Entry<Payload, Instant>>()
+    var queue = TargetQueue<Entry<Payload>>()
     var running: Int32 = 0
     var phase: TargetPhase = .idle
     /// Bumped when the slot is reused for another target: stale references are recognised.
@@ -143,8 +144,8 @@ struct SupervisorEvents {
 }
 
 /// Continuations to resume and events to deliver once the lock is released.
-struct Wakeups<Payload: Sendable, Instant: Sendable> {
-    var workers: [(UnsafeContinuation<Dispatch<Payload, Instant>?, Never>, Dispatch<Payload, Instant>?)] = []
+struct Wakeups<Payload: Sendable> {
+    var workers: [(UnsafeContinuation<Dispatch<Payload>?, Never>, Dispatch<Payload>?)] = []
     var intake: UnsafeContinuation<Bool, Never>?
     var intakeValue = true
     var timer: UnsafeContinuation<Void, Never>?
@@ -161,10 +162,9 @@ struct Wakeups<Payload: Sendable, Instant: Sendable> {
 
 /// The scheduler's whole mutable state: a state machine driven under one lock. Its methods
 /// never call user code; they return what the caller must do after unlocking.
-struct SchedulerState<Payload: Sendable, Instant: InstantProtocol & Sendable>: ~Copyable
-where Instant.Duration == Duration {
-    typealias Task = Entry<Payload, Instant>
-    typealias Work = Dispatch<Payload, Instant>
+struct SchedulerState<Payload: Sendable>: ~Copyable {
+    typealias Task = Entry<Payload>
+    typealias Work = Dispatch<Payload>
 
     enum Phase { case running, draining, finished }
 
@@ -179,7 +179,7 @@ where Instant.Duration == Duration {
     var intakeFinished = false
 
     // Targets.
-    var targets: [TargetSlot<Payload, Instant>] = []
+    var targets: [TargetSlot<Payload>] = []
     var freeSlots: [Int32] = []
     var index: [TargetID: Int32] = [:]
 
@@ -378,7 +378,7 @@ where Instant.Duration == Duration {
     }
 
     /// Hands ready work to idle workers, and asks for new workers when none is idle.
-    mutating func wakeWorkers(_ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func wakeWorkers(_ wakeups: inout Wakeups<Payload>) {
         while !idleWorkers.isEmpty, let work = takeNext() {
             wakeups.workers.append((idleWorkers.removeLast(), work))
         }
@@ -395,7 +395,7 @@ where Instant.Duration == Duration {
 
     /// A worker that found nothing to do: parks it unless work appeared or the run is over.
     mutating func parkWorker(
-        _ continuation: UnsafeContinuation<Work?, Never>, _ wakeups: inout Wakeups<Payload, Instant>
+        _ continuation: UnsafeContinuation<Work?, Never>, _ wakeups: inout Wakeups<Payload>
     ) -> (Work?, resumeNow: Bool) {
         if phase == .finished { return (nil, true) }
         if let work = takeNext() {
@@ -434,7 +434,7 @@ where Instant.Duration == Duration {
         now: Duration?,
         inline: Bool,
         detachable: Bool,
-        _ wakeups: inout Wakeups<Payload, Instant>
+        _ wakeups: inout Wakeups<Payload>
     ) -> Admission {
         let sequence = nextSequence
         nextSequence &+= 1
@@ -465,7 +465,7 @@ where Instant.Duration == Duration {
     }
 
     /// A detached task that succeeded: it frees its slot, no target state was ever made.
-    mutating func completeDetached(pool: Int, _ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func completeDetached(pool: Int, _ wakeups: inout Wakeups<Payload>) {
         running -= 1
         poolFinished(pool)
         summary.succeeded += 1
@@ -482,7 +482,7 @@ where Instant.Duration == Duration {
     }
 
     /// A dispatch the intake started but could not finish inline: a worker runs it.
-    mutating func handOff(_ work: Work, startedAt: Duration?, _ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func handOff(_ work: Work, startedAt: Duration?, _ wakeups: inout Wakeups<Payload>) {
         var work = work
         work.immediateTried = true
         work.startedAt = startedAt
@@ -505,7 +505,7 @@ where Instant.Duration == Duration {
     /// the `parkedTargets` gauge and in the summary.
     var buffered: Int { queued - parkedQueued }
 
-    mutating func finishIntake(error: (any Error)?, _ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func finishIntake(error: (any Error)?, _ wakeups: inout Wakeups<Payload>) {
         intakeFinished = true
         if let error, !(error is CancellationError) || phase == .running { summary.inputError = error }
         checkFinished(&wakeups)
@@ -519,7 +519,7 @@ where Instant.Duration == Duration {
         result: AttemptResult,
         now: Duration?,
         random: Double,
-        _ wakeups: inout Wakeups<Payload, Instant>
+        _ wakeups: inout Wakeups<Payload>
     ) -> AttemptDisposition {
         let i = Int(work.slot)
         precondition(targets[i].generation == work.generation, "completion for a target that was removed")
@@ -541,7 +541,7 @@ where Instant.Duration == Duration {
         return disposition
     }
 
-    private mutating func wakeIntakeIfRoom(_ wakeups: inout Wakeups<Payload, Instant>) {
+    private mutating func wakeIntakeIfRoom(_ wakeups: inout Wakeups<Payload>) {
         if intakeWaiter != nil, buffered < resumeIntakeBelow || phase != .running {
             wakeups.intake = intakeWaiter
             wakeups.intakeValue = phase == .running
@@ -555,7 +555,7 @@ where Instant.Duration == Duration {
         error: any Error,
         now: Duration?,
         random: Double,
-        _ wakeups: inout Wakeups<Payload, Instant>
+        _ wakeups: inout Wakeups<Payload>
     ) -> AttemptDisposition {
         let i = Int(slot)
         if phase != .running {
@@ -611,7 +611,7 @@ where Instant.Duration == Duration {
 
     // MARK: Timers
 
-    private mutating func addTimer(_ entry: TimerEntry, _ wakeups: inout Wakeups<Payload, Instant>) {
+    private mutating func addTimer(_ entry: TimerEntry, _ wakeups: inout Wakeups<Payload>) {
         timers.insert(entry)
         if let waiter = timerWaiter, timerSleepingUntil.map({ entry.deadline < $0 }) ?? true {
             timerWaiter = nil
@@ -626,7 +626,7 @@ where Instant.Duration == Duration {
     }
 
     /// Makes due targets ready and says how long the timer task sleeps next.
-    mutating func fireTimers(now: Duration, _ wakeups: inout Wakeups<Payload, Instant>) -> TimerStep {
+    mutating func fireTimers(now: Duration, _ wakeups: inout Wakeups<Payload>) -> TimerStep {
         while let first = timers.min, first.deadline <= now {
             let entry = timers.removeMin()
             let i = Int(entry.slot)
@@ -661,7 +661,7 @@ where Instant.Duration == Duration {
     // MARK: Supervisor, shutdown, end
 
     private mutating func notifySupervisor(
-        _ wakeups: inout Wakeups<Payload, Instant>, _ change: (inout SupervisorEvents) -> Void
+        _ wakeups: inout Wakeups<Payload>, _ change: (inout SupervisorEvents) -> Void
     ) {
         change(&supervisorPending)
         if let waiter = supervisorWaiter {
@@ -682,7 +682,7 @@ where Instant.Duration == Duration {
         return nil
     }
 
-    private mutating func checkFinished(_ wakeups: inout Wakeups<Payload, Instant>) {
+    private mutating func checkFinished(_ wakeups: inout Wakeups<Payload>) {
         // Draining ends once nothing runs: a source still blocked in next() is then cancelled.
         guard phase != .finished, running == 0, intakeFinished || phase == .draining else { return }
         // Cheap tests first; the scan for backed-off targets only runs when everything else is idle.
@@ -700,7 +700,7 @@ where Instant.Duration == Duration {
     }
 
     /// Starts a graceful shutdown: intake stops, nothing new starts, running tasks get `grace`.
-    mutating func beginShutdown(grace: Duration, _ wakeups: inout Wakeups<Payload, Instant>) {
+    mutating func beginShutdown(grace: Duration, _ wakeups: inout Wakeups<Payload>) {
         guard phase == .running else {
             if phase == .draining, grace <= .zero { notifySupervisor(&wakeups) { $0.cancelNow = true } }
             return
@@ -752,7 +752,7 @@ where Instant.Duration == Duration {
         return .done
     }
 
-    mutating func release(_ id: TargetID, _ wakeups: inout Wakeups<Payload, Instant>) -> TargetCommandResult {
+    mutating func release(_ id: TargetID, _ wakeups: inout Wakeups<Payload>) -> TargetCommandResult {
         guard let slot = index[id] else { return .unknownTarget }
         let i = Int(slot)
         guard targets[i].phase == .parked else { return .notParked }
@@ -766,7 +766,7 @@ where Instant.Duration == Duration {
     }
 
     /// Removes every queued task of a parked target; the caller reports them as dead letters.
-    mutating func drain(_ id: TargetID, _ wakeups: inout Wakeups<Payload, Instant>) -> (TargetCommandResult, [Task]) {
+    mutating func drain(_ id: TargetID, _ wakeups: inout Wakeups<Payload>) -> (TargetCommandResult, [Task]) {
         guard let slot = index[id] else { return (.unknownTarget, []) }
         let i = Int(slot)
         guard targets[i].phase == .parked else { return (.notParked, []) }
