@@ -305,6 +305,8 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         }
     }
 
+    /// Inlined into the loops that run attempts: no frame of its own per attempt.
+    @inline(__always)
     private func execute(_ work: Work) async -> AttemptResult {
         let task = work.entry.task
         let context = work.context
@@ -323,7 +325,13 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 return .failure(error)
             }
         }
-        return await withTaskGroup(of: AttemptResult?.self) { group in
+        return await execute(task, context: context, timeout: timeout)
+    }
+
+    private func execute(_ task: TaskItem<Payload>, context: ExecutionContext, timeout: Duration) async
+        -> AttemptResult
+    {
+        await withTaskGroup(of: AttemptResult?.self) { group in
             group.addTask {
                 do {
                     try await self.executor.execute(task, context: context)
