@@ -359,10 +359,19 @@ public final class Pipeline: Sendable {
         guard let summary = schedulerSummary else { return Summary() }
         var out = Summary()
         if let durable {
-            // Unfinished tasks stay queued for the next run, with their attempt counts.
+            // Unfinished tasks stay queued for the next run, with their attempt counts: those the
+            // scheduler held, those of parked targets, those not read yet.
             out.leftQueued = summary.unfinished.count
             out.parked = summary.parked
-            if let queue, durable.failure.withLock({ $0 == nil }) { await compact(durable); queue.checkpointWAL() }
+            if let queue, durable.failure.withLock({ $0 == nil }) {
+                await compact(durable)
+                if let left = try? await queue.perform({ db in
+                    try db.integer("SELECT count(*) FROM tasks WHERE state IN (0, 1)")
+                }) {
+                    out.leftQueued = Int(left ?? 0)
+                }
+                queue.checkpointWAL()
+            }
             out.queueError = durable.failure.withLock { $0?.description }
         } else {
             // Tasks that did not finish: parked targets' tasks and those cut off by shutdown.
