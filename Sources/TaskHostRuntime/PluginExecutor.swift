@@ -258,9 +258,10 @@ public final class PluginExecutor: TaskExecutor, Sendable {
 
     public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
         // A token per call, reused on this thread while plugins complete synchronously: the common
-        // path allocates nothing.
+        // path allocates nothing and touches no reference count. The cache's reference becomes the
+        // plugin's for the call, and goes back to the cache after a synchronous result.
         let token = TokenCache.take()
-        let opaque = Unmanaged.passRetained(token).toOpaque()  // the plugin's reference
+        let opaque = token.toOpaque()
         var outcome = th_outcome()
         outcome.struct_size = UInt32(MemoryLayout<th_outcome>.size)
         outcome.retry_after_ms = -1
@@ -268,13 +269,14 @@ public final class PluginExecutor: TaskExecutor, Sendable {
             executeFunction(instancePointer, pluginTask, OpaquePointer(opaque), &outcome)
         }
         if status == TH_PENDING {
-            pending.withLock { $0[Key(sequence: context.sequence, attempt: context.attempt)] = token }
+            // The plugin keeps its reference until it completes; the table holds another.
+            let call = token.takeUnretainedValue()
+            pending.withLock { $0[Key(sequence: context.sequence, attempt: context.attempt)] = call }
             return .deferred
         }
         outcome.status = status
-        if token.isUntouched {
+        if token._withUnsafeGuaranteedRef({ $0.isUntouched }) {
             // A synchronous result: the token was never used and serves the thread's next call.
-            Unmanaged<CallToken>.fromOpaque(opaque).release()
             TokenCache.give(token)
         } else {
             // The plugin completed the token and also returned a result: its complete() kept the
@@ -344,13 +346,11 @@ public final class PluginExecutor: TaskExecutor, Sendable {
 func withPluginTask<R>(
     _ task: TaskItem<String>, _ context: ExecutionContext, _ body: (UnsafePointer<th_task>) -> R
 ) -> R {
-    var payload = task.payload
-    var id = task.id ?? ""
-    switch task.targetId {
-    case .string(var target):
-        return target.withUTF8 { target in
-            payload.withUTF8 { payload in
-                id.withUTF8 { id in
+    withUTF8(task.payload) { payload in
+        withUTF8(task.id ?? "") { id in
+            switch task.targetId {
+            case .string(let target):
+                return withUTF8(target) { target in
                     var pluginTask = th_task(
                         struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
                         sequence: context.sequence, target_id: th_str(target), target_is_integer: 0,
@@ -358,12 +358,8 @@ func withPluginTask<R>(
                         deadline_ns: 0)
                     return body(&pluginTask)
                 }
-            }
-        }
-    case .integer(let integer):
-        return withDecimal(integer) { target in
-            payload.withUTF8 { payload in
-                id.withUTF8 { id in
+            case .integer(let integer):
+                return withDecimal(integer) { target in
                     var pluginTask = th_task(
                         struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
                         sequence: context.sequence, target_id: th_str(target), target_is_integer: 1,
@@ -374,6 +370,15 @@ func withPluginTask<R>(
             }
         }
     }
+}
+
+/// A string's UTF-8 bytes, borrowed without a copy when the string is contiguous (native
+/// strings are), copied otherwise.
+@inline(__always)
+func withUTF8<R>(_ text: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+    if let result = text.utf8.withContiguousStorageIfAvailable(body) { return result }
+    var copy = text
+    return copy.withUTF8(body)
 }
 
 /// Renders an integer in decimal into a stack buffer, without allocating.
@@ -448,40 +453,32 @@ private let hostCapability: @convention(c) (UnsafeMutableRawPointer?, UnsafePoin
     _, _ in nil
 }
 
-/// Per-thread spare tokens for synchronous executions.
+/// Per-thread spare tokens for synchronous executions: the thread-specific value is a retained
+/// token, handed out and given back without reference counting.
 enum TokenCache {
-    final class Slot {
-        var token: CallToken?
-    }
-
     static let key: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key) { value in
-            if let value { Unmanaged<Slot>.fromOpaque(value).release() }
+            if let value { Unmanaged<CallToken>.fromOpaque(value).release() }
         }
         return key
     }()
 
+    /// A token with one reference, the caller's.
     @inline(__always)
-    static func slot() -> Slot {
-        if let existing = pthread_getspecific(key) {
-            return Unmanaged<Slot>.fromOpaque(existing).takeUnretainedValue()
+    static func take() -> Unmanaged<CallToken> {
+        if let spare = pthread_getspecific(key) {
+            // Taken out: a nested call on this thread (a plugin calling back) gets its own.
+            pthread_setspecific(key, nil)
+            return Unmanaged.fromOpaque(spare)
         }
-        let slot = Slot()
-        pthread_setspecific(key, Unmanaged.passRetained(slot).toOpaque())
-        return slot
+        return Unmanaged.passRetained(CallToken())
     }
 
+    /// Gives a token's reference to this thread's cache.
     @inline(__always)
-    static func take() -> CallToken {
-        let slot = slot()
-        if let token = slot.token {
-            slot.token = nil
-            return token
-        }
-        return CallToken()
+    static func give(_ token: Unmanaged<CallToken>) {
+        if let spare = pthread_getspecific(key) { Unmanaged<CallToken>.fromOpaque(spare).release() }
+        pthread_setspecific(key, token.toOpaque())
     }
-
-    @inline(__always)
-    static func give(_ token: CallToken) { slot().token = token }
 }

@@ -368,7 +368,7 @@ public final class Pipeline: Sendable {
                 if let left = try? await queue.perform({ db in
                     try db.integer("SELECT count(*) FROM tasks WHERE state IN (0, 1)")
                 }) {
-                    out.leftQueued = Int(left ?? 0)
+                    out.leftQueued = Int(left)
                 }
                 queue.checkpointWAL()
             }
