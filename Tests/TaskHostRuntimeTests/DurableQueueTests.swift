@@ -308,6 +308,7 @@ import Testing
     @Test("Operators work on a running host: enqueue wakes it, park holds a target, release resumes it")
     func operateWhileRunning() async throws {
         let folder = Paths.scratch()
+        let port = HTTPSourceTests.freePort()
         try P.write("", to: folder + "/tasks.jsonl")
         try P.write(
             """
@@ -316,6 +317,7 @@ import Testing
             sources:
               tasks: { kind: file, path: tasks.jsonl, follow: true, executor: echo }
             results: { path: results.jsonl }
+            metrics: { listen: "127.0.0.1:\(port)" }
             """, to: folder + "/pipeline.yaml")
         let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
         defer { if host.isRunning { Glibc.kill(host.processIdentifier, SIGKILL) } }
@@ -348,6 +350,11 @@ import Testing
         let held = try await P.taskhost(["status", "pipeline.yaml", "--json"], in: folder)
         #expect(held.stdout.contains(#""parkedTargets":["\"a\""]"#), "\(held.stdout)")
         #expect(held.stdout.contains(#""queued":1"#), "\(held.stdout)")
+        // The queue's depth is served with the host's metrics and status.
+        let metrics = try await HTTPSourceTests.request("http://127.0.0.1:\(port)/metrics")
+        #expect(metrics.body.contains("taskhost_durable_queued 1"), "\(metrics.body)")
+        let live = try await HTTPSourceTests.request("http://127.0.0.1:\(port)/status")
+        #expect(live.body.contains(#""durableQueued":1"#), "\(live.body)")
 
         let released = try await P.taskhost(["targets", "pipeline.yaml", "release", "a"], in: folder)
         #expect(released.stdout.contains("released"), "\(released.stdout)")

@@ -22,10 +22,13 @@ final class PipelineMetrics: Sendable {
     let backedOffTargets: Prometheus.Gauge
     let parkedTargets: Prometheus.Gauge
     let oldestHeadAge: Prometheus.Gauge
+    /// Tasks committed to the durable queue and not started yet (those read into the scheduler
+    /// included); absent with `queue: memory`.
+    let durableQueued: Prometheus.Gauge?
     let queueWait: DurationHistogram
     let execution: DurationHistogram
 
-    init() {
+    init(durable: Bool) {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -53,6 +56,11 @@ final class PipelineMetrics: Sendable {
         parkedTargets = registry.makeGauge(descriptor: name("parked_targets", "", "Targets stopped by the park policy"))
         oldestHeadAge = registry.makeGauge(
             descriptor: name("oldest_head_age", "seconds", "How long the oldest ready head has waited"))
+        durableQueued =
+            durable
+            ? registry.makeGauge(
+                descriptor: name("durable_queued", "", "Tasks in the durable queue waiting to start"))
+            : nil
         let buckets: [Duration] = [
             .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
             .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
@@ -77,11 +85,13 @@ final class PipelineMetrics: Sendable {
 /// `/metrics` (Prometheus text), `/healthz` and `/status` (JSON) on the metrics address.
 func operationsRouter(
     metrics: PipelineMetrics, snapshot: @escaping @Sendable () -> SchedulerSnapshot?,
-    perSource: @escaping @Sendable () -> [String: Int]
+    perSource: @escaping @Sendable () -> [String: Int],
+    durableQueued: (@Sendable () async -> Int?)? = nil
 ) -> Router<BasicRequestContext> {
     let router = Router()
     router.get("/metrics") { _, _ -> Response in
         if let snapshot = snapshot() { metrics.update(from: snapshot) }
+        if let durableQueued, let count = await durableQueued() { metrics.durableQueued?.set(Double(count)) }
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4"
         return Response(
@@ -100,6 +110,7 @@ func operationsRouter(
             status.add("intakeFinished", raw: s.intakeFinished ? "true" : "false")
             status.add("shuttingDown", raw: s.shuttingDown ? "true" : "false")
         }
+        if let durableQueued, let count = await durableQueued() { status.add("durableQueued", count) }
         let sources = perSource().sorted { $0.key < $1.key }.map { "\(quote($0.key)):\($0.value)" }
         status.add("sources", raw: "{" + sources.joined(separator: ",") + "}")
         var headers = HTTPFields()

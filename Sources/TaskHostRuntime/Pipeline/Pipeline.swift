@@ -20,7 +20,7 @@ public final class Pipeline: Sendable {
     let results: JSONLinesSink?
     let deadLetters: JSONLinesSink?
     let counters: Counters
-    let metrics = PipelineMetrics()
+    let metrics: PipelineMetrics
     /// The durable queue (nil for `queue: memory`), opened and checked by `init`.
     let queue: DurableQueue?
 
@@ -69,6 +69,7 @@ public final class Pipeline: Sendable {
     public init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
         self.config = config
         self.logger = logger
+        metrics = PipelineMetrics(durable: config.queue != nil)
         counters = Counters(sources: config.sources.map(\.name))
         var executors: [any TaskExecutor<String>] = []
         var instances: [PluginInstance] = []
@@ -273,6 +274,11 @@ public final class Pipeline: Sendable {
             scheduler.shutdown(gracePeriod: immediately ? .zero : config.gracePeriod)
         }
 
+        // The durable queue's depth for /metrics and /status: its index of queued rows.
+        let durableQueued: (@Sendable () async -> Int?)? = durable.map { durable in
+            { @Sendable in await Pipeline.queuedCount(durable) }
+        }
+
         let schedulerSummary = await withTaskGroup(of: RunSummary<PipelineTask>?.self) { group in
             group.addTask {
                 await withTaskGroup(of: Void.self) { sources in
@@ -322,7 +328,7 @@ public final class Pipeline: Sendable {
                 group.addTask {
                     let router = operationsRouter(
                         metrics: metrics, snapshot: { scheduler.snapshot() },
-                        perSource: { counters.perSource })
+                        perSource: { counters.perSource }, durableQueued: durableQueued)
                     await serve(router, on: listen, logger: logger)
                     return nil
                 }
@@ -401,6 +407,13 @@ public final class Pipeline: Sendable {
         out.perSource = counters.perSource
         out.seconds = (ContinuousClock.now - started).seconds
         return out
+    }
+
+    static func queuedCount(_ durable: DurableRun) async -> Int? {
+        let count = try? await durable.queue.perform { db in
+            try db.integer("SELECT count(*) FROM tasks WHERE state = 0")
+        }
+        return count.map { Int($0 ?? 0) }
     }
 
     // MARK: Sources
