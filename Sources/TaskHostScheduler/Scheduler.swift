@@ -127,12 +127,12 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
             var pulled = await pullOne(cursor)
             while true {
                 guard case .start(let work) = pulled else { break }
-                let runner = Runner()
+                let runner = Runner<Pulled>()
                 group.addImmediateTask { await self.run(work, as: runner, cursor: cursor) }
                 // Here again: the runner suspended, or ended the input.
                 switch await runner.regain() {
                 case .intake: pulled = await pullOne(cursor)
-                case .handed(let result): pulled = result as! Pulled
+                case .handed(let result): pulled = result
                 case .finished: return
                 }
             }
@@ -191,7 +191,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     /// A runner: runs `first`, then, while it holds the intake, takes ready tasks or pulls new
     /// ones and runs them in turn; becomes a worker once the intake was taken back.
-    private func run<I: AsyncIteratorProtocol>(_ first: Work, as runner: Runner, cursor: IntakeCursor<I>) async
+    private func run<I: AsyncIteratorProtocol>(_ first: Work, as runner: Runner<Pulled>, cursor: IntakeCursor<I>) async
     where I.Element == TaskItem<Payload> {
         var work = first
         while true {
@@ -526,12 +526,12 @@ final class IntakeCursor<I: AsyncIteratorProtocol>: @unchecked Sendable {
 }
 
 /// The hand-over of the intake between the intake task and a runner it spawned.
-final class Runner: Sendable {
-    enum Regained: @unchecked Sendable {
+final class Runner<Handed: Sendable>: Sendable {
+    enum Regained: Sendable {
         /// The runner was executing: the intake is the spawner's again.
         case intake
         /// The runner was pulling: it handed over what it pulled.
-        case handed(Any)
+        case handed(Handed)
         /// The runner ended the input.
         case finished
     }
@@ -582,7 +582,7 @@ final class Runner: Sendable {
 
     /// The runner, with a task to start or the end of the input: goes on if it still holds the
     /// intake, or hands `pulled` to the waiting spawner.
-    func proceed<W>(with pulled: W, isEnd: Bool) -> Next {
+    func proceed(with pulled: Handed, isEnd: Bool) -> Next {
         let waiting = phase.withLock { phase -> UnsafeContinuation<Regained, Never>? in
             switch phase {
             case .waiting(let continuation):

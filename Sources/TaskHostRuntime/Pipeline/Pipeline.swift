@@ -105,9 +105,7 @@ public final class Pipeline: Sendable {
             do {
                 queue = try DurableQueue(settings: settings, host: true)
             } catch {
-                throw ConfigError(
-                    file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
-                    key: "queue", message: "\(error.path): \(error.message)", hint: error.remedy)
+                throw ConfigError(error, config: config)
             }
         } else {
             queue = nil
@@ -268,7 +266,6 @@ public final class Pipeline: Sendable {
         // Commands an operator left while this host was starting (or while none ran).
         if let durable { await applyCommands(durable, scheduler: scheduler) }
         stop.attach { [config] immediately in
-            durable?.stopping.store(true, ordering: .releasing)
             stopper.stop()
             durable?.stop()
             scheduler.shutdown(gracePeriod: immediately ? .zero : config.gracePeriod)
@@ -448,13 +445,10 @@ public final class Pipeline: Sendable {
                 counters.rejected.add(1, ordering: .relaxed)
                 metrics.rejected.increment()
                 batch?.rejected()
-                var record = JSONObjectWriter()
-                record.add("source", source.name)
-                record.add("seq", seq)
-                if isJSON(line) { record.add("input", raw: line) } else { record.add("input", line) }
-                record.add("error", rejection.reason)
-                record.add("attempts", 0)
-                deadLetters?.write(bytes: record.finished)
+                deadLetters?.write(
+                    bytes: deadLetterLine(
+                        id: nil, target: nil, source: source.name, seq: seq, input: line, error: rejection.reason,
+                        attempts: 0))
                 intake.reject(
                     NewTask(
                         source: source.name, seq: seq, taskId: nil, target: nil, executor: nil, priority: 0,
@@ -682,18 +676,10 @@ public final class Pipeline: Sendable {
     }
 
     func writeDeadLetter(_ task: TaskItem<PipelineTask>, error: String, attempts: Int) {
-        var letter = JSONObjectWriter()
-        letter.add("id", task.id)
-        switch task.targetId {
-        case .integer(let value): letter.add("targetId", value)
-        case .string(let value): letter.add("targetId", value as String?)
-        }
-        letter.add("source", task.payload.source)
-        letter.add("seq", task.payload.seq)
-        letter.add("input", raw: isJSON(task.payload.raw) ? task.payload.raw : quote(task.payload.raw))
-        letter.add("error", error)
-        letter.add("attempts", attempts)
-        deadLetters?.write(bytes: letter.finished)
+        deadLetters?.write(
+            bytes: deadLetterLine(
+                id: task.id, target: task.targetId, source: task.payload.source, seq: task.payload.seq,
+                input: task.payload.raw, error: error, attempts: attempts))
     }
 
     func writeResult(_ task: TaskItem<PipelineTask>, status: String, attempts: Int, error: String?) {
@@ -718,9 +704,6 @@ public final class Pipeline: Sendable {
         results.write(bytes: record.finished)
     }
 
-    func isJSON(_ text: String) -> Bool {
-        (try? JSONParser.parse(text)) != nil
-    }
 }
 
 /// Lets a signal handler stop a running pipeline: first call drains, second stops at once.

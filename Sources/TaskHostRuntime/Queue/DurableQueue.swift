@@ -54,6 +54,17 @@ public struct QueueError: Error, CustomStringConvertible, Sendable {
         self.remedy = remedy
     }
 
+    /// Any error of a transaction: SQLite's mapped to its remedy, others as they are.
+    init(path: String, _ error: any Error) {
+        if let error = error as? QueueError {
+            self = error
+        } else if let error = error as? SQLiteError {
+            self.init(path: path, error)
+        } else {
+            self.init(path: path, message: "\(error)", remedy: "check the queue file")
+        }
+    }
+
     init(path: String, _ error: SQLiteError) {
         self.path = path
         if error.isFull {
@@ -72,6 +83,20 @@ public struct QueueError: Error, CustomStringConvertible, Sendable {
         } else {
             message = "SQLite failed: \(error.description)"
             remedy = "check the file and its folder, then run again"
+        }
+    }
+}
+
+extension ConfigError {
+    /// A queue that cannot be used, named in the configuration when `config` is given (the
+    /// `queue` key), or by the queue file's path alone.
+    init(_ error: QueueError, config: PipelineConfig? = nil) {
+        if let config {
+            self.init(
+                file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
+                key: "queue", message: "\(error.path): \(error.message)", hint: error.remedy)
+        } else {
+            self.init(file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
         }
     }
 }
@@ -365,9 +390,6 @@ public final class DurableQueue: @unchecked Sendable {
         return try result.get()
     }
 
-    /// The error that stopped the queue, if any (a full disk).
-    var failure: QueueError? { pending.withLock { $0.failure } }
-
     private func commitLoop() {
         while true {
             let ops = pending.withLock { pending -> [Op] in
@@ -387,9 +409,7 @@ public final class DurableQueue: @unchecked Sendable {
             } catch {
                 db.resetBusyStatements()
                 try? db.execute("ROLLBACK")
-                let queueError =
-                    (error as? SQLiteError).map { QueueError(path: path, $0) }
-                    ?? QueueError(path: path, message: "\(error)", remedy: "check the queue file")
+                let queueError = QueueError(path: path, error)
                 failure = queueError
                 if let sqlite = error as? SQLiteError, sqlite.isFull || sqlite.isCorrupt || sqlite.isReadOnly {
                     pending.withLock { $0.failure = queueError }
@@ -412,9 +432,7 @@ public final class DurableQueue: @unchecked Sendable {
             } catch {
                 db.resetBusyStatements()
                 try? db.execute("ROLLBACK")
-                if let error = error as? QueueError { return .failure(error) }
-                if let error = error as? SQLiteError { return .failure(QueueError(path: path, error)) }
-                return .failure(QueueError(path: path, message: "\(error)", remedy: "check the queue file"))
+                return .failure(QueueError(path: path, error))
             }
         }
         return try result.get()
@@ -491,15 +509,31 @@ public final class DurableQueue: @unchecked Sendable {
     static let taskColumns =
         "id, source, seq, task_id, target_kind, target, executor, priority, payload, raw, batch, attempts, not_before"
 
-    /// Queued tasks after `row`, in arrival order.
-    static func queued(after row: Int64, limit: Int, in db: SQLiteDatabase) throws -> [StoredTask] {
-        let statement = try db.statement(
-            "SELECT \(taskColumns) FROM tasks WHERE state = 0 AND id > ? ORDER BY id LIMIT ?")
-        try statement.bind([.integer(row), .int(limit)])
+    /// The tasks a query selects (`condition` follows `WHERE`), in arrival order.
+    static func tasks(where condition: String, _ bindings: [SQLiteValue], in db: SQLiteDatabase) throws
+        -> [StoredTask]
+    {
+        let statement = try db.statement("SELECT \(taskColumns) FROM tasks WHERE \(condition)")
+        defer { statement.reset() }
+        try statement.bind(bindings)
         var tasks: [StoredTask] = []
         while try statement.step() {
             if let task = readTask(statement) { tasks.append(task) }
         }
         return tasks
+    }
+
+    /// Queued tasks after `row`, in arrival order.
+    static func queued(after row: Int64, limit: Int, in db: SQLiteDatabase) throws -> [StoredTask] {
+        try tasks(where: "state = 0 AND id > ? ORDER BY id LIMIT ?", [.integer(row), .int(limit)], in: db)
+    }
+
+    /// A target's queued tasks, in arrival order, from row `first` through row `last`.
+    static func queued(
+        _ target: TargetID, from first: Int64 = 0, through last: Int64 = .max, in db: SQLiteDatabase
+    ) throws -> [StoredTask] {
+        try tasks(
+            where: "target = ? AND target_kind = ? AND state = 0 AND id >= ? AND id <= ? ORDER BY id",
+            [.text(target.storedText), .integer(target.storedKind), .integer(first), .integer(last)], in: db)
     }
 }

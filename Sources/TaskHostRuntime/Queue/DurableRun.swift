@@ -174,7 +174,7 @@ final class DurableRun: Sendable {
                 if let last = rows.last {
                     feed.withLock { state in
                         state.lastFed = max(state.lastFed, last.row)
-                        state.buffer.append(contentsOf: rows.filter { $0.row > after })
+                        state.buffer.append(contentsOf: rows)
                     }
                     continue
                 }
@@ -200,18 +200,7 @@ final class DurableRun: Sendable {
             return (state.parked[target], state.lastYielded)
         }
         guard case .some(.some(let first)) = skipped else { return }
-        let statement = try db.statement(
-            """
-            SELECT \(DurableQueue.taskColumns) FROM tasks
-            WHERE target = ? AND target_kind = ? AND state = 0 AND id >= ? AND id <= ? ORDER BY id
-            """)
-        try statement.bind([
-            .text(target.storedText), .integer(target.storedKind), .integer(first), .integer(lastYielded),
-        ])
-        var rows: [StoredTask] = []
-        while try statement.step() {
-            if let row = DurableQueue.readTask(statement) { rows.append(row) }
-        }
+        let rows = try DurableQueue.queued(target, from: first, through: lastYielded, in: db)
         feed.withLock { $0.refeed.append(contentsOf: rows) }
     }
 }

@@ -472,7 +472,7 @@ extension Pipeline {
             let (skipped, lastYielded) = run.feed.withLock { state in
                 (state.parked[target] ?? nil, state.lastYielded)
             }
-            let rows = try QueueTools.drain(target, from: nil, after: 0, in: db)
+            let rows = try QueueTools.drain(target, in: db)
             for row in rows { writeDeadLetter(row, error: "drained by operator") }
             scheduler.drain(target)
             for row in rows where row.row >= (skipped ?? .max) || row.row > lastYielded {
@@ -522,23 +522,9 @@ enum QueueTools {
             [.text(target.storedText), .integer(target.storedKind)])
     }
 
-    /// Dead-letters a target's queued rows that no scheduler holds: from the first skipped row
-    /// on, or after `after`. Returns them.
-    static func drain(_ target: TargetID, from skipped: Int64?, after: Int64, in db: SQLiteDatabase) throws
-        -> [StoredTask]
-    {
-        let statement = try db.statement(
-            """
-            SELECT \(DurableQueue.taskColumns) FROM tasks
-            WHERE target = ? AND target_kind = ? AND state = 0 AND (id >= ? OR id > ?) ORDER BY id
-            """)
-        try statement.bind([
-            .text(target.storedText), .integer(target.storedKind), .integer(skipped ?? .max), .integer(after),
-        ])
-        var rows: [StoredTask] = []
-        while try statement.step() {
-            if let row = DurableQueue.readTask(statement) { rows.append(row) }
-        }
+    /// Dead-letters every queued row of a target; returns them.
+    static func drain(_ target: TargetID, in db: SQLiteDatabase) throws -> [StoredTask] {
+        let rows = try DurableQueue.queued(target, in: db)
         let now = unixMilliseconds()
         for row in rows {
             try db.run(

@@ -23,9 +23,7 @@ public final class QueueAdmin: Sendable {
         do {
             queue = try DurableQueue(settings: settings, host: false)
         } catch {
-            throw ConfigError(
-                file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column, key: "queue",
-                message: "\(error.path): \(error.message)", hint: error.remedy)
+            throw ConfigError(error, config: config)
         }
     }
 
@@ -85,25 +83,17 @@ public final class QueueAdmin: Sendable {
                                 source: source.name, seq: seq, taskId: nil, target: nil, executor: nil, priority: 0,
                                 payload: nil, raw: line, batch: nil, rejected: rejection.reason))
                         report.rejected.append((index + 1, rejection.reason))
-                        var record = JSONObjectWriter()
-                        record.add("source", source.name)
-                        record.add("seq", seq)
-                        if (try? JSONParser.parse(line)) != nil {
-                            record.add("input", raw: line)
-                        } else {
-                            record.add("input", line)
-                        }
-                        record.add("error", rejection.reason)
-                        record.add("attempts", 0)
-                        sink?.write(bytes: record.finished)
+                        sink?.write(
+                            bytes: deadLetterLine(
+                                id: nil, target: nil, source: source.name, seq: seq, input: line,
+                                error: rejection.reason, attempts: 0))
                     }
                     seq += 1
                 }
                 try DurableQueue.insert(rows, into: db, now: unixMilliseconds())
             }
         } catch {
-            throw ConfigError(
-                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
+            throw ConfigError(error)
         }
         sink?.flush()
         notifyHost()
@@ -179,8 +169,7 @@ public final class QueueAdmin: Sendable {
                     (try db.integer("PRAGMA page_count") ?? 0) * (try db.integer("PRAGMA page_size") ?? 4096)
             }
         } catch {
-            throw ConfigError(
-                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
+            throw ConfigError(error)
         }
         return status
     }
@@ -232,13 +221,8 @@ public final class QueueAdmin: Sendable {
                 try db.text("SELECT result FROM commands WHERE id = ?", [.integer(id)])
             }
             return "\(result ?? "applied") (applied by the running host)"
-        } catch let error as ConfigError {
-            throw error
-        } catch let error as QueueError {
-            throw ConfigError(
-                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
         } catch {
-            throw ConfigError(file: queue.path, line: nil, column: nil, key: "", message: "\(error)")
+            throw wrap(error)
         }
     }
 
@@ -267,7 +251,7 @@ public final class QueueAdmin: Sendable {
                 return "released"
             case .drain:
                 guard parked else { return "not parked: park it first" }
-                let rows = try QueueTools.drain(target, from: nil, after: 0, in: db)
+                let rows = try QueueTools.drain(target, in: db)
                 for row in rows { sink?.write(bytes: deadLetterLine(row, error: "drained by operator")) }
                 try DurableQueue.setParked(target, false, reason: nil, in: db)
                 return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
@@ -380,26 +364,38 @@ public final class QueueAdmin: Sendable {
     }
 
     private func wrap(_ error: any Error) -> ConfigError {
-        if let error = error as? QueueError {
-            return ConfigError(
-                file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
-        }
-        return ConfigError(file: queue.path, line: nil, column: nil, key: "", message: "\(error)")
+        if let error = error as? ConfigError { return error }
+        return ConfigError(QueueError(path: queue.path, error))
     }
+}
+
+/// A dead-letter line: the task (id and target, absent for an input that could not be read),
+/// where it came from, its input as JSON (or as a string when it is not JSON), why, and after how
+/// many attempts.
+func deadLetterLine(
+    id: String?, target: TargetID?, source: String, seq: UInt64, input: String, error: String, attempts: Int
+) -> [UInt8] {
+    var letter = JSONObjectWriter()
+    if let target {
+        letter.add("id", id)
+        switch target {
+        case .integer(let value): letter.add("targetId", value)
+        case .string(let value): letter.add("targetId", value as String?)
+        }
+    }
+    letter.add("source", source)
+    letter.add("seq", seq)
+    if isJSON(input) { letter.add("input", raw: input) } else { letter.add("input", input) }
+    letter.add("error", error)
+    letter.add("attempts", attempts)
+    return letter.finished
 }
 
 /// A dead-letter line for a row the scheduler never held.
 func deadLetterLine(_ stored: StoredTask, error: String) -> [UInt8] {
-    var letter = JSONObjectWriter()
-    letter.add("id", stored.taskId)
-    switch stored.target {
-    case .integer(let value): letter.add("targetId", value)
-    case .string(let value): letter.add("targetId", value as String?)
-    }
-    letter.add("source", stored.source)
-    letter.add("seq", stored.seq)
-    letter.add("input", raw: (try? JSONParser.parse(stored.raw)) != nil ? stored.raw : quote(stored.raw))
-    letter.add("error", error)
-    letter.add("attempts", stored.attempts)
-    return letter.finished
+    deadLetterLine(
+        id: stored.taskId, target: stored.target, source: stored.source, seq: stored.seq, input: stored.raw,
+        error: error, attempts: stored.attempts)
 }
+
+func isJSON(_ text: String) -> Bool { (try? JSONParser.parse(text)) != nil }
