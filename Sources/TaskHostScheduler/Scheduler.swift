@@ -331,31 +331,11 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     private func execute(_ task: TaskItem<Payload>, context: ExecutionContext, timeout: Duration) async
         -> AttemptResult
     {
-        await withTaskGroup(of: AttemptResult?.self) { group in
-            group.addTask {
-                do {
-                    try await self.executor.execute(task, context: context)
-                    return .success
-                } catch {
-                    return .failure(error)
-                }
-            }
-            group.addTask {
-                do {
-                    try await self.clock.sleep(for: timeout)
-                    return .failure(TaskTimeoutError(timeout: timeout))
-                } catch {
-                    return nil  // cancelled: the attempt finished first
-                }
-            }
-            // The first answer wins; the group still waits for the executor to return, so a
-            // timed-out attempt keeps its target busy and its slot held until it does.
-            var outcome: AttemptResult?
-            while outcome == nil, let next = await group.next() {
-                outcome = next
-                group.cancelAll()
-            }
-            return outcome ?? .failure(CancellationError())
+        let executor = self.executor
+        let result = await withTimeout(timeout, clock: clock) { try await executor.execute(task, context: context) }
+        switch result {
+        case .success: return .success
+        case .failure(let error): return .failure(error)
         }
     }
 
@@ -596,5 +576,38 @@ final class Runner<Handed: Sendable>: Sendable {
         guard let waiting else { return isEnd ? .finishIntake : .runInline }
         waiting.resume(returning: .handed(pulled))
         return .handedBack
+    }
+}
+
+/// Runs `body` against a deadline: past `timeout` on `clock` it is cancelled and the result is a
+/// ``TaskTimeoutError``. The call still waits for `body` to return, so a timed-out attempt keeps
+/// its target busy and its slot held until it does.
+public func withTimeout<C: Clock>(
+    _ timeout: Duration, clock: C, _ body: @escaping @Sendable () async throws -> Void
+) async -> Result<Void, any Error> where C.Duration == Duration {
+    await withTaskGroup(of: Result<Void, any Error>?.self) { group in
+        group.addTask {
+            do {
+                try await body()
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        group.addTask {
+            do {
+                try await clock.sleep(for: timeout)
+                return .failure(TaskTimeoutError(timeout: timeout))
+            } catch {
+                return nil  // cancelled: the body finished first
+            }
+        }
+        // The first answer wins; the group waits for the body either way.
+        var outcome: Result<Void, any Error>?
+        while outcome == nil, let next = await group.next() {
+            outcome = next
+            group.cancelAll()
+        }
+        return outcome ?? .failure(CancellationError())
     }
 }

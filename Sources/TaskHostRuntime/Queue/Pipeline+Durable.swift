@@ -154,9 +154,9 @@ extension Pipeline {
         return configuration
     }
 
-    /// One attempt of a durable task. The attempt is leased in the queue when it starts; its
-    /// outcome (and its result line) is committed before this returns, so a task whose slot was
-    /// given to another is never run again after a crash.
+    /// One attempt of a durable task. An attempt that does not finish inline is leased in the
+    /// queue when it defers; every outcome (and its result line) is committed before this
+    /// returns, so a task whose slot was given to another is never run again after a crash.
     func executeDurably(
         _ task: TaskItem<PipelineTask>, record: DurableRecord, context: ExecutionContext, run: DurableRun
     ) async throws {
@@ -252,29 +252,8 @@ extension Pipeline {
             return try await router.execute(task, context: context)
         }
         let router = self.router
-        let outcome = await withTaskGroup(of: Result<Void, any Error>?.self) { group in
-            group.addTask {
-                do {
-                    try await router.execute(task, context: context)
-                    return .success(())
-                } catch {
-                    return .failure(error)
-                }
-            }
-            group.addTask {
-                do {
-                    try await Task.sleep(for: timeout)
-                    return .failure(TaskTimeoutError(timeout: timeout))
-                } catch {
-                    return nil
-                }
-            }
-            var outcome: Result<Void, any Error>?
-            while outcome == nil, let next = await group.next() {
-                outcome = next
-                group.cancelAll()
-            }
-            return outcome ?? .failure(CancellationError())
+        let outcome = await withTimeout(timeout, clock: ContinuousClock()) {
+            try await router.execute(task, context: context)
         }
         try outcome.get()
     }
