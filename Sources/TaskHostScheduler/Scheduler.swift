@@ -126,17 +126,23 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         await withDiscardingTaskGroup { group in
             var pulled = await pullOne(cursor)
             while true {
-                guard case .start(let work) = pulled else { break }
-                let runner = Runner<Pulled>()
-                group.addImmediateTask { await self.run(work, as: runner, cursor: cursor) }
+                let runner: Runner<Pulled>
+                switch pulled {
+                case .start: runner = Runner(detached: nil)
+                case .startDetached(let task, _): runner = Runner(detached: task.targetId)
+                case .end(let failure):
+                    finishIntake(failure)
+                    return
+                }
+                let first = pulled
+                group.addImmediateTask { await self.run(first, as: runner, cursor: cursor) }
                 // Here again: the runner suspended, or ended the input.
-                switch await runner.regain() {
+                switch await runner.regain(adopting: { target in self.state.withLock { $0.adoptRunning(target) } }) {
                 case .intake: pulled = await pullOne(cursor)
                 case .handed(let result): pulled = result
                 case .finished: return
                 }
             }
-            if case .end(let failure) = pulled { finishIntake(failure) }
         }
     }
 
@@ -148,8 +154,18 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     /// What the intake pulled: a task to start in a runner, or the end of the input.
     enum Pulled: @unchecked Sendable {
-        case start(Work)
+        indirect case start(Work)
+        /// A task of a target without state, started without making any (see
+        /// ``SchedulerState/Admission/runDetached(sequence:)``). If the runner suspends, the
+        /// intake adopts the target before it admits anything else.
+        case startDetached(TaskItem<Payload>, sequence: UInt64)
         case end((any Error)?)
+    }
+
+    /// Whether an asynchronous attempt may run detached: nothing observes its start or end but
+    /// the state's counters.
+    var detachesAsynchronously: Bool {
+        configuration.timeout == nil && hooks.attemptStarted == nil && !measuresExecution
     }
 
     /// Pulls and admits until a task must start in a runner, or the input ends. Tasks that queue
@@ -157,6 +173,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     private func pullOne<I: AsyncIteratorProtocol>(_ cursor: IntakeCursor<I>) async -> Pulled
     where I.Element == TaskItem<Payload> {
         let synchronous = executor.supportsImmediateExecution
+        let detachable = synchronous || detachesAsynchronously
         do {
             while true {
                 if !cursor.hasRoom {
@@ -168,7 +185,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 var wakeups = Wakeups<Payload>()
                 let admission = state.withLock { state in
                     let admission = state.admit(
-                        task, now: now, inline: true, detachable: synchronous, &wakeups)
+                        task, now: now, inline: true, detachable: detachable, &wakeups)
                     cursor.hasRoom = state.intakeHasRoom
                     return admission
                 }
@@ -180,8 +197,10 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                     runInline(work)
                 case .runInline(let work):
                     return .start(work)
-                case .runDetached(let sequence):
+                case .runDetached(let sequence) where synchronous:
                     runDetached(task, sequence: sequence, readySince: now)
+                case .runDetached(let sequence):
+                    return .startDetached(task, sequence: sequence)
                 }
             }
         } catch {
@@ -191,30 +210,58 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     /// A runner: runs `first`, then, while it holds the intake, takes ready tasks or pulls new
     /// ones and runs them in turn; becomes a worker once the intake was taken back.
-    private func run<I: AsyncIteratorProtocol>(_ first: Work, as runner: Runner<Pulled>, cursor: IntakeCursor<I>) async
+    private func run<I: AsyncIteratorProtocol>(_ first: Pulled, as runner: Runner<Pulled>, cursor: IntakeCursor<I>)
+        async
     where I.Element == TaskItem<Payload> {
-        var work = first
+        var current = first
         while true {
-            let start = work.immediateTried ? work.startedAt : attemptStarting(work)
-            let result = await execute(work)
-            guard runner.executed() else {
-                // The intake went back to the spawner while this attempt was suspended.
-                let next = finish(work, result, startedAt: start, takeNext: true)
-                if let next { await self.work(from: next, parkWhenIdle: false) }
+            let next: Work?
+            switch current {
+            case .start(let work):
+                let start = work.immediateTried ? work.startedAt : attemptStarting(work)
+                let result = await execute(work)
+                guard case .holding = runner.executed() else {
+                    // The intake went back to the spawner while this attempt was suspended.
+                    let next = finish(work, result, startedAt: start, takeNext: true)
+                    if let next { await self.work(from: next, parkWhenIdle: false) }
+                    return
+                }
+                next = finish(work, result, startedAt: start, takeNext: true)
+            case .startDetached(let task, let sequence):
+                let result: AttemptResult
+                do {
+                    try await executor.execute(task, context: ExecutionContext(sequence: sequence, attempt: 1))
+                    result = .success
+                } catch {
+                    result = .failure(error)
+                }
+                switch runner.executed() {
+                case .holding:
+                    next = finishDetached(task, sequence: sequence, result)
+                case .takenOver(let adopted):
+                    // The spawner gave the target state when it took the intake back.
+                    guard let adopted else { preconditionFailure("a detached attempt taken over without its target") }
+                    let entry = Entry(task: task, sequence: sequence, attempts: 1, readySince: nil)
+                    let work = Work(slot: adopted.slot, generation: adopted.generation, entry: entry)
+                    let next = finish(work, result, startedAt: nil, takeNext: true)
+                    if let next { await self.work(from: next, parkWhenIdle: false) }
+                    return
+                }
+            case .end:
                 return
             }
             let pulled: Pulled
-            if let next = finish(work, result, startedAt: start, takeNext: true) {
-                pulled = .start(next)
-            } else {
-                pulled = await pullOne(cursor)
-            }
+            if let next { pulled = .start(next) } else { pulled = await pullOne(cursor) }
+            let detached: TargetID?
             let isEnd: Bool
-            if case .end = pulled { isEnd = true } else { isEnd = false }
-            switch runner.proceed(with: pulled, isEnd: isEnd) {
+            switch pulled {
+            case .start: (detached, isEnd) = (nil, false)
+            case .startDetached(let task, _): (detached, isEnd) = (task.targetId, false)
+            case .end: (detached, isEnd) = (nil, true)
+            }
+            switch runner.proceed(with: pulled, detached: detached, isEnd: isEnd) {
             case .runInline:
-                guard case .start(let next) = pulled else { return }
-                work = next
+                current = pulled
             case .handedBack:
                 return
             case .finishIntake:
@@ -223,6 +270,19 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 return
             }
         }
+    }
+
+    /// The end of a detached attempt while the runner still holds the intake: a success only
+    /// frees the slot; a failure gives the task target state first, like any failed attempt.
+    private func finishDetached(_ task: TaskItem<Payload>, sequence: UInt64, _ result: AttemptResult) -> Work? {
+        guard case .success = result else {
+            let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: nil) }
+            return finish(work, result, startedAt: nil, takeNext: true)
+        }
+        var wakeups = Wakeups<Payload>()
+        let next = state.withLock { $0.completeDetached(pool: task.pool, takeNext: true, &wakeups) }
+        wakeups.perform()
+        return next
     }
 
     private func waitForRoom() async -> Bool {
@@ -245,7 +305,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         switch executor.executeImmediately(task, context: context) {
         case .succeeded:
             var wakeups = Wakeups<Payload>()
-            state.withLock { $0.completeDetached(pool: task.pool, &wakeups) }
+            _ = state.withLock { $0.completeDetached(pool: task.pool, takeNext: false, &wakeups) }
             wakeups.perform()
         case .failed(let error):
             let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
@@ -505,6 +565,12 @@ final class IntakeCursor<I: AsyncIteratorProtocol>: @unchecked Sendable {
     init(_ iterator: I) { self.iterator = iterator }
 }
 
+/// The target state the intake made for a detached attempt of a runner it took the intake from.
+struct AdoptedTarget: Sendable {
+    var slot: Int32
+    var generation: UInt32
+}
+
 /// The hand-over of the intake between the intake task and a runner it spawned.
 final class Runner<Handed: Sendable>: Sendable {
     enum Regained: Sendable {
@@ -517,28 +583,40 @@ final class Runner<Handed: Sendable>: Sendable {
     }
 
     enum Phase {
-        case executing
+        /// Running an attempt; `detached` is its target when it runs without target state.
+        case executing(detached: TargetID?)
         case pulling
-        case takenOver
+        case takenOver(AdoptedTarget?)
         case waiting(UnsafeContinuation<Regained, Never>)
         case handedBack
         case done
+    }
+
+    enum Executed {
+        /// The runner still holds the intake.
+        case holding
+        /// The spawner took the intake back, adopting the detached attempt's target if any.
+        case takenOver(AdoptedTarget?)
     }
 
     enum Next {
         case runInline, handedBack, finishIntake
     }
 
-    let phase = StateLock<Phase>(.executing)
+    let phase: StateLock<Phase>
+
+    init(detached: TargetID?) { phase = StateLock(.executing(detached: detached)) }
 
     /// The spawner, back from `addImmediateTask`: takes the intake back at once if the runner is
-    /// executing, or waits for what the runner is pulling.
-    func regain() async -> Regained {
+    /// executing, or waits for what the runner is pulling. A detached attempt's target gets its
+    /// state from `adopt` before the spawner admits anything else, so a later task of that target
+    /// queues behind it.
+    func regain(adopting adopt: (TargetID) -> AdoptedTarget) async -> Regained {
         await withUnsafeContinuation { continuation in
             let now = phase.withLock { phase -> Regained? in
                 switch phase {
-                case .executing:
-                    phase = .takenOver
+                case .executing(let detached):
+                    phase = .takenOver(detached.map(adopt))
                     return .intake
                 case .pulling:
                     phase = .waiting(continuation)
@@ -551,25 +629,31 @@ final class Runner<Handed: Sendable>: Sendable {
         }
     }
 
-    /// The runner, after an attempt: true while it still holds the intake.
-    func executed() -> Bool {
+    /// The runner, after an attempt: whether it still holds the intake.
+    func executed() -> Executed {
         phase.withLock { phase in
-            guard case .executing = phase else { return false }
-            phase = .pulling
-            return true
+            switch phase {
+            case .executing:
+                phase = .pulling
+                return .holding
+            case .takenOver(let adopted):
+                return .takenOver(adopted)
+            default:
+                preconditionFailure("a runner finished an attempt it was not running")
+            }
         }
     }
 
     /// The runner, with a task to start or the end of the input: goes on if it still holds the
     /// intake, or hands `pulled` to the waiting spawner.
-    func proceed(with pulled: Handed, isEnd: Bool) -> Next {
+    func proceed(with pulled: Handed, detached: TargetID?, isEnd: Bool) -> Next {
         let waiting = phase.withLock { phase -> UnsafeContinuation<Regained, Never>? in
             switch phase {
             case .waiting(let continuation):
                 phase = .handedBack
                 return continuation
             default:
-                phase = isEnd ? .done : .executing
+                phase = isEnd ? .done : .executing(detached: detached)
                 return nil
             }
         }

@@ -464,13 +464,25 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return .queued
     }
 
-    /// A detached task that succeeded: it frees its slot, no target state was ever made.
-    mutating func completeDetached(pool: Int, _ wakeups: inout Wakeups<Payload>) {
+    /// A detached task that succeeded: it frees its slot, no target state was ever made. With
+    /// `takeNext`, returns the next ready task for the caller to run.
+    mutating func completeDetached(pool: Int, takeNext: Bool, _ wakeups: inout Wakeups<Payload>) -> Work? {
         running -= 1
         poolFinished(pool)
         summary.succeeded += 1
+        let next = takeNext && (readyCount > 0 || !handoff.isEmpty) ? self.takeNext() : nil
         if readyCount > 0 || !handoff.isEmpty { wakeWorkers(&wakeups) }
         checkFinished(&wakeups)
+        return next
+    }
+
+    /// Gives the target of a detached attempt that is still running its state: later tasks of
+    /// the target queue behind it. The attempt completes through ``complete`` with the returned
+    /// slot.
+    mutating func adoptRunning(_ id: TargetID) -> AdoptedTarget {
+        let slot = slot(for: id)
+        targets[Int(slot)].running += 1
+        return .init(slot: slot, generation: targets[Int(slot)].generation)
     }
 
     /// Gives a detached task the state of a dispatched one, for a failure or a handoff.

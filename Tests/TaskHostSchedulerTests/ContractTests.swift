@@ -720,4 +720,80 @@ struct FailingSource: AsyncSequence, Sendable {
             #expect(state.order.values.map(\.count).reduce(0, +) == count)
         }
     }
+
+    struct Flaky: Error {}
+
+    /// Opens once; waiters before and after pass.
+    final class Gate: Sendable {
+        let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+        func wait() async {
+            await withCheckedContinuation { continuation in
+                let open = state.withLock { state in
+                    if !state.open { state.waiters.append(continuation) }
+                    return state.open
+                }
+                if open { continuation.resume() }
+            }
+        }
+        func open() {
+            let waiters = state.withLock { state in
+                state.open = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    /// Without hooks or timeouts, a task whose target has no state runs without making any. When
+    /// such an attempt suspends, the intake gives the target state before it admits anything else:
+    /// the target's later tasks wait, other targets go on, and failures are retried as usual.
+    @Test("A task started without target state suspends: its target's later tasks wait, others run")
+    func detachedAttemptSuspends() async {
+        let recorder = Recorder()
+        let gate = Gate()
+        let executor = ClosureExecutor<Int> { task, context in
+            recorder.enter(task)
+            if task.payload == 0 { await gate.wait() }
+            recorder.leave(task)
+            // Tasks 3, 13, 23, ... fail their first attempt, suspended or not.
+            if task.payload % 10 == 3, context.attempt == 1 {
+                if task.payload % 20 == 3 { await Task.yield() }
+                throw Flaky()
+            }
+        }
+        let configuration = SchedulerConfiguration(
+            maxConcurrency: 3, bufferSize: 100, retry: RetryPolicy(maxAttempts: 2, backoff: .fixed(.zero)))
+        let scheduler = Scheduler(executor: executor, configuration: configuration, clock: ManualClock())
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        let count = 50
+        async let summary = scheduler.run(source)
+        for n in 0..<count { input.yield(TaskItem(targetId: .integer(Int64(n % 5)), payload: n)) }
+        // Every task of targets 1...4 finishes while task 0 (target 0) holds its target.
+        var finished = false
+        for _ in 0..<100_000 where !finished {
+            await Task.yield()
+            finished = recorder.state.withLock { state in
+                (1...4).allSatisfy { state.order[.integer(Int64($0)), default: []].count == 10 + ($0 == 3 ? 5 : 0) }
+                    && state.total == 1
+            }
+        }
+        #expect(finished, "the other targets did not finish while target 0 was held")
+        recorder.state.withLock { state in
+            #expect(state.order[.integer(0)] == [0], "a task of target 0 started while its first task ran")
+        }
+        gate.open()
+        input.finish()
+        let result = await summary
+        #expect(result.succeeded == count)
+        #expect(result.retries == 5)
+        recorder.state.withLock { state in
+            #expect(state.overlaps == 0)
+            #expect(state.maxTotal <= 3)
+            #expect(state.order[.integer(0)] == Array(stride(from: 0, to: count, by: 5)))
+            for (target, order) in state.order {
+                #expect(order == order.sorted(), "target \(target) ran out of order")
+            }
+        }
+    }
 }
