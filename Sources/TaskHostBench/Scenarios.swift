@@ -111,7 +111,13 @@ struct ArrayTaskSequence: AsyncSequence, Sendable {
     struct AsyncIterator: AsyncIteratorProtocol {
         let tasks: [TaskItem<Int>]
         var index = 0
-        mutating func next() async -> TaskItem<Int>? {
+        mutating func next() async -> TaskItem<Int>? { take() }
+
+        /// Runs where the caller runs, as `for await` asks: no hop to the generic executor.
+        mutating func next(isolation actor: isolated (any Actor)?) async -> TaskItem<Int>? { take() }
+
+        @inline(__always)
+        private mutating func take() -> TaskItem<Int>? {
             guard index < tasks.count else { return nil }
             defer { index += 1 }
             return tasks[index]

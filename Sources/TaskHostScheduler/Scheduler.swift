@@ -170,6 +170,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
 
     /// Pulls and admits until a task must start in a runner, or the input ends. Tasks that queue
     /// behind their target, and tasks of a synchronous executor (run inline), are handled here.
+    @inline(__always)
     private func pullOne<I: AsyncIteratorProtocol>(_ cursor: IntakeCursor<I>) async -> Pulled
     where I.Element == TaskItem<Payload> {
         let synchronous = executor.supportsImmediateExecution
@@ -180,7 +181,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                     cursor.hasRoom = await waitForRoom()
                     if !cursor.hasRoom { return .end(nil) }
                 }
-                guard let task = try await cursor.iterator.next() else { return .end(nil) }
+                guard let task = try await cursor.iterator.next(isolation: nil) else { return .end(nil) }
                 let now = tracksReadyTime ? stamp() : nil
                 var wakeups = Wakeups<Payload>()
                 let admission = state.withLock { state in
@@ -572,7 +573,11 @@ struct AdoptedTarget: Sendable {
 }
 
 /// The hand-over of the intake between the intake task and a runner it spawned.
-final class Runner<Handed: Sendable>: Sendable {
+///
+/// The runner's own steps (an attempt ends, the next one starts) are single compare-and-swaps on
+/// `word`; the spawner claims the word under `lock`, and a runner that finds it claimed takes
+/// the lock to read what the spawner left.
+final class Runner<Handed: Sendable>: @unchecked Sendable {
     enum Regained: Sendable {
         /// The runner was executing: the intake is the spawner's again.
         case intake
@@ -580,16 +585,6 @@ final class Runner<Handed: Sendable>: Sendable {
         case handed(Handed)
         /// The runner ended the input.
         case finished
-    }
-
-    enum Phase {
-        /// Running an attempt; `detached` is its target when it runs without target state.
-        case executing(detached: TargetID?)
-        case pulling
-        case takenOver(AdoptedTarget?)
-        case waiting(UnsafeContinuation<Regained, Never>)
-        case handedBack
-        case done
     }
 
     enum Executed {
@@ -603,9 +598,26 @@ final class Runner<Handed: Sendable>: Sendable {
         case runInline, handedBack, finishIntake
     }
 
-    let phase: StateLock<Phase>
+    /// What the spawner left when it claimed the word.
+    enum Claim {
+        case none
+        case takenOver(AdoptedTarget?)
+        case waiting(UnsafeContinuation<Regained, Never>)
+        case handedBack
+    }
 
-    init(detached: TargetID?) { phase = StateLock(.executing(detached: detached)) }
+    private static var executing: UInt8 { 0 }
+    private static var pulling: UInt8 { 1 }
+    private static var claimed: UInt8 { 2 }
+    private static var done: UInt8 { 3 }
+
+    private let word = Atomic<UInt8>(0)
+    /// The target of the attempt being run when it runs without target state. Written by the
+    /// runner before it publishes `executing`; read by the spawner after it claims that state.
+    private var detached: TargetID?
+    private let lock = StateLock(Claim.none)
+
+    init(detached: TargetID?) { self.detached = detached }
 
     /// The spawner, back from `addImmediateTask`: takes the intake back at once if the runner is
     /// executing, or waits for what the runner is pulling. A detached attempt's target gets its
@@ -613,16 +625,26 @@ final class Runner<Handed: Sendable>: Sendable {
     /// queues behind it.
     func regain(adopting adopt: (TargetID) -> AdoptedTarget) async -> Regained {
         await withUnsafeContinuation { continuation in
-            let now = phase.withLock { phase -> Regained? in
-                switch phase {
-                case .executing(let detached):
-                    phase = .takenOver(detached.map(adopt))
-                    return .intake
-                case .pulling:
-                    phase = .waiting(continuation)
-                    return nil
-                default:
-                    return .finished
+            let now = lock.withLock { claim -> Regained? in
+                var current = word.load(ordering: .acquiring)
+                while true {
+                    switch current {
+                    case Self.executing, Self.pulling:
+                        let (exchanged, original) = word.compareExchange(
+                            expected: current, desired: Self.claimed, ordering: .acquiringAndReleasing)
+                        guard exchanged else {
+                            current = original
+                            continue
+                        }
+                        if current == Self.pulling {
+                            claim = .waiting(continuation)
+                            return nil
+                        }
+                        claim = .takenOver(detached.map(adopt))
+                        return .intake
+                    default:
+                        return .finished
+                    }
                 }
             }
             if let now { continuation.resume(returning: now) }
@@ -631,33 +653,34 @@ final class Runner<Handed: Sendable>: Sendable {
 
     /// The runner, after an attempt: whether it still holds the intake.
     func executed() -> Executed {
-        phase.withLock { phase in
-            switch phase {
-            case .executing:
-                phase = .pulling
-                return .holding
-            case .takenOver(let adopted):
-                return .takenOver(adopted)
-            default:
+        if word.compareExchange(expected: Self.executing, desired: Self.pulling, ordering: .acquiringAndReleasing)
+            .exchanged
+        {
+            return .holding
+        }
+        return lock.withLock { claim in
+            guard case .takenOver(let adopted) = claim else {
                 preconditionFailure("a runner finished an attempt it was not running")
             }
+            return .takenOver(adopted)
         }
     }
 
     /// The runner, with a task to start or the end of the input: goes on if it still holds the
     /// intake, or hands `pulled` to the waiting spawner.
     func proceed(with pulled: Handed, detached: TargetID?, isEnd: Bool) -> Next {
-        let waiting = phase.withLock { phase -> UnsafeContinuation<Regained, Never>? in
-            switch phase {
-            case .waiting(let continuation):
-                phase = .handedBack
-                return continuation
-            default:
-                phase = isEnd ? .done : .executing(detached: detached)
-                return nil
-            }
+        self.detached = detached
+        let desired = isEnd ? Self.done : Self.executing
+        if word.compareExchange(expected: Self.pulling, desired: desired, ordering: .acquiringAndReleasing).exchanged {
+            return isEnd ? .finishIntake : .runInline
         }
-        guard let waiting else { return isEnd ? .finishIntake : .runInline }
+        let waiting = lock.withLock { claim in
+            guard case .waiting(let continuation) = claim else {
+                preconditionFailure("the intake claimed a pulling runner without waiting")
+            }
+            claim = .handedBack
+            return continuation
+        }
         waiting.resume(returning: .handed(pulled))
         return .handedBack
     }

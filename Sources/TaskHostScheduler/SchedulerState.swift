@@ -421,7 +421,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         /// Queued; the scheduler will start it.
         case queued
         /// The target was idle and a slot free: the caller runs it now.
-        case runInline(Work)
+        indirect case runInline(Work)
         /// The target holds no state and a slot is free: the caller runs the task now, and no
         /// target state is created unless the attempt fails or defers (``adoptDetached``).
         /// Exclusivity holds because only the intake admits tasks, and it is busy running this one.
