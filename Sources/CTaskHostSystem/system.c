@@ -43,3 +43,5 @@ __attribute__((visibility("hidden"))) int64_t th_monotonic_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+_Thread_local void *th_spare_token;

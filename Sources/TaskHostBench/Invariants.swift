@@ -2,34 +2,33 @@ import Synchronization
 import TaskHostScheduler
 
 /// The O(1) invariant bookkeeping of SCENARIOS.md, done inside the timed executor. Executions
-/// may run on several threads, so the flags and counters are atomics.
+/// may run on several threads, so the flags and counters are atomics, packed so that a task
+/// costs two read-modify-writes, not five:
+/// - per target, one word holds `busy` (bit 0) and `lastIdx + 1` (the other bits): `enter`
+///   exchanges it, so an overlap or an out-of-order index is seen in the value it replaces;
+/// - `running` is `entered - left`. The scheduler orders a task's `leave` before the start it
+///   makes room for (through its lock), so `enter` never reads a stale `left` and never counts a
+///   finished task as running.
 final class Invariants: @unchecked Sendable {
     let maxThreads: Int
-    let busy: UnsafeMutablePointer<Atomic<UInt8>>
-    let lastIndex: UnsafeMutablePointer<Atomic<Int>>
+    let targets: UnsafeMutablePointer<Atomic<Int>>
     let targetCount: Int
-    let running = Atomic<Int>(0)
+    let entered = Atomic<Int>(0)
+    let left = Atomic<Int>(0)
     let maxRunning = Atomic<Int>(0)
-    let done = Atomic<Int>(0)
     let violations = Atomic<Int>(0)
     let firstViolation = Mutex<String?>(nil)
 
     init(targetCount: Int, maxThreads: Int?) {
         self.targetCount = targetCount
         self.maxThreads = maxThreads ?? Int.max
-        busy = .allocate(capacity: targetCount)
-        lastIndex = .allocate(capacity: targetCount)
-        for t in 0..<targetCount {
-            (busy + t).initialize(to: Atomic(0))
-            (lastIndex + t).initialize(to: Atomic(-1))
-        }
+        targets = .allocate(capacity: targetCount)
+        for t in 0..<targetCount { (targets + t).initialize(to: Atomic(0)) }
     }
 
     deinit {
-        busy.deinitialize(count: targetCount)
-        lastIndex.deinitialize(count: targetCount)
-        busy.deallocate()
-        lastIndex.deallocate()
+        targets.deinitialize(count: targetCount)
+        targets.deallocate()
     }
 
     func violate(_ message: @autoclosure () -> String) {
@@ -41,30 +40,45 @@ final class Invariants: @unchecked Sendable {
 
     @inline(__always)
     func enter(target t: Int, index i: Int) {
-        if busy[t].exchange(1, ordering: .acquiring) != 0 { violate("target \(t) ran concurrently (task \(i))") }
-        let now = running.add(1, ordering: .relaxed).newValue
+        let previous = targets[t].exchange((i + 1) << 1 | 1, ordering: .acquiring)
+        if previous & 1 != 0 { violate("target \(t) ran concurrently (task \(i))") }
+        let last = (previous >> 1) - 1
+        if i <= last { violate("FIFO broken on target \(t): \(i) after \(last)") }
+        let now = entered.add(1, ordering: .relaxed).newValue - left.load(ordering: .relaxed)
         if now > maxRunning.load(ordering: .relaxed) { maxRunning.max(now, ordering: .relaxed) }
         if now > maxThreads { violate("running \(now) > maxThreads \(maxThreads)") }
-        let last = lastIndex[t].exchange(i, ordering: .relaxed)
-        if i <= last { violate("FIFO broken on target \(t): \(i) after \(last)") }
     }
 
     @inline(__always)
-    func leave(target t: Int) {
-        busy[t].store(0, ordering: .releasing)
-        running.subtract(1, ordering: .relaxed)
-        done.add(1, ordering: .relaxed)
+    func leave(target t: Int, index i: Int) {
+        targets[t].store((i + 1) << 1, ordering: .releasing)
+        left.add(1, ordering: .releasing)
     }
 
+    var done: Int { left.load(ordering: .relaxed) }
+
     func finish(expected: Int) {
-        let done = done.load(ordering: .relaxed)
+        let done = left.load(ordering: .relaxed)
         if done != expected { violate("done \(done) != tasks \(expected)") }
-        let running = running.load(ordering: .relaxed)
+        let running = entered.load(ordering: .relaxed) - done
         if running != 0 { violate("running \(running) after run() returned") }
     }
 }
 
-/// The scenario executors: noop, sleep and yield, each doing the bookkeeping above.
+/// The decimal index in a payload, read from its UTF-8 bytes (-1 if it is not one).
+@inline(__always)
+func decimalIndex(_ payload: String) -> Int {
+    payload.utf8.withContiguousStorageIfAvailable { bytes in
+        guard !bytes.isEmpty else { return -1 }
+        var value = 0
+        for byte in bytes {
+            guard byte &- 48 < 10 else { return -1 }
+            value = value &* 10 &+ Int(byte &- 48)
+        }
+        return value
+    } ?? Int(payload) ?? -1
+}
+
 struct ScenarioExecutor: TaskExecutor {
     let invariants: Invariants
     let kind: ExecutorKind
@@ -78,7 +92,7 @@ struct ScenarioExecutor: TaskExecutor {
     func executeImmediately(_ task: TaskItem<Int>, context: ExecutionContext) -> ImmediateOutcome {
         guard kind == .noop, case .integer(let t) = task.targetId else { return .deferred }
         invariants.enter(target: Int(t), index: task.payload)
-        invariants.leave(target: Int(t))
+        invariants.leave(target: Int(t), index: task.payload)
         return .succeeded
     }
 
@@ -94,6 +108,6 @@ struct ScenarioExecutor: TaskExecutor {
         case .yield:
             for _ in 0..<yields[task.payload] { await Task.yield() }
         }
-        invariants.leave(target: t)
+        invariants.leave(target: t, index: task.payload)
     }
 }

@@ -13,16 +13,18 @@ struct CheckedExecutor<Inner: TaskExecutor>: TaskExecutor where Inner.Payload ==
 
     func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
         guard case .integer(let t) = task.targetId else { return .failed(CancellationError()) }
-        invariants.enter(target: Int(t), index: Int(task.payload) ?? -1)
+        let index = decimalIndex(task.payload)
+        invariants.enter(target: Int(t), index: index)
         let outcome = inner.executeImmediately(task, context: context)
         if case .deferred = outcome { return outcome }
-        invariants.leave(target: Int(t))
+        invariants.leave(target: Int(t), index: index)
         return outcome
     }
 
     func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
         guard case .integer(let t) = task.targetId else { return }
-        defer { invariants.leave(target: Int(t)) }
+        let index = decimalIndex(task.payload)
+        defer { invariants.leave(target: Int(t), index: index) }
         try await inner.execute(task, context: context)
     }
 }

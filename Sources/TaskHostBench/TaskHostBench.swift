@@ -17,7 +17,8 @@ struct TaskHostBench: AsyncParsableCommand {
             baseline of the plugin scenarios), P1/P2 (S1/S2 through the C \
             no-op plugin, loaded with dlopen), P3/P4 (S1/S2 through the Swift SDK plugin Echo), P6 (S1 through the C \
             Noop plugin in echo mode: the same work as Echo), F1 (S1's \
-            tasks as libffi calls of a plain C function). Run memory scenarios in a process of their own: \
+            tasks as libffi calls of a plain C function), X1 (the invariant checker itself: each kind of \
+            violation, fed to it on purpose, must be caught). Run memory scenarios in a process of their own: \
             peak RSS is per process.
             """)
 
@@ -43,11 +44,12 @@ struct TaskHostBench: AsyncParsableCommand {
             case "M1": allOK = await memoryLazy() && allOK
             case "M2": allOK = await memoryQueued() && allOK
             case "I1": allOK = await idleCPU() && allOK
+            case "X1": allOK = checkerSelfTest() && allOK
             case "P0", "P1", "P2", "P3", "P4", "P5", "P6", "F1": allOK = await pluginScenario(key) && allOK
             default:
                 guard let spec = Scenario.make(key, tasks: tasks) else {
                     throw ValidationError(
-                        "unknown scenario \(key); use S1 S2 S3 S4 V1 K1 L1 M1 M2 I1 P0 P1 P2 P3 P4 P5 P6 F1")
+                        "unknown scenario \(key); use S1 S2 S3 S4 V1 K1 L1 M1 M2 I1 P0 P1 P2 P3 P4 P5 P6 F1 X1")
                 }
                 let modes = spec.kind == .noop ? (mode == "both" ? ["sync", "async"] : [mode]) : ["async"]
                 for m in modes {
@@ -286,5 +288,60 @@ func emit(_ fields: [(String, String)]) {
 extension Duration {
     var secondsDouble: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+extension TaskHostBench {
+    /// X1: the invariant checker catches each violation it exists for, and passes a clean run.
+    func checkerSelfTest() -> Bool {
+        var results: [(String, Bool)] = []
+        func expect(_ name: String, violation expected: Bool, maxThreads: Int? = 2, _ body: (Invariants) -> Void) {
+            let invariants = Invariants(targetCount: 4, maxThreads: maxThreads)
+            body(invariants)
+            results.append((name, (invariants.violations.load(ordering: .relaxed) > 0) == expected))
+        }
+        expect("clean", violation: false) { i in
+            i.enter(target: 0, index: 0)
+            i.enter(target: 1, index: 1)
+            i.leave(target: 0, index: 0)
+            i.leave(target: 1, index: 1)
+            i.enter(target: 0, index: 2)
+            i.leave(target: 0, index: 2)
+            i.finish(expected: 3)
+        }
+        expect("overlap", violation: true) { i in
+            i.enter(target: 0, index: 0)
+            i.enter(target: 0, index: 1)
+        }
+        expect("fifo", violation: true) { i in
+            i.enter(target: 0, index: 5)
+            i.leave(target: 0, index: 5)
+            i.enter(target: 0, index: 3)
+        }
+        expect("rerun", violation: true) { i in
+            i.enter(target: 0, index: 0)
+            i.leave(target: 0, index: 0)
+            i.enter(target: 0, index: 0)
+        }
+        expect("cap", violation: true) { i in
+            for t in 0..<3 { i.enter(target: t, index: t) }
+        }
+        expect("lost", violation: true) { i in
+            i.enter(target: 0, index: 0)
+            i.leave(target: 0, index: 0)
+            i.finish(expected: 2)
+        }
+        expect("unfinished", violation: true, maxThreads: nil) { i in
+            i.enter(target: 0, index: 0)
+            i.enter(target: 1, index: 1)
+            i.leave(target: 1, index: 1)
+            i.finish(expected: 1)
+        }
+        let failed = results.filter { !$0.1 }.map(\.0)
+        let ok = failed.isEmpty
+        print(
+            #"{"peer":"\#(peer)","scenario":"X1-checker","cases":\#(results.count),"failed":[\#(failed.map { "\"\($0)\"" }.joined(separator: ","))],"ok":\#(ok)}"#
+        )
+        return ok
     }
 }

@@ -1,4 +1,5 @@
 import CTaskHostPlugin
+import CTaskHostSystem
 import Dispatch
 import Logging
 import Synchronization
@@ -453,13 +454,14 @@ private let hostCapability: @convention(c) (UnsafeMutableRawPointer?, UnsafePoin
     _, _ in nil
 }
 
-/// Per-thread spare tokens for synchronous executions: the thread-specific value is a retained
-/// token, handed out and given back without reference counting.
+/// Per-thread spare tokens for synchronous executions: a C thread-local slot holds a retained
+/// token, handed out and given back without reference counting or a call into libc. A pthread
+/// key, set once per thread, releases the slot's token when the thread exits.
 enum TokenCache {
     static let key: pthread_key_t = {
         var key = pthread_key_t()
-        pthread_key_create(&key) { value in
-            if let value { Unmanaged<CallToken>.fromOpaque(value).release() }
+        pthread_key_create(&key) { _ in
+            if let spare = th_take_spare_token() { Unmanaged<CallToken>.fromOpaque(spare).release() }
         }
         return key
     }()
@@ -467,18 +469,21 @@ enum TokenCache {
     /// A token with one reference, the caller's.
     @inline(__always)
     static func take() -> Unmanaged<CallToken> {
-        if let spare = pthread_getspecific(key) {
-            // Taken out: a nested call on this thread (a plugin calling back) gets its own.
-            pthread_setspecific(key, nil)
-            return Unmanaged.fromOpaque(spare)
-        }
+        // Taken out: a nested call on this thread (a plugin calling back) gets its own.
+        if let spare = th_take_spare_token() { return Unmanaged.fromOpaque(spare) }
+        return fresh()
+    }
+
+    @inline(never)
+    private static func fresh() -> Unmanaged<CallToken> {
+        // Any non-null value: the key's destructor runs when this thread exits.
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1))
         return Unmanaged.passRetained(CallToken())
     }
 
     /// Gives a token's reference to this thread's cache.
     @inline(__always)
     static func give(_ token: Unmanaged<CallToken>) {
-        if let spare = pthread_getspecific(key) { Unmanaged<CallToken>.fromOpaque(spare).release() }
-        pthread_setspecific(key, token.toOpaque())
+        if let previous = th_swap_spare_token(token.toOpaque()) { Unmanaged<CallToken>.fromOpaque(previous).release() }
     }
 }

@@ -12,6 +12,24 @@ void *th_dlsym(void *handle, const char *symbol, char *error, uint64_t error_cap
 /* The path of the shared object that contains `address` (dladdr), or 0 when unknown. */
 int th_object_path(const void *address, char *path, uint64_t path_cap);
 
+/* This thread's spare completion token for synchronous plugin calls (TaskHostRuntime's
+ * TokenCache): a thread-local slot read and written without a call into libc. */
+extern _Thread_local void *th_spare_token;
+
+/* Takes the thread's spare token (NULL when there is none). */
+static inline void *th_take_spare_token(void) {
+    void *token = th_spare_token;
+    th_spare_token = 0;
+    return token;
+}
+
+/* Stores `token` as the thread's spare and returns the one it replaces (NULL when none). */
+static inline void *th_swap_spare_token(void *token) {
+    void *previous = th_spare_token;
+    th_spare_token = token;
+    return previous;
+}
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t th_monotonic_ns(void);
 #endif
