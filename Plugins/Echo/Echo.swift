@@ -1,6 +1,7 @@
 // An executor plugin written with the Swift SDK: the template for Swift plugin authors.
 // It answers each task with its payload (optionally prefixed); a task whose payload equals
-// `failOn` fails with a retryable error; `delayMs` makes every execution asynchronous.
+// `failOn` fails with a retryable error; `delayMs` makes every execution asynchronous; `quiet`
+// answers nothing and reads nothing, which leaves the SDK's own cost per call (taskhost-bench P7).
 import TaskHostPluginSDK
 
 struct Echo: TaskHostPlugin {
@@ -8,6 +9,7 @@ struct Echo: TaskHostPlugin {
         var prefix: String?
         var failOn: String?
         var delayMs: Int?
+        var quiet: Bool?
     }
 
     static let name = "echo"
@@ -15,7 +17,8 @@ struct Echo: TaskHostPlugin {
     static let summary: String? = "Answers each task with its payload; a template for Swift plugins."
     static let configSchema: String? = """
         {"type":"object","additionalProperties":false,"properties":{\
-        "prefix":{"type":"string"},"failOn":{"type":"string"},"delayMs":{"type":"integer","minimum":0}}}
+        "prefix":{"type":"string"},"failOn":{"type":"string"},"delayMs":{"type":"integer","minimum":0},\
+        "quiet":{"type":"boolean"}}}
         """
 
     let configuration: Configuration
@@ -32,6 +35,7 @@ struct Echo: TaskHostPlugin {
 
     func executeImmediately(_ task: PluginTask) throws -> ImmediateResult {
         guard (configuration.delayMs ?? 0) == 0 else { return .deferred }
+        if configuration.quiet == true { return .finished(output: nil) }
         return .finished(output: try answer(task))
     }
 
@@ -44,7 +48,7 @@ struct Echo: TaskHostPlugin {
         if task.payload == configuration.failOn {
             throw PluginExecutionError.retryable("asked to fail on \(task.payload)")
         }
-        return (configuration.prefix ?? "") + task.payload
+        return configuration.prefix.map { $0 + task.payload } ?? task.payload
     }
 }
 

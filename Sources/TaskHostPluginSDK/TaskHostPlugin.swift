@@ -65,13 +65,16 @@ public enum PluginExecutionError: Error, Sendable {
 
 /// One execution, copied out of the host's `th_task`.
 public struct PluginTask: Sendable {
-    public var targetId: String
+    /// The target id as text; an integer target in decimal, rendered when read.
+    public var targetId: String { targetText ?? String(targetInteger ?? 0) }
     /// The target id as an integer, when the input gave an integer.
     public var targetInteger: Int64?
     public var id: String?
     public var payload: String
     public var sequence: UInt64
     public var attempt: Int
+    /// The target's text for a string target; nil for an integer one.
+    let targetText: String?
 }
 
 /// The host's services: its structured log.
@@ -100,12 +103,7 @@ public func exportPlugin<P: TaskHostPlugin>(_ type: P.Type) -> UnsafeRawPointer 
 /// The one plugin of this library, erased so that the C thunks (which cannot be generic) reach it.
 protocol ErasedFactory: Sendable {
     func validate(_ json: String) -> String?
-    func create(_ json: String, host: PluginHost) throws -> any TaskHostPluginInstance
-}
-
-protocol TaskHostPluginInstance: Sendable {
-    func execute(_ task: PluginTask) async throws -> String?
-    func executeImmediately(_ task: PluginTask) throws -> ImmediateResult
+    func create(_ json: String, host: UnsafePointer<th_host_api>) throws -> InstanceBox
 }
 
 struct Factory<P: TaskHostPlugin>: ErasedFactory {
@@ -126,10 +124,10 @@ struct Factory<P: TaskHostPlugin>: ErasedFactory {
         }
     }
 
-    func create(_ json: String, host: PluginHost) throws -> any TaskHostPluginInstance {
+    func create(_ json: String, host: UnsafePointer<th_host_api>) throws -> InstanceBox {
         let configuration = try decode(json)
         try P.validate(configuration)
-        return Instance(plugin: try P(configuration: configuration, host: host))
+        return TypedInstanceBox(plugin: try P(configuration: configuration, host: PluginHost(api: host)), host: host)
     }
 
     static func message(_ error: any Error) -> String {
@@ -156,12 +154,6 @@ struct Factory<P: TaskHostPlugin>: ErasedFactory {
             return String(describing: error)
         }
     }
-}
-
-struct Instance<P: TaskHostPlugin>: TaskHostPluginInstance {
-    let plugin: P
-    func execute(_ task: PluginTask) async throws -> String? { try await plugin.execute(task) }
-    func executeImmediately(_ task: PluginTask) throws -> ImmediateResult { try plugin.executeImmediately(task) }
 }
 
 final class Registry: @unchecked Sendable {
@@ -197,17 +189,26 @@ final class Registry: @unchecked Sendable {
     }
 }
 
-/// An instance as the host sees it: the plugin, the host API and the running executions.
-final class InstanceBox: @unchecked Sendable {
-    let instance: any TaskHostPluginInstance
+/// An instance as the host sees it: the host API and the running executions. The C thunks reach
+/// the plugin through one class method (``execute(_:_:_:)``), with no existential to copy and no
+/// reference count touched.
+class InstanceBox: @unchecked Sendable {
     let host: UnsafePointer<th_host_api>
+    /// The thread buffers' key, read once here instead of through a lazy global on every call.
+    let bufferKey = threadBufferKey
     private var lock = pthread_mutex_t()
     private var running: [UInt: Task<Void, Never>] = [:]
 
-    init(instance: any TaskHostPluginInstance, host: UnsafePointer<th_host_api>) {
-        self.instance = instance
+    init(host: UnsafePointer<th_host_api>) {
         self.host = host
         pthread_mutex_init(&lock, nil)
+    }
+
+    /// Runs one execution of the plugin; overridden by ``TypedInstanceBox``.
+    func execute(
+        _ task: UnsafePointer<th_task>, _ token: OpaquePointer?, _ outcome: UnsafeMutablePointer<th_outcome>
+    ) -> Int32 {
+        TH_ERROR
     }
 
     private var finishedEarly: Set<UInt> = []
@@ -230,6 +231,22 @@ final class InstanceBox: @unchecked Sendable {
         let task = running[token]
         pthread_mutex_unlock(&lock)
         task?.cancel()
+    }
+}
+
+/// The box of a plugin of type `P`: its calls are direct and specialized.
+final class TypedInstanceBox<P: TaskHostPlugin>: InstanceBox, @unchecked Sendable {
+    let plugin: P
+
+    init(plugin: P, host: UnsafePointer<th_host_api>) {
+        self.plugin = plugin
+        super.init(host: host)
+    }
+
+    override func execute(
+        _ task: UnsafePointer<th_task>, _ token: OpaquePointer?, _ outcome: UnsafeMutablePointer<th_outcome>
+    ) -> Int32 {
+        TaskHostPluginSDK.execute(plugin, self, task, token, outcome)
     }
 }
 
@@ -269,49 +286,62 @@ private func status(for error: any Error) -> (Int32, String, Int64) {
     }
 }
 
-/// A per-thread buffer for synchronous outcome strings, valid until the thread's next call.
-private final class ThreadBuffer {
-    var storage = UnsafeMutableRawPointer.allocate(byteCount: 256, alignment: 1)
-    var capacity = 256
-
-    func reserve(_ count: Int) {
-        guard count > capacity else { return }
-        storage.deallocate()
-        capacity = max(count, capacity * 2)
-        storage = .allocate(byteCount: capacity, alignment: 1)
-    }
-
-    deinit { storage.deallocate() }
+/// A per-thread buffer for synchronous outcome strings, valid until the thread's next call: a
+/// plain C allocation behind the thread-specific value, so a call touches no reference count.
+private struct ThreadBuffer {
+    var storage: UnsafeMutableRawPointer
+    var capacity: Int
 }
 
 private let threadBufferKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key) { value in
-        if let value { Unmanaged<ThreadBuffer>.fromOpaque(value).release() }
+        guard let buffer = value?.assumingMemoryBound(to: ThreadBuffer.self) else { return }
+        buffer.pointee.storage.deallocate()
+        buffer.deallocate()
     }
     return key
 }()
 
+/// This thread's buffer, grown to at least `count` bytes.
 @inline(__always)
-private func threadBuffer() -> ThreadBuffer {
-    if let existing = UnsafeRawPointer(pthread_getspecific(threadBufferKey)) {
-        return Unmanaged<ThreadBuffer>.fromOpaque(existing).takeUnretainedValue()
+private func threadBuffer(_ key: pthread_key_t, count: Int) -> UnsafeMutableRawPointer {
+    if let existing = pthread_getspecific(key)?.assumingMemoryBound(to: ThreadBuffer.self),
+        existing.pointee.capacity >= count
+    {
+        return existing.pointee.storage
     }
-    let buffer = ThreadBuffer()
-    pthread_setspecific(threadBufferKey, Unmanaged.passRetained(buffer).toOpaque())
-    return buffer
+    return growThreadBuffer(key, count: count)
+}
+
+@inline(never)
+private func growThreadBuffer(_ key: pthread_key_t, count: Int) -> UnsafeMutableRawPointer {
+    let buffer: UnsafeMutablePointer<ThreadBuffer>
+    if let existing = pthread_getspecific(key)?.assumingMemoryBound(to: ThreadBuffer.self) {
+        buffer = existing
+        buffer.pointee.storage.deallocate()
+    } else {
+        buffer = .allocate(capacity: 1)
+        buffer.initialize(to: ThreadBuffer(storage: .allocate(byteCount: 1, alignment: 1), capacity: 0))
+        pthread_setspecific(key, buffer)
+        buffer.pointee.storage.deallocate()
+    }
+    let capacity = max(count, 256, buffer.pointee.capacity * 2)
+    buffer.pointee = ThreadBuffer(storage: .allocate(byteCount: capacity, alignment: 1), capacity: capacity)
+    return buffer.pointee.storage
 }
 
 /// Copies `message` and `output` into the thread's buffer and points `outcome` at them.
-private func fill(_ outcome: UnsafeMutablePointer<th_outcome>, message: String?, output: String?) {
+@inline(__always)
+private func fill(
+    _ outcome: UnsafeMutablePointer<th_outcome>, message: String?, output: String?, key: pthread_key_t
+) {
     if message == nil, output == nil { return }
     var message = message
     var output = output
-    let buffer = threadBuffer()
     let messageCount = message?.utf8.count ?? 0
     let outputCount = output?.utf8.count ?? 0
-    buffer.reserve(messageCount + outputCount)
-    let base = buffer.storage
+    let base = threadBuffer(key, count: messageCount + outputCount)
     message?.withUTF8 { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     output?.withUTF8 { (base + messageCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     let text = base.assumingMemoryBound(to: CChar.self)
@@ -335,8 +365,7 @@ private let createThunk:
         guard let factory = Registry.shared.current, let host, let instanceOut else { return TH_ERROR }
         let json = config.len == 0 ? "{}" : string(config)
         do {
-            let instance = try factory.create(json, host: PluginHost(api: host))
-            instanceOut.pointee = Unmanaged.passRetained(InstanceBox(instance: instance, host: host)).toOpaque()
+            instanceOut.pointee = Unmanaged.passRetained(try factory.create(json, host: host)).toOpaque()
             return TH_OK
         } catch {
             let (status, message, _) = status(for: error)
@@ -356,29 +385,30 @@ private let executeThunk:
     ) -> Int32 = { instance, task, token, outcome in
         guard let instance, let task, let outcome else { return TH_ERROR }
         return Unmanaged<InstanceBox>.fromOpaque(instance)._withUnsafeGuaranteedRef { box in
-            execute(box, task, token, outcome)
+            box.execute(task, token, outcome)
         }
     }
 
 @inline(__always)
-private func execute(
-    _ box: InstanceBox, _ task: UnsafePointer<th_task>, _ token: OpaquePointer?,
+private func execute<P: TaskHostPlugin>(
+    _ plugin: P, _ box: InstanceBox, _ task: UnsafePointer<th_task>, _ token: OpaquePointer?,
     _ outcome: UnsafeMutablePointer<th_outcome>
 ) -> Int32 {
     let raw = task.pointee
+    let integer = raw.target_is_integer != 0
     let pluginTask = PluginTask(
-        targetId: string(raw.target_id), targetInteger: raw.target_is_integer != 0 ? raw.target_integer : nil,
+        targetInteger: integer ? raw.target_integer : nil,
         id: raw.task_id.len > 0 ? string(raw.task_id) : nil, payload: string(raw.payload),
-        sequence: raw.sequence, attempt: Int(raw.attempt))
+        sequence: raw.sequence, attempt: Int(raw.attempt), targetText: integer ? nil : string(raw.target_id))
     do {
-        if case .finished(let output) = try box.instance.executeImmediately(pluginTask) {
-            fill(outcome, message: nil, output: output)
+        if case .finished(let output) = try plugin.executeImmediately(pluginTask) {
+            fill(outcome, message: nil, output: output, key: box.bufferKey)
             return TH_OK
         }
     } catch {
         let (status, message, retryAfter) = status(for: error)
         outcome.pointee.retry_after_ms = retryAfter
-        fill(outcome, message: message, output: nil)
+        fill(outcome, message: message, output: nil, key: box.bufferKey)
         return status
     }
     guard let token else { return TH_ERROR }
@@ -390,7 +420,7 @@ private func execute(
         var message = ""
         var output = ""
         do {
-            output = try await box.instance.execute(pluginTask) ?? ""
+            output = try await plugin.execute(pluginTask) ?? ""
             result.status = TH_OK
         } catch {
             let mapped = status(for: error)
