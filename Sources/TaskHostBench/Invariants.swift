@@ -17,6 +17,8 @@ final class Invariants: @unchecked Sendable {
     let left = Atomic<Int>(0)
     let maxRunning = Atomic<Int>(0)
     let violations = Atomic<Int>(0)
+    /// Nanoseconds the sleeping executor (S3) actually slept, timer overshoot included.
+    let slept = Atomic<Int>(0)
     let firstViolation = Mutex<String?>(nil)
 
     init(targetCount: Int, maxThreads: Int?) {
@@ -104,7 +106,11 @@ struct ScenarioExecutor: TaskExecutor {
         case .noop:
             break
         case .sleep:
+            let begin = ContinuousClock.now
             try? await Task.sleep(for: .milliseconds(Int(durations[task.payload])))
+            let elapsed = (ContinuousClock.now - begin).components
+            invariants.slept.add(
+                Int(elapsed.seconds) * 1_000_000_000 + Int(elapsed.attoseconds / 1_000_000_000), ordering: .relaxed)
         case .yield:
             for _ in 0..<yields[task.payload] { await Task.yield() }
         }

@@ -85,6 +85,14 @@ struct TaskHostBench: AsyncParsableCommand {
             ("max_running_observed", "\(invariants.maxRunning.load(ordering: .relaxed))"),
             ("ok", invariants.violations.load(ordering: .relaxed) == 0 ? "true" : "false"),
         ]
+        if spec.kind == .sleep, let threads = spec.maxThreads {
+            // What the timer added to each sleep, and the efficiency against the time actually slept:
+            // the share of the shortfall that is the scheduler's.
+            let slept = Double(invariants.slept.load(ordering: .relaxed)) / 1e6
+            let nominal = spec.durations.reduce(0.0) { $0 + Double($1) }
+            fields.append(("sleep_overshoot_us", fixed((slept - nominal) * 1000 / Double(items.count), 1)))
+            fields.append(("efficiency_actual_sleep", fixed(slept / Double(threads) / makespan, 4)))
+        }
         if let first = invariants.firstViolation.withLock({ $0 }) {
             fields.append(("violations", "\(invariants.violations.load(ordering: .relaxed))"))
             fields.append(("first_violation", json(first)))
