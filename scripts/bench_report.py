@@ -39,7 +39,7 @@ for scenario in ["S1-noop", "S2-skew", "S3-sleep", "S4-unbounded", "V1-yield", "
         print(f"| {scenario} | {peer} | {tps:,.0f} | {eff if eff is not None else '-'} | {ratio} |")
 plugin_rows = [(r["peer"], r["scenario"]) for r in rows if "ns_per_task" in r]
 if plugin_rows:
-    print("\n| scenario | path | tasks/s (median) | ns/task | x in-process (same payloads) | x node-seed |")
+    print("\n| scenario | path | tasks/s (median) | ns/task | time vs in-process (same payloads) | x node-seed |")
     print("|---|---|---:|---:|---:|---:|")
     for scenario in ["S1-noop", "S2-skew"]:
         base = median("taskhost (in-process, string payload)", scenario, "tasks_per_s")
@@ -47,9 +47,22 @@ if plugin_rows:
         for peer in sorted({p for p, s in plugin_rows if s == scenario}):
             tps = median(peer, scenario, "tasks_per_s")
             ns = median(peer, scenario, "ns_per_task")
-            slower = f"{base / tps:.2f}x slower" if base else "-"
+            slower = f"{base / tps:.2f}" if base else "-"
             print(f"| {scenario} | {peer} | {tps:,.0f} | {ns:.0f} | {slower} | {tps / node:.2f} |" if node else
                   f"| {scenario} | {peer} | {tps:,.0f} | {ns:.0f} | {slower} | - |")
+def ns(peer):
+    return median(peer, "S1-noop", "ns_per_task")
+for label, a, b in [
+    ("Swift SDK's own cost (Echo quiet, P7, against the C Noop, P1)", "taskhost (noop plugin)", "taskhost (echo plugin, quiet)"),
+    ("Echo through the SDK (P3) against the same work in C (P6)", "taskhost (noop plugin, echo)", "taskhost (echo plugin)"),
+]:
+    if ns(a) is not None and ns(b) is not None:
+        print(f"\n{label}: {ns(b) - ns(a):+.1f} ns per task (medians {ns(b):.1f} and {ns(a):.1f})")
+overshoot = median("taskhost (async)", "S3-sleep", "sleep_overshoot_us")
+actual = median("taskhost (async)", "S3-sleep", "efficiency_actual_sleep")
+if overshoot is not None:
+    print(f"\nS3: the timer added {overshoot:.1f} us to each sleep (median); efficiency against the time "
+          f"actually slept: {actual:.4f}")
 for mode in ("sync", "async"):
     keyed = median(f"taskhost ({mode})", "K1-keyed", "tasks_per_s")
     unkeyed = median(f"taskhost ({mode})", "K1-unkeyed", "tasks_per_s")
