@@ -148,9 +148,9 @@ public struct JSONPath: Sendable, Equatable {
         self.steps = steps
     }
 
-    func evaluate(_ value: JSONValue) -> JSONValue? {
+    func evaluate(_ value: JSONValue, from start: Int = 0) -> JSONValue? {
         var current = value
-        for step in steps {
+        for step in steps[start...] {
             switch (step, current) {
             case (.key(let key), .object(let object)):
                 guard let next = object[key] else { return nil }
@@ -170,7 +170,7 @@ public struct JSONPath: Sendable, Equatable {
 ///
 /// The library is opened once and never closed; the call interface (`ffi_cif`) is prepared once.
 /// Each argument comes from a JSON path into the task seen as `{"targetId", "id", "data"}`,
-/// where `data` is the task's payload parsed as JSON. An integer or bool return is a status
+/// where `data` is the task's payload parsed as JSON (parsed only when an argument reads it). An integer or bool return is a status
 /// (0, or true, is success); a string return is the output (NULL is a failure); float and double
 /// returns are outputs.
 ///
@@ -187,6 +187,11 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
     let cif: UnsafeMutablePointer<ffi_cif>
     let argumentTypes: UnsafeMutablePointer<UnsafeMutablePointer<ffi_type>?>
     let cArgumentCount: Int
+    /// Where each argument's path starts, resolved once: most read the payload, the target id or
+    /// the task id, and need no document around them.
+    let roots: [ArgumentRoot]
+    /// Whether some argument reads the payload, which is then parsed as JSON.
+    let readsData: Bool
     let outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)?
 
     /// Opens `library`, resolves `symbol`, parses `signature` and `arguments`, prepares the cif.
@@ -250,13 +255,33 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
         self.signature = signature
         self.arguments = paths
         self.outputs = outputs
+        roots = paths.map(ArgumentRoot.init)
+        readsData = roots.contains { if case .targetId = $0 { false } else if case .id = $0 { false } else { true } }
+    }
+
+    enum ArgumentRoot {
+        /// `$.data...`: evaluated from the second step on the parsed payload.
+        case data
+        case targetId
+        case id
+        /// Anything else (`$`, `$.other`): evaluated on the whole `{"targetId", "id", "data"}`.
+        case document
+
+        init(_ path: JSONPath) {
+            switch path.steps.first {
+            case .key("data"): self = .data
+            case .key("targetId") where path.steps.count == 1: self = .targetId
+            case .key("id") where path.steps.count == 1: self = .id
+            default: self = .document
+            }
+        }
     }
 
     public var supportsImmediateExecution: Bool { true }
 
     public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
         do {
-            let output = try call(task)
+            let output = try call(task, formatting: outputs != nil)
             outputs?(task, context, output)
             return .succeeded
         } catch {
@@ -274,30 +299,50 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
         public var description: String
     }
 
-    func call(_ task: TaskItem<String>) throws -> String? {
-        let data: JSONValue
-        do {
-            data = try JSONParser.parse(task.payload)
-        } catch {
-            throw NonRetryableError(CallFailure(description: "the task's data is not JSON: \(task.payload.prefix(80))"))
-        }
-        var document: [String: JSONValue] = ["data": data]
-        switch task.targetId {
-        case .integer(let value): document["targetId"] = .integer(value)
-        case .string(let value): document["targetId"] = .string(value)
-        }
-        if let id = task.id { document["id"] = .string(id) }
-        let root = JSONValue.object(document)
-
+    /// One call for `task`; returns the output. Without `formatting`, a float, double or string
+    /// return is checked but not rendered (nobody reads it).
+    func call(_ task: TaskItem<String>, formatting: Bool = true) throws -> String? {
         // Scalars live in 8-byte slots; strings and bytes in C buffers freed after the call.
-        let slots = UnsafeMutableRawPointer.allocate(byteCount: max(1, cArgumentCount) * 8, alignment: 8)
-        let values = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: max(1, cArgumentCount))
-        var buffers: [UnsafeMutableRawPointer] = []
-        defer {
-            for buffer in buffers { free(buffer) }
-            slots.deallocate()
-            values.deallocate()
+        try withUnsafeTemporaryAllocation(byteCount: max(1, cArgumentCount) * 8, alignment: 8) { slots in
+            try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: max(1, cArgumentCount)) {
+                try call(task, slots: slots.baseAddress!, values: $0.baseAddress!, formatting: formatting)
+            }
         }
+    }
+
+    private func call(
+        _ task: TaskItem<String>, slots: UnsafeMutableRawPointer,
+        values: UnsafeMutablePointer<UnsafeMutableRawPointer?>,
+        formatting: Bool
+    ) throws -> String? {
+        var data: JSONValue?
+        if readsData {
+            do {
+                data = try JSONParser.parse(task.payload)
+            } catch {
+                throw NonRetryableError(
+                    CallFailure(description: "the task's data is not JSON: \(task.payload.prefix(80))"))
+            }
+        }
+        let targetId: JSONValue
+        switch task.targetId {
+        case .integer(let value): targetId = .integer(value)
+        case .string(let value): targetId = .string(value)
+        }
+        func argument(_ index: Int) -> JSONValue? {
+            switch roots[index] {
+            case .data: return data.flatMap { arguments[index].evaluate($0, from: 1) }
+            case .targetId: return targetId
+            case .id: return task.id.map { .string($0) }
+            case .document:
+                var document: [String: JSONValue] = ["targetId": targetId]
+                if let data { document["data"] = data }
+                if let id = task.id { document["id"] = .string(id) }
+                return arguments[index].evaluate(.object(document))
+            }
+        }
+        var buffers: [UnsafeMutableRawPointer] = []
+        defer { for buffer in buffers { free(buffer) } }
         var slot = 0
         func next() -> UnsafeMutableRawPointer {
             let pointer = slots + slot * 8
@@ -306,7 +351,7 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
             return pointer
         }
         for (index, (type, path)) in zip(signature.arguments, arguments).enumerated() {
-            guard let value = path.evaluate(root) else {
+            guard let value = argument(index) else {
                 throw NonRetryableError(
                     CallFailure(description: "argument \(index + 1) (\(path.text)): the task has no such field"))
             }
@@ -387,13 +432,13 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
             case .uint16: return try status(Int64(returned.load(as: UInt16.self)))
             case .uint32: return try status(Int64(returned.load(as: UInt32.self)))
             case .int64, .uint64: return try status(returned.load(as: Int64.self))
-            case .float: return String(returned.load(as: Float.self))
-            case .double: return String(returned.load(as: Double.self))
+            case .float: return formatting ? String(returned.load(as: Float.self)) : nil
+            case .double: return formatting ? String(returned.load(as: Double.self)) : nil
             case .string:
                 guard let pointer = returned.load(as: UnsafePointer<CChar>?.self) else {
                     throw CallFailure(description: "\(symbol) returned NULL")
                 }
-                return String(validatingCString: pointer) ?? ""
+                return formatting ? String(validatingCString: pointer) ?? "" : nil
             case .bytes: return nil
             }
         }

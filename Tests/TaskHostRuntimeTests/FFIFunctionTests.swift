@@ -66,6 +66,30 @@ import Testing
         #expect("\(checksum)".contains("returned \(Int32(bitPattern: 0x11E6_0398))"))
     }
 
+    @Test("Arguments come from the payload, the target id, the task id or the whole task")
+    func argumentRoots() throws {
+        func describe(_ path: String, payload: String, id: String? = nil) throws -> Result<String?, any Error> {
+            let function = try FFIFunctionExecutor(
+                library: library, symbol: "pricing_describe", signature: "string(string)", arguments: [path])
+            return Result { try function.call(TaskItem(targetId: "XYZ-0001", payload: payload, id: id)) }
+        }
+        // The task id, a nested path through the whole task, and the target id.
+        #expect(try describe("$.id", payload: "{}", id: "ABC-1234").get()?.contains("ABC-1234") == true)
+        #expect(try describe("$.data.sku", payload: #"{"sku": "DEF-5678"}"#).get()?.contains("DEF-5678") == true)
+        let whole = try describe("$.targetId", payload: "not json")
+        #expect(try whole.get()?.contains("XYZ-0001") == true, "a payload no argument reads is not parsed")
+        // A path that starts elsewhere is read from {"targetId", "id", "data"}.
+        let wholeDocument = try FFIFunctionExecutor(
+            library: library, symbol: "pricing_apply_discount", signature: "double(double, float)",
+            arguments: ["$.data.price", "$"])
+        #expect(throws: NonRetryableError.self) {
+            try wholeDocument.call(TaskItem(targetId: "t", payload: #"{"price": 200}"#))
+        }
+        // A missing task id and a payload that is not JSON are conversion errors.
+        #expect(throws: NonRetryableError.self) { try describe("$.id", payload: "{}").get() }
+        #expect(throws: NonRetryableError.self) { try describe("$.data.sku", payload: "not json").get() }
+    }
+
     @Test("Configuration errors: unknown symbol, wrong argument count, bad path, not a library")
     func configurationErrors() {
         let missing = loadError {
