@@ -110,7 +110,14 @@ struct StringTaskSequence: AsyncSequence, Sendable {
     struct AsyncIterator: AsyncIteratorProtocol {
         let tasks: [TaskItem<String>]
         var index = 0
-        mutating func next() async -> TaskItem<String>? {
+        mutating func next() async -> TaskItem<String>? { take() }
+
+        /// What `for await` and the scheduler's intake call; without it the standard library's
+        /// generic default forwards to `next()`.
+        mutating func next(isolation actor: isolated (any Actor)?) async -> TaskItem<String>? { take() }
+
+        @inline(__always)
+        private mutating func take() -> TaskItem<String>? {
             guard index < tasks.count else { return nil }
             defer { index += 1 }
             return tasks[index]

@@ -113,7 +113,8 @@ struct ArrayTaskSequence: AsyncSequence, Sendable {
         var index = 0
         mutating func next() async -> TaskItem<Int>? { take() }
 
-        /// Runs where the caller runs, as `for await` asks: no hop to the generic executor.
+        /// What `for await` and the scheduler's intake call; without it the standard library's
+        /// generic default forwards to `next()`.
         mutating func next(isolation actor: isolated (any Actor)?) async -> TaskItem<Int>? { take() }
 
         @inline(__always)
