@@ -331,22 +331,34 @@ private func growThreadBuffer(_ key: pthread_key_t, count: Int) -> UnsafeMutable
     return buffer.pointee.storage
 }
 
-/// Copies `message` and `output` into the thread's buffer and points `outcome` at them.
+/// Copies `message` and `output` into the thread's buffer and points `outcome` at them. The
+/// strings are read in place (native strings are contiguous): no copy of the `String` values.
 @inline(__always)
 private func fill(
-    _ outcome: UnsafeMutablePointer<th_outcome>, message: String?, output: String?, key: pthread_key_t
+    _ outcome: UnsafeMutablePointer<th_outcome>, message: String?, output: String?,
+    key: pthread_key_t
 ) {
     if message == nil, output == nil { return }
-    var message = message
-    var output = output
     let messageCount = message?.utf8.count ?? 0
     let outputCount = output?.utf8.count ?? 0
     let base = threadBuffer(key, count: messageCount + outputCount)
-    message?.withUTF8 { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-    output?.withUTF8 { (base + messageCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    if let message { copyUTF8(message, to: base) }
+    if let output { copyUTF8(output, to: base + messageCount) }
     let text = base.assumingMemoryBound(to: CChar.self)
     if message != nil { outcome.pointee.message = th_str(ptr: text, len: UInt64(messageCount)) }
     if output != nil { outcome.pointee.output = th_str(ptr: text + messageCount, len: UInt64(outputCount)) }
+}
+
+@inline(__always)
+private func copyUTF8(_ text: String, to destination: UnsafeMutableRawPointer) {
+    let copied: Void? = text.utf8.withContiguousStorageIfAvailable {
+        destination.copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+    }
+    if copied == nil {
+        for (offset, byte) in text.utf8.enumerated() {
+            destination.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self)
+        }
+    }
 }
 
 private let validateThunk: @convention(c) (th_str, th_message_buffer) -> Int32 = { config, error in

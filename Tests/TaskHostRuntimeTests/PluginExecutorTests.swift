@@ -139,6 +139,23 @@ import Testing
         #expect(summary.deadLettered == 1)
         #expect(outcomes.all.first { $0.payload == "hi" }?.outcome.output == "echo: hi")
         #expect(outcomes.all.first { $0.payload == "boom" }?.outcome.status == 3)  // TH_RETRYABLE
+        #expect(outcomes.all.first { $0.payload == "boom" }?.outcome.message == "asked to fail on boom")
+
+        // Without a prefix the answer is the payload itself: long (a heap string) and non-ASCII
+        // payloads come back byte for byte; quiet mode answers nothing.
+        let plain = OutcomeRecorder()
+        let long = String(repeating: "payload-", count: 40) + "été ✓"
+        let plainSummary = await run(
+            executor: try self.executor(Paths.plugin("Echo"), config: "{}", outcomes: plain),
+            tasks: TaskList([TaskItem(targetId: "a", payload: long), TaskItem(targetId: 7, payload: "ß")]),
+            maxConcurrency: 2)
+        #expect(plainSummary.succeeded == 2)
+        #expect(Set(plain.all.compactMap(\.outcome.output)) == [long, "ß"])
+        let quiet = OutcomeRecorder()
+        _ = await run(
+            executor: try self.executor(Paths.plugin("Echo"), config: #"{"quiet": true}"#, outcomes: quiet),
+            tasks: TaskList([TaskItem(targetId: 1, payload: "hi")]), maxConcurrency: 1)
+        #expect(quiet.all.count == 1 && quiet.all.allSatisfy { $0.outcome.output == nil && $0.outcome.status == 0 })
 
         let delayed = OutcomeRecorder()
         let async = try self.executor(Paths.plugin("Echo"), config: #"{"delayMs": 1}"#, outcomes: delayed)
