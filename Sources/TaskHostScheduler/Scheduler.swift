@@ -3,7 +3,7 @@ import Synchronization
 /// The answer to an operator's command on one target.
 public enum TargetCommandResult: Sendable, Hashable {
     case done
-    /// The target holds no state: nothing is queued or running for it.
+    /// The target holds no state: nothing is queued or running for it (`release`, `drain`).
     case unknownTarget
     /// `release` and `drain` act on parked targets only.
     case notParked
@@ -492,6 +492,8 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     }
 
     /// Stops a target: its running task finishes, nothing more of it starts until ``release(_:)``.
+    /// A target the scheduler holds nothing for is parked ahead: its tasks queue, parked, when
+    /// they arrive.
     @discardableResult
     public func park(_ target: TargetID) -> TargetCommandResult {
         state.withLock { $0.park(target) }

@@ -91,6 +91,9 @@ struct TargetSlot<Payload: Sendable> {
     var token: UInt32 = 0
     /// When it last became ready: its place when it comes back from its pool's queue.
     var readyOrder: UInt64 = 0
+    /// Parked because its head's last attempt failed (the `park` policy): that head counts as
+    /// failed until a release gives it new attempts.
+    var parkedByFailure = false
 
     init(id: TargetID) { self.id = id }
 }
@@ -570,10 +573,13 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         _ wakeups: inout Wakeups<Payload>
     ) -> AttemptDisposition {
         let i = Int(slot)
+        // An operator parked the target while this attempt ran: the task waits at its head, parked.
+        let operatorParked = targets[i].phase == .parked
         if phase != .running {
             // Shutdown: the task goes back to the head of its target, with its attempts.
             targets[i].queue.prepend(entry)
             queued += 1
+            if operatorParked { parkedQueued += 1 }
             return .cancelled
         }
         var delay: Duration?
@@ -591,6 +597,11 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
             entry.readySince = now.map { $0 + delay }
             targets[i].queue.prepend(entry)
             queued += 1
+            if operatorParked {
+                // The retry waits for the release, which gives the head a fresh set of attempts.
+                parkedQueued += 1
+                return .retrying(after: delay)
+            }
             unready(slot)
             if delay <= .zero || now == nil {
                 targets[i].phase = .idle  // due at once; settle() makes it ready
@@ -613,9 +624,14 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         case .park:
             targets[i].queue.prepend(entry)
             queued += 1
-            unready(slot)
-            targets[i].phase = .parked
-            parkedQueued += targets[i].queue.count
+            if operatorParked {
+                parkedQueued += 1  // the others were counted when the operator parked it
+            } else {
+                unready(slot)
+                targets[i].phase = .parked
+                parkedQueued += targets[i].queue.count
+            }
+            targets[i].parkedByFailure = true
             wakeIntakeIfRoom(&wakeups)
             return .parked
         }
@@ -753,8 +769,10 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     // MARK: Operators
 
+    /// Parks a target. One without state is parked ahead: an attempt started without target state
+    /// may be running for it, and its later tasks queue, parked, when they arrive.
     mutating func park(_ id: TargetID) -> TargetCommandResult {
-        guard let slot = index[id] else { return .unknownTarget }
+        let slot = slot(for: id)
         let i = Int(slot)
         unready(slot)
         if targets[i].phase == .backoff { backoffCount -= 1 }
@@ -771,7 +789,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         parkedQueued -= targets[i].queue.count
         targets[i].queue.modifyFirst { $0.attempts = 0 }
         targets[i].phase = .idle
-        if summary.failed > 0, targets[i].queue.first != nil { summary.failed -= 1 }
+        if targets[i].parkedByFailure, targets[i].queue.first != nil { summary.failed -= 1 }
+        targets[i].parkedByFailure = false
         settle(slot)
         wakeWorkers(&wakeups)
         return .done
@@ -787,6 +806,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         parkedQueued -= drained.count
         summary.deadLettered += drained.count
         targets[i].phase = .idle
+        targets[i].parkedByFailure = false
         targets[i].token &+= 1
         settle(slot)
         wakeIntakeIfRoom(&wakeups)

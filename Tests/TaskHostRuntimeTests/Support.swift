@@ -54,13 +54,17 @@ enum Compiler {
         let base = name ?? URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
         if let path = built.withLock({ $0[source] }) { return path }
         let target = output + "/lib\(base).so"
+        // Built aside and renamed into place: a test running at the same time that compiles the
+        // same file never loads a half-written library.
+        let partial = target + ".partial-" + UUID().uuidString
         let result = try run(
             "/usr/bin/env",
             [
-                "cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I", Paths.header, "-o", target,
+                "cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I", Paths.header, "-o", partial,
                 source, "-lpthread",
             ])
         guard result.status == 0 else { throw Failure(description: "cc failed for \(source):\n\(result.output)") }
+        guard rename(partial, target) == 0 else { throw Failure(description: "cannot rename \(partial) to \(target)") }
         built.withLock { $0[source] = target }
         return target
     }

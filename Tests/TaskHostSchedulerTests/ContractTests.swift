@@ -18,6 +18,71 @@ import Testing
         return Scheduler(executor: executor, configuration: configuration, clock: clock, hooks: hooks, random: { 0.5 })
     }
 
+    @Test("An attempt fails after an operator parked its target: it stays parked, the retry waits for the release")
+    func failureOnOperatorParkedTarget() async {
+        let executor = GatedExecutor()
+        let clock = ManualClock()
+        let s = scheduler(executor, clock: clock) {
+            $0.retry = RetryPolicy(maxAttempts: 3, backoff: .fixed(.seconds(1)))
+            $0.bufferSize = 2
+        }
+        await withTaskGroup(of: Void.self) { group in
+            // The input stays open: a run whose every task is parked or done would end.
+            let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+            for item in tasks(["P", "Q", "P", "P"]) { input.yield(item) }
+            let run = start(s, source, in: &group)
+            await eventually { executor.isWaiting(0) && executor.isWaiting(1) }
+            #expect(s.park("P") == .done)
+            executor.open(0, succeed: false)
+            executor.open(1)
+            await eventually("task 0 failed, task 1 done") { s.snapshot().running == 0 }
+            let parked = s.snapshot()
+            #expect(parked.parkedTargets == 1, "the failure undid the operator's park")
+            #expect(parked.backedOffTargets == 0)
+            #expect(parked.queued == 3)
+            #expect(executor.started == [0, 1])
+            // The release gives the head a fresh set of attempts; then its followers run.
+            #expect(s.release("P") == .done)
+            for payload in [0, 2, 3] {
+                await eventually { executor.isWaiting(payload) }
+                executor.open(payload)
+            }
+            input.finish()
+            await eventually { run.isFinished }
+            if !run.isFinished { s.shutdown(gracePeriod: .zero) }  // fail, do not hang
+            #expect(run.summary?.succeeded == 4)
+            #expect(run.summary?.failed == 0)
+            #expect(run.summary?.retries == 1)
+        }
+        #expect(executor.violations.isEmpty)
+        #expect(executor.events.filter { $0.kind == .start && $0.payload == 0 }.map(\.attempt) == [1, 1])
+    }
+
+    @Test("Releasing an operator's park does not change the failure count")
+    func releaseKeepsFailureCount() async {
+        let executor = GatedExecutor()
+        let s = scheduler(executor) { $0.maxConcurrency = 2 }
+        await withTaskGroup(of: Void.self) { group in
+            let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+            for item in tasks(["F", "P", "P"]) { input.yield(item) }
+            let run = start(s, source, in: &group)
+            await eventually { executor.isWaiting(0) && executor.isWaiting(1) }
+            executor.open(0, succeed: false)  // dead-lettered: one failure
+            #expect(s.park("P") == .done)
+            executor.open(1)
+            await eventually { s.snapshot().running == 0 && s.snapshot().parkedTargets == 1 }
+            #expect(s.release("P") == .done)
+            await eventually { executor.isWaiting(2) }
+            executor.open(2)
+            input.finish()
+            await eventually { run.isFinished }
+            if !run.isFinished { s.shutdown(gracePeriod: .zero) }  // fail, do not hang
+            #expect(run.summary?.failed == 1)
+            #expect(run.summary?.deadLettered == 1)
+            #expect(run.summary?.succeeded == 2)
+        }
+    }
+
     @Test("The original basic example: targets 1, 2, 1 with cap 3")
     func basicExample() async {
         let executor = GatedExecutor()
@@ -743,6 +808,49 @@ struct FailingSource: AsyncSequence, Sendable {
             }
             for waiter in waiters { waiter.resume() }
         }
+    }
+
+    /// An operator parks a target while its task runs without target state (before the attempt
+    /// first suspends): the park holds, later tasks of the target wait for the release.
+    @Test("Parking a target whose task runs without target state holds its later tasks")
+    func parkDuringDetachedAttempt() async {
+        let recorder = Recorder()
+        let gate = Gate()
+        let seen = Mutex<(park: TargetCommandResult?, knownTargets: Int?)>((nil, nil))
+        let holder = Mutex<Scheduler<ClosureExecutor<Int>, ManualClock>?>(nil)
+        let executor = ClosureExecutor<Int> { task, _ in
+            recorder.enter(task)
+            if task.payload == 0, let scheduler = holder.withLock({ $0 }) {
+                let known = scheduler.snapshot().knownTargets  // 0: the attempt runs detached
+                let park = scheduler.park(task.targetId)
+                seen.withLock { $0 = (park, known) }
+                await gate.wait()
+            }
+            recorder.leave(task)
+        }
+        let scheduler = Scheduler(
+            executor: executor, configuration: SchedulerConfiguration(maxConcurrency: 2), clock: ManualClock())
+        holder.withLock { $0 = scheduler }
+        let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+        async let summary = scheduler.run(source)
+        for n in 0..<4 { input.yield(TaskItem(targetId: .integer(Int64(n % 2)), payload: n)) }
+        await eventually("target 1's tasks ran while task 0 waits") {
+            recorder.state.withLock { $0.order[.integer(1), default: []].count == 2 && $0.total == 1 }
+        }
+        #expect(seen.withLock { $0.knownTargets } == 0)
+        #expect(seen.withLock { $0.park } == .done)
+        gate.open()
+        await eventually("task 0 finished, its target parked") {
+            let snapshot = scheduler.snapshot()
+            return snapshot.running == 0 && snapshot.parkedTargets == 1 && snapshot.queued == 1
+        }
+        #expect(recorder.state.withLock { $0.order[.integer(0)] } == [0], "task 2 ran on a parked target")
+        #expect(scheduler.release(0) == .done)
+        input.finish()
+        let result = await summary
+        #expect(result.succeeded == 4)
+        #expect(result.failed == 0)
+        #expect(recorder.state.withLock { $0.order[.integer(0)] } == [0, 2])
     }
 
     /// Without hooks or timeouts, a task whose target has no state runs without making any. When
