@@ -905,3 +905,106 @@ struct FailingSource: AsyncSequence, Sendable {
         }
     }
 }
+
+/// The intake's hand-over protocol alone (`Runner`), with the spawner and the runner racing on
+/// real threads. Each race must end one consistent way; under ThreadSanitizer (CI) it also checks
+/// the ordering of the runner's `detached` field.
+@Suite struct RunnerHandOverTests {
+    enum RunnerEnd: Equatable {
+        case takenOver(adopted: AdoptedTarget?, expected: TargetID?)
+        case handedBack(Int)
+        case finished
+
+        static func == (lhs: RunnerEnd, rhs: RunnerEnd) -> Bool {
+            switch (lhs, rhs) {
+            case (.takenOver(let a, let x), .takenOver(let b, let y)):
+                return a?.slot == b?.slot && a?.generation == b?.generation && x == y
+            case (.handedBack(let a), .handedBack(let b)): return a == b
+            case (.finished, .finished): return true
+            default: return false
+            }
+        }
+    }
+
+    /// A runner that runs up to `steps` attempts; even steps are detached on target `step`.
+    static func runRunner(_ runner: Runner<Int>, steps: Int, initial: TargetID?) -> RunnerEnd {
+        var step = 0
+        var detached = initial
+        while true {
+            switch runner.executed() {
+            case .takenOver(let adopted):
+                return .takenOver(adopted: adopted, expected: detached)
+            case .holding:
+                step += 1
+                let isEnd = step == steps
+                detached = step % 2 == 0 ? .integer(Int64(step)) : nil
+                switch runner.proceed(with: step, detached: detached, isEnd: isEnd) {
+                case .runInline: continue
+                case .handedBack: return .handedBack(step)
+                case .finishIntake: return .finished
+                }
+            }
+        }
+    }
+
+    @Test("The spawner takes back an executing runner and adopts its detached target first")
+    func takeOverExecuting() async {
+        let runner = Runner<Int>(detached: .integer(7))
+        let adopted = Mutex<[TargetID]>([])
+        let regained = await runner.regain { id in
+            adopted.withLock { $0.append(id) }
+            return AdoptedTarget(slot: 3, generation: 9)
+        }
+        guard case .intake = regained else {
+            Issue.record("expected the intake back, got \(regained)")
+            return
+        }
+        #expect(adopted.withLock { $0 } == [.integer(7)])
+        let end = Self.runRunner(runner, steps: 1, initial: .integer(7))
+        #expect(end == .takenOver(adopted: AdoptedTarget(slot: 3, generation: 9), expected: .integer(7)))
+    }
+
+    @Test("A runner that ends the input first: the spawner finds it finished")
+    func runnerEndsFirst() async {
+        let runner = Runner<Int>(detached: nil)
+        #expect(Self.runRunner(runner, steps: 2, initial: nil) == .finished)
+        let regained = await runner.regain { _ in AdoptedTarget(slot: 0, generation: 0) }
+        guard case .finished = regained else {
+            Issue.record("expected finished, got \(regained)")
+            return
+        }
+    }
+
+    @Test("Spawner and runner race: each hand-over ends one consistent way")
+    func race() async {
+        var ends: [String: Int] = [:]
+        for iteration in 0..<3000 {
+            let initial: TargetID? = iteration % 2 == 0 ? .integer(-1) : nil
+            let runner = Runner<Int>(detached: initial)
+            let steps = 1 + iteration % 4
+            let adopted = Mutex<TargetID?>(nil)
+            let runnerEnd = Task.detached { Self.runRunner(runner, steps: steps, initial: initial) }
+            let regained = await runner.regain { id in
+                adopted.withLock { $0 = id }
+                return AdoptedTarget(slot: Int32(iteration), generation: 1)
+            }
+            let end = await runnerEnd.value
+            switch (regained, end) {
+            case (.intake, .takenOver(let slot, let expected)):
+                #expect(adopted.withLock { $0 } == expected, "iteration \(iteration): adopted the wrong target")
+                #expect((slot != nil) == (expected != nil), "iteration \(iteration)")
+                ends["taken over", default: 0] += 1
+            case (.handed(let value), .handedBack(let sent)):
+                #expect(value == sent, "iteration \(iteration)")
+                #expect(adopted.withLock { $0 } == nil)
+                ends["handed back", default: 0] += 1
+            case (.finished, .finished):
+                #expect(adopted.withLock { $0 } == nil)
+                ends["finished", default: 0] += 1
+            default:
+                Issue.record("iteration \(iteration): spawner \(regained), runner \(end)")
+            }
+        }
+        #expect(ends.values.reduce(0, +) == 3000)
+    }
+}
