@@ -734,7 +734,7 @@ struct FailingSource: AsyncSequence, Sendable {
             var order: [TargetID: [Int]] = [:]
             var overlaps = 0
         }
-        let state = Mutex(State())
+        let state = StateLock(State())
 
         func enter(_ task: TaskItem<Int>) {
             state.withLock { state in
@@ -790,7 +790,7 @@ struct FailingSource: AsyncSequence, Sendable {
 
     /// Opens once; waiters before and after pass.
     final class Gate: Sendable {
-        let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+        let state = StateLock<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
         func wait() async {
             await withCheckedContinuation { continuation in
                 let open = state.withLock { state in
@@ -816,8 +816,8 @@ struct FailingSource: AsyncSequence, Sendable {
     func parkDuringDetachedAttempt() async {
         let recorder = Recorder()
         let gate = Gate()
-        let seen = Mutex<(park: TargetCommandResult?, knownTargets: Int?)>((nil, nil))
-        let holder = Mutex<Scheduler<ClosureExecutor<Int>, ManualClock>?>(nil)
+        let seen = StateLock<(park: TargetCommandResult?, knownTargets: Int?)>((nil, nil))
+        let holder = StateLock<Scheduler<ClosureExecutor<Int>, ManualClock>?>(nil)
         let executor = ClosureExecutor<Int> { task, _ in
             recorder.enter(task)
             if task.payload == 0, let scheduler = holder.withLock({ $0 }) {
@@ -950,7 +950,7 @@ struct FailingSource: AsyncSequence, Sendable {
     @Test("The spawner takes back an executing runner and adopts its detached target first")
     func takeOverExecuting() async {
         let runner = Runner<Int>(detached: .integer(7))
-        let adopted = Mutex<[TargetID]>([])
+        let adopted = StateLock<[TargetID]>([])
         let regained = await runner.regain { id in
             adopted.withLock { $0.append(id) }
             return AdoptedTarget(slot: 3, generation: 9)
@@ -982,7 +982,7 @@ struct FailingSource: AsyncSequence, Sendable {
             let initial: TargetID? = iteration % 2 == 0 ? .integer(-1) : nil
             let runner = Runner<Int>(detached: initial)
             let steps = 1 + iteration % 4
-            let adopted = Mutex<TargetID?>(nil)
+            let adopted = StateLock<TargetID?>(nil)
             let runnerEnd = Task.detached { Self.runRunner(runner, steps: steps, initial: initial) }
             let regained = await runner.regain { id in
                 adopted.withLock { $0 = id }
