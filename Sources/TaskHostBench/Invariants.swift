@@ -57,8 +57,6 @@ final class Invariants: @unchecked Sendable {
         left.add(1, ordering: .releasing)
     }
 
-    var done: Int { left.load(ordering: .relaxed) }
-
     func finish(expected: Int) {
         let done = left.load(ordering: .relaxed)
         if done != expected { violate("done \(done) != tasks \(expected)") }

@@ -57,7 +57,7 @@ extension TaskHostBench {
                 let executor = CheckedExecutor(inner: SynchronousExecutor<String> { _, _ in }, invariants: invariants)
                 start = clock.now
                 summary = await TaskHostScheduler.run(
-                    executor: executor, tasks: StringTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
+                    executor: executor, tasks: ArrayTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
             case "P1", "P2", "P3", "P4", "P6", "P7":
                 // P6: the C Noop plugin in echo mode, the same work as the Swift SDK's Echo (P3).
                 let name = ["P1": "Noop", "P2": "Noop", "P6": "Noop"][key] ?? "Echo"
@@ -68,7 +68,7 @@ extension TaskHostBench {
                 let executor = CheckedExecutor(inner: PluginExecutor(instance: instance), invariants: invariants)
                 start = clock.now
                 summary = await TaskHostScheduler.run(
-                    executor: executor, tasks: StringTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
+                    executor: executor, tasks: ArrayTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
             default:
                 // The payload is the index: double(double) of pricing_apply_discount is called with it.
                 let function = try FFIFunctionExecutor(
@@ -78,7 +78,7 @@ extension TaskHostBench {
                 let executor = CheckedExecutor(inner: function, invariants: invariants)
                 start = clock.now
                 summary = await TaskHostScheduler.run(
-                    executor: executor, tasks: StringTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
+                    executor: executor, tasks: ArrayTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
             }
         } catch {
             FileHandle.standardError.write(Data("\(key): \(error)\n".utf8))
@@ -100,29 +100,4 @@ extension TaskHostBench {
         emit(fields)
         return ok
     }
-}
-
-/// A pre-generated array of string-payload tasks, delivered one at a time.
-struct StringTaskSequence: AsyncSequence, Sendable {
-    typealias Element = TaskItem<String>
-    let tasks: [TaskItem<String>]
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        let tasks: [TaskItem<String>]
-        var index = 0
-        mutating func next() async -> TaskItem<String>? { take() }
-
-        /// What `for await` and the scheduler's intake call; without it the standard library's
-        /// generic default forwards to `next()`.
-        mutating func next(isolation actor: isolated (any Actor)?) async -> TaskItem<String>? { take() }
-
-        @inline(__always)
-        private mutating func take() -> TaskItem<String>? {
-            guard index < tasks.count else { return nil }
-            defer { index += 1 }
-            return tasks[index]
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(tasks: tasks) }
 }

@@ -104,21 +104,21 @@ struct Scenario {
 }
 
 /// A pre-generated array delivered one task at a time, like the peers' async generators.
-struct ArrayTaskSequence: AsyncSequence, Sendable {
-    typealias Element = TaskItem<Int>
-    let tasks: [TaskItem<Int>]
+struct ArrayTaskSequence<Payload: Sendable>: AsyncSequence, Sendable {
+    typealias Element = TaskItem<Payload>
+    let tasks: [TaskItem<Payload>]
 
     struct AsyncIterator: AsyncIteratorProtocol {
-        let tasks: [TaskItem<Int>]
+        let tasks: [TaskItem<Payload>]
         var index = 0
-        mutating func next() async -> TaskItem<Int>? { take() }
+        mutating func next() async -> TaskItem<Payload>? { take() }
 
         /// What `for await` and the scheduler's intake call; without it the standard library's
         /// generic default forwards to `next()`.
-        mutating func next(isolation actor: isolated (any Actor)?) async -> TaskItem<Int>? { take() }
+        mutating func next(isolation actor: isolated (any Actor)?) async -> TaskItem<Payload>? { take() }
 
         @inline(__always)
-        private mutating func take() -> TaskItem<Int>? {
+        private mutating func take() -> TaskItem<Payload>? {
             guard index < tasks.count else { return nil }
             defer { index += 1 }
             return tasks[index]

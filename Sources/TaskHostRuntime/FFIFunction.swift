@@ -170,9 +170,9 @@ public struct JSONPath: Sendable, Equatable {
 ///
 /// The library is opened once and never closed; the call interface (`ffi_cif`) is prepared once.
 /// Each argument comes from a JSON path into the task seen as `{"targetId", "id", "data"}`,
-/// where `data` is the task's payload parsed as JSON (parsed only when an argument reads it). An integer or bool return is a status
-/// (0, or true, is success); a string return is the output (NULL is a failure); float and double
-/// returns are outputs.
+/// where `data` is the task's payload parsed as JSON (parsed only when an argument reads it).
+/// An integer or bool return is a status (0, or true, is success); a string return is the output
+/// (NULL is a failure); float and double returns are outputs.
 ///
 /// - Important: The function is called concurrently for tasks of different targets; it must be
 ///   thread-safe for that. It runs inline on the scheduler's path, so it must not block for long.
@@ -256,7 +256,7 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
         self.arguments = paths
         self.outputs = outputs
         roots = paths.map(ArgumentRoot.init)
-        readsData = roots.contains { if case .targetId = $0 { false } else if case .id = $0 { false } else { true } }
+        readsData = roots.contains { $0 == .data || $0 == .document }
     }
 
     enum ArgumentRoot {

@@ -126,14 +126,11 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         await withDiscardingTaskGroup { group in
             var pulled = await pullOne(cursor)
             while true {
-                let runner: Runner<Pulled>
-                switch pulled {
-                case .start: runner = Runner(detached: nil)
-                case .startDetached(let task, _): runner = Runner(detached: task.targetId)
-                case .end(let failure):
+                if case .end(let failure) = pulled {
                     finishIntake(failure)
                     return
                 }
+                let runner = Runner<Pulled>(detached: pulled.detachedTarget)
                 let first = pulled
                 group.addImmediateTask { await self.run(first, as: runner, cursor: cursor) }
                 // Here again: the runner suspended, or ended the input.
@@ -160,12 +157,19 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         /// intake adopts the target before it admits anything else.
         case startDetached(TaskItem<Payload>, sequence: UInt64)
         case end((any Error)?)
+
+        /// The target of a task to start detached, which the runner announces while it runs it.
+        var detachedTarget: TargetID? {
+            if case .startDetached(let task, _) = self { return task.targetId }
+            return nil
+        }
     }
 
-    /// Whether an asynchronous attempt may run detached: nothing observes its start or end but
-    /// the state's counters.
-    var detachesAsynchronously: Bool {
-        configuration.timeout == nil && hooks.attemptStarted == nil && !measuresExecution
+    /// Whether an attempt of a target without state may run detached (``SchedulerState/Admission``):
+    /// only when nothing observes its start or end but the state's counters (no hooks), and, for
+    /// an asynchronous attempt, no timeout has to race it.
+    private func detaches(synchronous: Bool) -> Bool {
+        hooks.attemptStarted == nil && !measuresExecution && (synchronous || configuration.timeout == nil)
     }
 
     /// Pulls and admits until a task must start in a runner, or the input ends. Tasks that queue
@@ -174,7 +178,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     private func pullOne<I: AsyncIteratorProtocol>(_ cursor: IntakeCursor<I>) async -> Pulled
     where I.Element == TaskItem<Payload> {
         let synchronous = executor.supportsImmediateExecution
-        let detachable = synchronous || detachesAsynchronously
+        let detachable = detaches(synchronous: synchronous)
         do {
             while true {
                 if !cursor.hasRoom {
@@ -223,9 +227,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 let result = await execute(work)
                 guard case .holding = runner.executed() else {
                     // The intake went back to the spawner while this attempt was suspended.
-                    let next = finish(work, result, startedAt: start, takeNext: true)
-                    if let next { await self.work(from: next, parkWhenIdle: false) }
-                    return
+                    return await finishAsWorker(work, result, startedAt: start)
                 }
                 next = finish(work, result, startedAt: start, takeNext: true)
             case .startDetached(let task, let sequence):
@@ -238,29 +240,22 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 }
                 switch runner.executed() {
                 case .holding:
-                    next = finishDetached(task, sequence: sequence, result)
+                    next = finishDetached(task, sequence: sequence, readySince: nil, result, takeNext: true)
                 case .takenOver(let adopted):
                     // The spawner gave the target state when it took the intake back.
                     guard let adopted else { preconditionFailure("a detached attempt taken over without its target") }
                     let entry = Entry(task: task, sequence: sequence, attempts: 1, readySince: nil)
                     let work = Work(slot: adopted.slot, generation: adopted.generation, entry: entry)
-                    let next = finish(work, result, startedAt: nil, takeNext: true)
-                    if let next { await self.work(from: next, parkWhenIdle: false) }
-                    return
+                    return await finishAsWorker(work, result, startedAt: nil)
                 }
             case .end:
                 return
             }
             let pulled: Pulled
             if let next { pulled = .start(next) } else { pulled = await pullOne(cursor) }
-            let detached: TargetID?
             let isEnd: Bool
-            switch pulled {
-            case .start: (detached, isEnd) = (nil, false)
-            case .startDetached(let task, _): (detached, isEnd) = (task.targetId, false)
-            case .end: (detached, isEnd) = (nil, true)
-            }
-            switch runner.proceed(with: pulled, detached: detached, isEnd: isEnd) {
+            if case .end = pulled { isEnd = true } else { isEnd = false }
+            switch runner.proceed(with: pulled, detached: pulled.detachedTarget, isEnd: isEnd) {
             case .runInline:
                 current = pulled
             case .handedBack:
@@ -273,15 +268,26 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         }
     }
 
-    /// The end of a detached attempt while the runner still holds the intake: a success only
-    /// frees the slot; a failure gives the task target state first, like any failed attempt.
-    private func finishDetached(_ task: TaskItem<Payload>, sequence: UInt64, _ result: AttemptResult) -> Work? {
+    /// A runner that lost the intake while its attempt was suspended: it records the attempt and
+    /// goes on as a worker until nothing is ready.
+    private func finishAsWorker(_ work: Work, _ result: AttemptResult, startedAt: Duration?) async {
+        if let next = finish(work, result, startedAt: startedAt, takeNext: true) {
+            await self.work(from: next, parkWhenIdle: false)
+        }
+    }
+
+    /// The end of a detached attempt (inline, or in a runner that still holds the intake): a
+    /// success only frees the slot; a failure gives the task target state first, like any failed
+    /// attempt. With `takeNext`, returns the next ready task for the caller to run.
+    private func finishDetached(
+        _ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?, _ result: AttemptResult, takeNext: Bool
+    ) -> Work? {
         guard case .success = result else {
-            let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: nil) }
-            return finish(work, result, startedAt: nil, takeNext: true)
+            let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
+            return finish(work, result, startedAt: nil, takeNext: takeNext)
         }
         var wakeups = Wakeups<Payload>()
-        let next = state.withLock { $0.completeDetached(pool: task.pool, takeNext: true, &wakeups) }
+        let next = state.withLock { $0.completeDetached(pool: task.pool, takeNext: takeNext, &wakeups) }
         wakeups.perform()
         return next
     }
@@ -297,20 +303,12 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     /// Runs a task of a target without state, without a task switch and without making state
     /// for the target unless the attempt fails or defers.
     private func runDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?) {
-        if hooks.attemptStarted != nil || measuresExecution {
-            // Hooks need the full record: take the ordinary path.
-            let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
-            return runInline(work)
-        }
         let context = ExecutionContext(sequence: sequence, attempt: 1)
         switch executor.executeImmediately(task, context: context) {
         case .succeeded:
-            var wakeups = Wakeups<Payload>()
-            _ = state.withLock { $0.completeDetached(pool: task.pool, takeNext: false, &wakeups) }
-            wakeups.perform()
+            _ = finishDetached(task, sequence: sequence, readySince: readySince, .success, takeNext: false)
         case .failed(let error):
-            let work = state.withLock { $0.adoptDetached(task, sequence: sequence, readySince: readySince) }
-            _ = finish(work, .failure(error), startedAt: nil, takeNext: false)
+            _ = finishDetached(task, sequence: sequence, readySince: readySince, .failure(error), takeNext: false)
         case .deferred:
             var wakeups = Wakeups<Payload>()
             state.withLock { state in

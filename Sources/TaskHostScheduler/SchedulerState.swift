@@ -490,10 +490,9 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// Gives a detached task the state of a dispatched one, for a failure or a handoff.
     mutating func adoptDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?) -> Work {
-        let slot = slot(for: task.targetId)
-        targets[Int(slot)].running += 1
+        let adopted = adoptRunning(task.targetId)
         let entry = Task(task: task, sequence: sequence, attempts: 1, readySince: readySince)
-        return Work(slot: slot, generation: targets[Int(slot)].generation, entry: entry)
+        return Work(slot: adopted.slot, generation: adopted.generation, entry: entry)
     }
 
     /// A dispatch the intake started but could not finish inline: a worker runs it.
@@ -573,13 +572,9 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         _ wakeups: inout Wakeups<Payload>
     ) -> AttemptDisposition {
         let i = Int(slot)
-        // An operator parked the target while this attempt ran: the task waits at its head, parked.
-        let operatorParked = targets[i].phase == .parked
         if phase != .running {
             // Shutdown: the task goes back to the head of its target, with its attempts.
-            targets[i].queue.prepend(entry)
-            queued += 1
-            if operatorParked { parkedQueued += 1 }
+            requeueAtHead(entry, slot: slot)
             return .cancelled
         }
         var delay: Duration?
@@ -595,11 +590,10 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         if let delay {
             summary.retries += 1
             entry.readySince = now.map { $0 + delay }
-            targets[i].queue.prepend(entry)
-            queued += 1
-            if operatorParked {
-                // The retry waits for the release, which gives the head a fresh set of attempts.
-                parkedQueued += 1
+            requeueAtHead(entry, slot: slot)
+            if targets[i].phase == .parked {
+                // An operator parked the target while this attempt ran: the retry waits for the
+                // release, which gives the head a fresh set of attempts.
                 return .retrying(after: delay)
             }
             unready(slot)
@@ -622,11 +616,9 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
             summary.deadLettered += 1
             return .deadLettered
         case .park:
-            targets[i].queue.prepend(entry)
-            queued += 1
-            if operatorParked {
-                parkedQueued += 1  // the others were counted when the operator parked it
-            } else {
+            let alreadyParked = targets[i].phase == .parked  // by an operator, during this attempt
+            requeueAtHead(entry, slot: slot)
+            if !alreadyParked {
                 unready(slot)
                 targets[i].phase = .parked
                 parkedQueued += targets[i].queue.count
@@ -635,6 +627,15 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
             wakeIntakeIfRoom(&wakeups)
             return .parked
         }
+    }
+
+    /// Puts a task back at the head of its target; a parked target counts it among its parked
+    /// tasks (which do not hold the intake back).
+    private mutating func requeueAtHead(_ entry: Task, slot: Int32) {
+        let i = Int(slot)
+        targets[i].queue.prepend(entry)
+        queued += 1
+        if targets[i].phase == .parked { parkedQueued += 1 }
     }
 
     // MARK: Timers

@@ -560,8 +560,8 @@ import Testing
         let s = scheduler(executor) { $0.maxConcurrency = 8 }
         await withTaskGroup(of: Void.self) { group in
             let run = start(s, ListSource(tasks((0..<50).map { TargetID.integer(Int64($0 % 10)) })), in: &group)
-            await eventually { executor.waitingCount == 8 }
-            #expect(s.snapshot().knownTargets == 10)
+            // 8 running, and the intake goes on to queue the tasks of targets 8 and 9.
+            await eventually("10 targets known") { executor.waitingCount == 8 && s.snapshot().knownTargets == 10 }
             var opened = 0
             while opened < 50 {
                 for i in 0..<50 where executor.isWaiting(i) {
