@@ -16,7 +16,7 @@ BENCH=.build/release/taskhost-bench
 
 for rep in $(seq "$REPS"); do
   echo "# rep $rep/$REPS" >&2
-  for s in S1 S2 S3 S4 V1 K1 P0 P1 P3 P6 P7 P5 P2 P4 F1; do "$BENCH" --scenario "$s" 2>/dev/null | tee -a "$OUT"; done
+  for s in S1 S2 S3 S4 V1 K1 P0 P1 P3 P6 P7 P5 P2 P4 P8 F1; do "$BENCH" --scenario "$s" 2>/dev/null | tee -a "$OUT"; done
   if [ -f "$PEERS/node/bench.mjs" ] && command -v node >/dev/null; then
     node "$PEERS/node/bench.mjs" --scenario S1,S2,S3,S4,V1 --peer node-seed | tee -a "$OUT"
   fi

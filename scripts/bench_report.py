@@ -50,14 +50,17 @@ if plugin_rows:
             slower = f"{base / tps:.2f}" if base else "-"
             print(f"| {scenario} | {peer} | {tps:,.0f} | {ns:.0f} | {slower} | {tps / node:.2f} |" if node else
                   f"| {scenario} | {peer} | {tps:,.0f} | {ns:.0f} | {slower} | - |")
-def ns(peer):
-    return median(peer, "S1-noop", "ns_per_task")
-for label, a, b in [
-    ("Swift SDK's own cost (Echo quiet, P7, against the C Noop, P1)", "taskhost (noop plugin)", "taskhost (echo plugin, quiet)"),
-    ("Echo through the SDK (P3) against the same work in C (P6)", "taskhost (noop plugin, echo)", "taskhost (echo plugin)"),
+for label, scenario, a, b in [
+    ("Swift SDK's own cost on S1 (Echo quiet, P7, against the C Noop, P1)", "S1-noop", "taskhost (noop plugin)",
+     "taskhost (echo plugin, quiet)"),
+    ("Swift SDK's own cost on S2 (Echo quiet, P8, against the C Noop, P2)", "S2-skew", "taskhost (noop plugin)",
+     "taskhost (echo plugin, quiet)"),
+    ("Echo through the SDK (P3) against the same work in C (P6)", "S1-noop", "taskhost (noop plugin, echo)",
+     "taskhost (echo plugin)"),
 ]:
-    if ns(a) is not None and ns(b) is not None:
-        print(f"\n{label}: {ns(b) - ns(a):+.1f} ns per task (medians {ns(b):.1f} and {ns(a):.1f})")
+    na, nb = median(a, scenario, "ns_per_task"), median(b, scenario, "ns_per_task")
+    if na is not None and nb is not None:
+        print(f"\n{label}: {nb - na:+.1f} ns per task (medians {nb:.1f} and {na:.1f})")
 overshoot = median("taskhost (async)", "S3-sleep", "sleep_overshoot_us")
 actual = median("taskhost (async)", "S3-sleep", "efficiency_actual_sleep")
 if overshoot is not None:

@@ -1,7 +1,9 @@
 // An executor plugin written with the Swift SDK: the template for Swift plugin authors.
 // It answers each task with its payload (optionally prefixed); a task whose payload equals
 // `failOn` fails with a retryable error; `delayMs` makes every execution asynchronous; `quiet`
-// answers nothing and reads nothing, which leaves the SDK's own cost per call (taskhost-bench P7).
+// answers nothing and reads nothing, which leaves the SDK's own cost per call (taskhost-bench P7);
+// `describe` answers what the host passed (target, id, sequence, attempt, payload) as JSON.
+import FoundationEssentials
 import TaskHostPluginSDK
 
 struct Echo: TaskHostPlugin {
@@ -10,6 +12,18 @@ struct Echo: TaskHostPlugin {
         var failOn: String?
         var delayMs: Int?
         var quiet: Bool?
+        var describe: Bool?
+    }
+
+    /// The task as the host passed it, for `describe`.
+    struct Description: Encodable {
+        var targetId: String
+        var targetInteger: Int64?
+        var id: String?
+        var sequence: UInt64
+        var attempt: Int
+        var payload: String
+        var async: Bool
     }
 
     static let name = "echo"
@@ -18,7 +32,7 @@ struct Echo: TaskHostPlugin {
     static let configSchema: String? = """
         {"type":"object","additionalProperties":false,"properties":{\
         "prefix":{"type":"string"},"failOn":{"type":"string"},"delayMs":{"type":"integer","minimum":0},\
-        "quiet":{"type":"boolean"}}}
+        "quiet":{"type":"boolean"},"describe":{"type":"boolean"}}}
         """
 
     let configuration: Configuration
@@ -33,22 +47,41 @@ struct Echo: TaskHostPlugin {
         self.configuration = configuration
     }
 
-    func executeImmediately(_ task: PluginTask) throws -> ImmediateResult {
+    func executeImmediately(_ task: borrowing BorrowedTask) throws -> ImmediateResult {
         guard (configuration.delayMs ?? 0) == 0 else { return .deferred }
         if configuration.quiet == true { return .finished(output: nil) }
-        return .finished(output: try answer(task))
+        if configuration.describe == true {
+            return .finished(
+                output: try describe(
+                    Description(
+                        targetId: task.targetId, targetInteger: task.targetInteger, id: task.id,
+                        sequence: task.sequence, attempt: task.attempt, payload: task.payload, async: false)))
+        }
+        return .finished(output: try answer(task.payload))
     }
 
     func execute(_ task: PluginTask) async throws -> String? {
         try await Task.sleep(for: .milliseconds(configuration.delayMs ?? 0))
-        return try answer(task)
+        if configuration.describe == true {
+            return try describe(
+                Description(
+                    targetId: task.targetId, targetInteger: task.targetInteger, id: task.id, sequence: task.sequence,
+                    attempt: task.attempt, payload: task.payload, async: true))
+        }
+        return try answer(task.payload)
     }
 
-    private func answer(_ task: PluginTask) throws -> String {
-        if task.payload == configuration.failOn {
-            throw PluginExecutionError.retryable("asked to fail on \(task.payload)")
+    private func describe(_ description: Description) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: try encoder.encode(description), as: UTF8.self)
+    }
+
+    private func answer(_ payload: String) throws -> String {
+        if payload == configuration.failOn {
+            throw PluginExecutionError.retryable("asked to fail on \(payload)")
         }
-        return configuration.prefix.map { $0 + task.payload } ?? task.payload
+        return configuration.prefix.map { $0 + payload } ?? payload
     }
 }
 

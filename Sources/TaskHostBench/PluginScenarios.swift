@@ -32,12 +32,14 @@ struct CheckedExecutor<Inner: TaskExecutor>: TaskExecutor where Inner.Payload ==
 extension TaskHostBench {
     /// P0/P5: S1 and S2 in-process with the same string payloads and wrapper (the baseline);
     /// P1/P2: S1 and S2 through the C no-op plugin; P3/P4 through the Swift SDK plugin (Echo);
-    /// P6: S1 through the C Noop plugin in echo mode (the same work as Echo); P7: S1 through Echo
-    /// in quiet mode (reads and answers nothing: the SDK's own cost, against P1);
+    /// P6: S1 through the C Noop plugin in echo mode (the same work as Echo); P7/P8: S1 and S2
+    /// through Echo in quiet mode (reads and answers nothing, as Noop: the SDK's own cost, against
+    /// P1 and P2);
     /// F1: S1's tasks through a libffi call of a plain C function.
     func pluginScenario(_ key: String) async -> Bool {
         let base = [
-            "P0": "S1", "P5": "S2", "P1": "S1", "P2": "S2", "P3": "S1", "P4": "S2", "P6": "S1", "P7": "S1", "F1": "S1",
+            "P0": "S1", "P5": "S2", "P1": "S1", "P2": "S2", "P3": "S1", "P4": "S2", "P6": "S1", "P7": "S1", "P8": "S2",
+            "F1": "S1",
         ][
             key]!
         guard let spec = Scenario.make(base, tasks: tasks) else { return false }
@@ -58,13 +60,15 @@ extension TaskHostBench {
                 start = clock.now
                 summary = await TaskHostScheduler.run(
                     executor: executor, tasks: ArrayTaskSequence(tasks: items), maxConcurrency: spec.maxThreads)
-            case "P1", "P2", "P3", "P4", "P6", "P7":
+            case "P1", "P2", "P3", "P4", "P6", "P7", "P8":
                 // P6: the C Noop plugin in echo mode, the same work as the Swift SDK's Echo (P3).
                 let name = ["P1": "Noop", "P2": "Noop", "P6": "Noop"][key] ?? "Echo"
                 let plugin = try loader.load(name)
-                let configuration = ["P6": #"{"echo": true}"#, "P7": #"{"quiet": true}"#][key] ?? "{}"
+                let configuration =
+                    ["P6": #"{"echo": true}"#, "P7": #"{"quiet": true}"#, "P8": #"{"quiet": true}"#][key] ?? "{}"
                 let instance = try plugin.makeInstance(configuration: configuration, logger: logger)
-                label = "\(peer) (\(plugin.name) plugin\(["P6": ", echo", "P7": ", quiet"][key] ?? ""))"
+                label =
+                    "\(peer) (\(plugin.name) plugin\(["P6": ", echo", "P7": ", quiet", "P8": ", quiet"][key] ?? ""))"
                 let executor = CheckedExecutor(inner: PluginExecutor(instance: instance), invariants: invariants)
                 start = clock.now
                 summary = await TaskHostScheduler.run(

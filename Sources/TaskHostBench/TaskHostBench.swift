@@ -16,8 +16,8 @@ struct TaskHostBench: AsyncParsableCommand {
             1,000,000 queued tasks), I1 (CPU used while waiting for input), P0/P5 (S1/S2 in-process with string payloads: the \
             baseline of the plugin scenarios), P1/P2 (S1/S2 through the C \
             no-op plugin, loaded with dlopen), P3/P4 (S1/S2 through the Swift SDK plugin Echo), P6 (S1 through the C \
-            Noop plugin in echo mode: the same work as Echo), P7 (S1 through Echo in quiet mode: the SDK's own \
-            cost, against P1), F1 (S1's \
+            Noop plugin in echo mode: the same work as Echo), P7/P8 (S1/S2 through Echo in quiet mode, \
+            which does nothing, as Noop: the SDK's own cost, against P1/P2), F1 (S1's \
             tasks as libffi calls of a plain C function), X1 (the invariant checker itself: each kind of \
             violation, fed to it on purpose, must be caught). Run memory scenarios in a process of their own: \
             peak RSS is per process.
@@ -46,11 +46,11 @@ struct TaskHostBench: AsyncParsableCommand {
             case "M2": allOK = await memoryQueued() && allOK
             case "I1": allOK = await idleCPU() && allOK
             case "X1": allOK = checkerSelfTest() && allOK
-            case "P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "F1": allOK = await pluginScenario(key) && allOK
+            case "P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "F1": allOK = await pluginScenario(key) && allOK
             default:
                 guard let spec = Scenario.make(key, tasks: tasks) else {
                     throw ValidationError(
-                        "unknown scenario \(key); use S1 S2 S3 S4 V1 K1 L1 M1 M2 I1 P0 P1 P2 P3 P4 P5 P6 P7 F1 X1")
+                        "unknown scenario \(key); use S1 S2 S3 S4 V1 K1 L1 M1 M2 I1 P0 P1 P2 P3 P4 P5 P6 P7 P8 F1 X1")
                 }
                 let modes = spec.kind == .noop ? (mode == "both" ? ["sync", "async"] : [mode]) : ["async"]
                 for m in modes {

@@ -38,14 +38,18 @@ public protocol TaskHostPlugin: Sendable {
 
     /// Runs one attempt without suspending, when it can: return `.finished(output:)`, or
     /// `.deferred` to have ``execute(_:)`` called instead. The default defers.
-    func executeImmediately(_ task: PluginTask) throws -> ImmediateResult
+    ///
+    /// The task is the host's own memory, lent for this call: its fields are decoded only when
+    /// read, and it cannot be kept (``BorrowedTask`` is noncopyable). ``BorrowedTask/owned()``
+    /// copies it out.
+    func executeImmediately(_ task: borrowing BorrowedTask) throws -> ImmediateResult
 }
 
 extension TaskHostPlugin {
     public static var summary: String? { nil }
     public static var configSchema: String? { nil }
     public static func validate(_ configuration: Configuration) throws {}
-    public func executeImmediately(_ task: PluginTask) throws -> ImmediateResult { .deferred }
+    public func executeImmediately(_ task: borrowing BorrowedTask) throws -> ImmediateResult { .deferred }
 }
 
 public enum ImmediateResult: Sendable {
@@ -74,7 +78,64 @@ public struct PluginTask: Sendable {
     public var sequence: UInt64
     public var attempt: Int
     /// The target's text for a string target; nil for an integer one.
-    let targetText: String?
+    @usableFromInline let targetText: String?
+
+    @usableFromInline init(
+        targetInteger: Int64?, id: String?, payload: String, sequence: UInt64, attempt: Int, targetText: String?
+    ) {
+        self.targetInteger = targetInteger
+        self.id = id
+        self.payload = payload
+        self.sequence = sequence
+        self.attempt = attempt
+        self.targetText = targetText
+    }
+}
+
+/// One execution as the host lent it to ``TaskHostPlugin/executeImmediately(_:)``: a view of the
+/// host's `th_task`, valid for that call only. Nothing is copied or decoded until a field is read,
+/// so a plugin pays only for what it reads. It is noncopyable and passed `borrowing`, so the
+/// compiler refuses to let it outlive the call (stored, captured by an escaping closure or a
+/// `Task`); ``owned()`` copies it into a ``PluginTask`` that can be kept.
+public struct BorrowedTask: ~Copyable {
+    @usableFromInline let raw: UnsafePointer<th_task>
+
+    @inlinable init(_ raw: UnsafePointer<th_task>) { self.raw = raw }
+
+    /// The target id as text; an integer target in decimal.
+    @inlinable public var targetId: String { decodedString(raw.pointee.target_id) }
+    /// The target id as an integer, when the input gave an integer.
+    @inlinable public var targetInteger: Int64? {
+        raw.pointee.target_is_integer != 0 ? raw.pointee.target_integer : nil
+    }
+    /// The producer's id, when it gave one.
+    @inlinable public var id: String? { raw.pointee.task_id.len > 0 ? decodedString(raw.pointee.task_id) : nil }
+    /// The payload as text (invalid UTF-8 repaired), decoded when read.
+    @inlinable public var payload: String { decodedString(raw.pointee.payload) }
+    /// The admission number: unique per run, increasing in arrival order.
+    @inlinable public var sequence: UInt64 { raw.pointee.sequence }
+    /// 1 for the first attempt.
+    @inlinable public var attempt: Int { Int(raw.pointee.attempt) }
+
+    /// Calls `body` with the payload's bytes, in place: valid only inside `body`.
+    @inlinable public func withPayloadBytes<R, E: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try body(UnsafeRawBufferPointer(start: raw.pointee.payload.ptr, count: Int(raw.pointee.payload.len)))
+    }
+
+    /// A copy that can be kept, sent to another task, or passed to ``TaskHostPlugin/execute(_:)``.
+    @inlinable public func owned() -> PluginTask {
+        let integer = raw.pointee.target_is_integer != 0
+        return PluginTask(
+            targetInteger: integer ? raw.pointee.target_integer : nil, id: id, payload: payload,
+            sequence: sequence, attempt: attempt, targetText: integer ? nil : targetId)
+    }
+}
+
+@inlinable func decodedString(_ value: th_str) -> String {
+    guard let pointer = value.ptr, value.len > 0 else { return "" }
+    return String(decoding: UnsafeRawBufferPointer(start: pointer, count: Int(value.len)), as: UTF8.self)
 }
 
 /// The host's services: its structured log.
@@ -250,11 +311,6 @@ final class TypedInstanceBox<P: TaskHostPlugin>: InstanceBox, @unchecked Sendabl
     }
 }
 
-private func string(_ value: th_str) -> String {
-    guard let pointer = value.ptr, value.len > 0 else { return "" }
-    return String(decoding: UnsafeRawBufferPointer(start: pointer, count: Int(value.len)), as: UTF8.self)
-}
-
 private func write(_ message: String, to buffer: th_message_buffer) {
     guard let out = buffer.ptr, buffer.cap > 0 else { return }
     let bytes = Array(message.utf8.prefix(Int(buffer.cap) - 1))
@@ -363,7 +419,7 @@ private func copyUTF8(_ text: String, to destination: UnsafeMutableRawPointer) {
 
 private let validateThunk: @convention(c) (th_str, th_message_buffer) -> Int32 = { config, error in
     guard let factory = Registry.shared.current else { return TH_ERROR }
-    if let message = factory.validate(string(config)) {
+    if let message = factory.validate(decodedString(config)) {
         write(message, to: error)
         return TH_INVALID_CONFIG
     }
@@ -375,7 +431,7 @@ private let createThunk:
         UnsafePointer<th_host_api>?, th_str, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, th_message_buffer
     ) -> Int32 = { host, config, instanceOut, errorBuffer in
         guard let factory = Registry.shared.current, let host, let instanceOut else { return TH_ERROR }
-        let json = config.len == 0 ? "{}" : string(config)
+        let json = config.len == 0 ? "{}" : decodedString(config)
         do {
             instanceOut.pointee = Unmanaged.passRetained(try factory.create(json, host: host)).toOpaque()
             return TH_OK
@@ -406,14 +462,9 @@ private func execute<P: TaskHostPlugin>(
     _ plugin: P, _ box: InstanceBox, _ task: UnsafePointer<th_task>, _ token: OpaquePointer?,
     _ outcome: UnsafeMutablePointer<th_outcome>
 ) -> Int32 {
-    let raw = task.pointee
-    let integer = raw.target_is_integer != 0
-    let pluginTask = PluginTask(
-        targetInteger: integer ? raw.target_integer : nil,
-        id: raw.task_id.len > 0 ? string(raw.task_id) : nil, payload: string(raw.payload),
-        sequence: raw.sequence, attempt: Int(raw.attempt), targetText: integer ? nil : string(raw.target_id))
+    let view = BorrowedTask(task)
     do {
-        if case .finished(let output) = try plugin.executeImmediately(pluginTask) {
+        if case .finished(let output) = try plugin.executeImmediately(view) {
             fill(outcome, message: nil, output: output, key: box.bufferKey)
             return TH_OK
         }
@@ -424,6 +475,7 @@ private func execute<P: TaskHostPlugin>(
         return status
     }
     guard let token else { return TH_ERROR }
+    let pluginTask = view.owned()
     let tokenBits = UInt(bitPattern: UnsafeRawPointer(token))
     let work = Task {
         var result = th_outcome()

@@ -166,6 +166,97 @@ import Testing
         #expect(asyncSummary.succeeded == 10)
         #expect(Set(delayed.all.compactMap(\.outcome.output)) == Set((0..<10).map { "\($0)" }))
     }
+
+    @Test(
+        "A borrowed task cannot outlive executeImmediately: the compiler refuses to keep it or capture it",
+        arguments: [
+            ("let kept = task; _ = kept", "'task' is borrowed and cannot be consumed"),
+            ("Task { _ = task.payload }", "'task' cannot be captured by an escaping closure"),
+            ("let kept = task.owned(); Task { _ = kept.payload }", nil),
+        ])
+    func borrowedTaskStaysBorrowed(body: String, refusal: String?) throws {
+        let source = Paths.scratch() + "/Leaky.swift"
+        try """
+        import TaskHostPluginSDK
+        struct Leaky: TaskHostPlugin {
+            struct Configuration: Decodable, Sendable {}
+            static let name = "leaky"
+            static let version = "0"
+            init(configuration: Configuration, host: PluginHost) throws {}
+            func executeImmediately(_ task: borrowing BorrowedTask) throws -> ImmediateResult {
+                \(body)
+                return .deferred
+            }
+            func execute(_ task: PluginTask) async throws -> String? { nil }
+        }
+        """.write(toFile: source, atomically: true, encoding: .utf8)
+        // SIL is where the compiler checks ownership: -typecheck alone would accept all three.
+        let result = try Compiler.run(
+            "/usr/bin/env",
+            [
+                "swiftc", "-emit-sil", "-o", "/dev/null", "-I", Paths.builtPlugins + "/Modules", "-Xcc",
+                "-fmodule-map-file=" + Paths.builtPlugins + "/CTaskHostPlugin.build/module.modulemap", source,
+            ])
+        if let refusal {
+            #expect(result.status != 0)
+            #expect(result.output.contains(refusal), "\(result.output)")
+        } else {
+            #expect(result.status == 0, "\(result.output)")
+        }
+    }
+
+    @Test("The Swift SDK hands each field over: the borrowed view inline, its owned copy when async")
+    func swiftSDKFields() async throws {
+        struct Described: Decodable, Equatable {
+            var targetId: String
+            var targetInteger: Int64?
+            var id: String?
+            var sequence: UInt64
+            var attempt: Int
+            var payload: String
+            var async: Bool
+        }
+        func described(_ recorder: OutcomeRecorder) throws -> Described? {
+            guard let output = recorder.all.last?.outcome.output else { return nil }
+            return try JSONDecoder().decode(Described.self, from: Data(output.utf8))
+        }
+        let inline = OutcomeRecorder()
+        let sync = try executor(Paths.plugin("Echo"), config: #"{"describe": true}"#, outcomes: inline)
+        let cases: [(TaskItem<String>, ExecutionContext)] = [
+            (
+                TaskItem(targetId: "db/été", payload: "{\"n\": 1} ✓", id: "job-7"),
+                ExecutionContext(sequence: 41, attempt: 3)
+            ),
+            (TaskItem(targetId: -12, payload: ""), ExecutionContext(sequence: 1 << 40, attempt: 1)),
+            (TaskItem(targetId: "7", payload: "x"), ExecutionContext(sequence: 0, attempt: 2)),
+        ]
+        let expected = [
+            Described(
+                targetId: "db/été", targetInteger: nil, id: "job-7", sequence: 41, attempt: 3, payload: "{\"n\": 1} ✓",
+                async: false),
+            Described(
+                targetId: "-12", targetInteger: -12, id: nil, sequence: 1 << 40, attempt: 1, payload: "", async: false),
+            // The string "7" is not the integer 7: no integer is handed over.
+            Described(targetId: "7", targetInteger: nil, id: nil, sequence: 0, attempt: 2, payload: "x", async: false),
+        ]
+        for ((task, context), want) in zip(cases, expected) {
+            guard case .succeeded = sync.executeImmediately(task, context: context) else {
+                Issue.record("the inline execution did not succeed")
+                continue
+            }
+            #expect(try described(inline) == want)
+        }
+
+        // With a delay the SDK copies the view (owned()) before it suspends; the fields survive.
+        let delayed = OutcomeRecorder()
+        let async = try executor(Paths.plugin("Echo"), config: #"{"describe": true, "delayMs": 1}"#, outcomes: delayed)
+        for ((task, context), want) in zip(cases, expected) {
+            try await async.execute(task, context: context)
+            var copied = want
+            copied.async = true
+            #expect(try described(delayed) == copied)
+        }
+    }
 }
 
 /// A value under a lock, for test bookkeeping.
