@@ -394,7 +394,6 @@ private func fill(
     _ outcome: UnsafeMutablePointer<th_outcome>, message: String?, output: String?,
     key: pthread_key_t
 ) {
-    if message == nil, output == nil { return }
     let messageCount = message?.utf8.count ?? 0
     let outputCount = output?.utf8.count ?? 0
     let base = threadBuffer(key, count: messageCount + outputCount)
@@ -457,25 +456,42 @@ private let executeThunk:
         }
     }
 
+/// One call of the plugin. The inline path is kept free of the asynchronous one: a function that
+/// can start a `Task` sets up its frame for it (metadata lookups, dynamic stack space) on every
+/// call, so the error and deferred paths are functions of their own.
 @inline(__always)
 private func execute<P: TaskHostPlugin>(
     _ plugin: P, _ box: InstanceBox, _ task: UnsafePointer<th_task>, _ token: OpaquePointer?,
     _ outcome: UnsafeMutablePointer<th_outcome>
 ) -> Int32 {
-    let view = BorrowedTask(task)
+    let result: ImmediateResult
     do {
-        if case .finished(let output) = try plugin.executeImmediately(view) {
-            fill(outcome, message: nil, output: output, key: box.bufferKey)
-            return TH_OK
-        }
+        result = try plugin.executeImmediately(BorrowedTask(task))
     } catch {
-        let (status, message, retryAfter) = status(for: error)
-        outcome.pointee.retry_after_ms = retryAfter
-        fill(outcome, message: message, output: nil, key: box.bufferKey)
-        return status
+        return failed(error, outcome, key: box.bufferKey)
     }
+    guard case .finished(let output) = result else { return start(plugin, box, task, token) }
+    if let output { fill(outcome, message: nil, output: output, key: box.bufferKey) }
+    return TH_OK
+}
+
+/// A thrown error's status, its message copied into the thread's buffer.
+@inline(never)
+private func failed(_ error: any Error, _ outcome: UnsafeMutablePointer<th_outcome>, key: pthread_key_t) -> Int32 {
+    let (status, message, retryAfter) = status(for: error)
+    outcome.pointee.retry_after_ms = retryAfter
+    fill(outcome, message: message, output: nil, key: key)
+    return status
+}
+
+/// Starts ``TaskHostPlugin/execute(_:)`` in a `Task` with an owned copy of the task, and answers
+/// `TH_PENDING`; the `Task` completes the token.
+@inline(never)
+private func start<P: TaskHostPlugin>(
+    _ plugin: P, _ box: InstanceBox, _ task: UnsafePointer<th_task>, _ token: OpaquePointer?
+) -> Int32 {
     guard let token else { return TH_ERROR }
-    let pluginTask = view.owned()
+    let pluginTask = BorrowedTask(task).owned()
     let tokenBits = UInt(bitPattern: UnsafeRawPointer(token))
     let work = Task {
         var result = th_outcome()
