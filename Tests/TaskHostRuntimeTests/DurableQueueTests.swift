@@ -474,6 +474,61 @@ import Testing
         again.waitUntilExit()
     }
 
+    @Test("A task that crashes the host runs out of attempts and is dead-lettered, inline or not; the rest run")
+    func poisonTask() async throws {
+        let folder = Paths.scratch()
+        // The fixture is loaded by path from a folder of its own (a shared /tmp would be refused).
+        let plugins = folder + "/plugins"
+        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try Compiler.fixture("crash_host"), toPath: plugins + "/libcrash.so")
+        // "poison" aborts the host inside an attempt that would finish inline (journaled, not
+        // leased); "poison-later" aborts it 2 ms after its attempt went pending (leased).
+        let lines = (0..<20).map { i -> String in
+            let data = i == 5 ? #""poison""# : i == 9 ? #""poison-later""# : "\(i)"
+            return #"{"targetId": \#(i % 4), "id": "t\#(i)", "data": \#(data)}"#
+        }
+        try P.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              buggy: { plugin: \(plugins)/libcrash.so }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: buggy }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        // No retries are configured (one attempt), yet a task a crash cuts off runs again: a task
+        // is given up only after 3 attempts (or retry.maxAttempts, if more) that never ended.
+        let environment = ["TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no"]
+        var crashes = 0
+        var last: P.Run?
+        for _ in 0..<12 {
+            let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder, environment: environment)
+            last = run
+            guard run.signalled else { break }
+            crashes += 1
+        }
+        // Each crash cut off one attempt of a poison task, and each gets 3: 6 crashes, then a run
+        // that ends (with status 1: tasks were dead-lettered).
+        #expect(crashes == 6)
+        #expect(last?.signalled == false && last?.status == 1, "\(last?.stderr ?? "")")
+        // Each poison task ran exactly attempts 1, 2 and 3: a crash counts, and nothing runs a 4th.
+        let ran = try String(contentsOfFile: folder + "/attempts.log", encoding: .utf8).split(separator: "\n")
+        #expect(
+            ran.sorted() == [
+                #""poison" 1"#, #""poison" 2"#, #""poison" 3"#, #""poison-later" 1"#,
+                #""poison-later" 2"#, #""poison-later" 3"#,
+            ])
+        let dead = try P.records(folder + "/dead.jsonl")
+        #expect(Set(dead.compactMap { $0["id"] as? String }) == ["t5", "t9"])
+        for record in dead {
+            #expect(record["attempts"] as? Int == 3)
+            #expect((record["error"] as? String)?.contains("the host stopped during it") == true, "\(record)")
+        }
+        let succeeded = try P.records(folder + "/results.jsonl").filter { $0["status"] as? String == "succeeded" }
+        #expect(Set(succeeded.compactMap { $0["id"] as? String }).count == 18)
+    }
+
     @Test("A backoff deadline and the attempt count survive kill -9: the retry waits out the rest of the delay")
     func backoffSurvivesCrash() async throws {
         let folder = Paths.scratch()

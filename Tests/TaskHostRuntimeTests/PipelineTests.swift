@@ -13,6 +13,8 @@ import Testing
         var status: Int32
         var stdout: String
         var stderr: String
+        /// Killed by a signal (then `status` is the signal's number).
+        var signalled = false
     }
 
     static var binary: String { Paths.builtPlugins + "/taskhost" }
@@ -20,10 +22,14 @@ import Testing
     /// Runs taskhost in `folder`; `whileRunning` may signal the process.
     @discardableResult
     static func taskhost(
-        _ arguments: [String], in folder: String, stdin: String? = nil, whileRunning: ((Process) async -> Void)? = nil
+        _ arguments: [String], in folder: String, stdin: String? = nil, environment: [String: String] = [:],
+        whileRunning: ((Process) async -> Void)? = nil
     ) async throws -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         // The commands that load plugins find the ones built beside the tests.
         let loadsPlugins = ["run", "check", "plugin"].contains(arguments.first ?? "")
         process.arguments = arguments + (loadsPlugins ? ["--plugin-path", Paths.builtPlugins] : [])
@@ -43,7 +49,8 @@ import Testing
         process.waitUntilExit()
         return Run(
             status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
-            stderr: String(decoding: stderrData, as: UTF8.self))
+            stderr: String(decoding: stderrData, as: UTF8.self), signalled: process.terminationReason == .uncaughtSignal
+        )
     }
 
     static func write(_ text: String, to path: String) throws {

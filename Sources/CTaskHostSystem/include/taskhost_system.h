@@ -30,6 +30,12 @@ static inline void *th_swap_spare_token(void *token) {
     return previous;
 }
 
+/* A 64-bit store that is never torn or reordered before earlier stores (the durable queue's
+ * journal of running attempts, read by the next host after a crash of this one). */
+static inline void th_store_release_u64(uint64_t *address, uint64_t value) {
+    __atomic_store_n(address, value, __ATOMIC_RELEASE);
+}
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t th_monotonic_ns(void);
 #endif

@@ -410,7 +410,7 @@ public final class Pipeline: Sendable {
         let count = try? await durable.queue.perform { db in
             try db.integer("SELECT count(*) FROM tasks WHERE state = 0")
         }
-        return count.map { Int($0 ?? 0) }
+        return count.map { Int($0) }
     }
 
     // MARK: Sources

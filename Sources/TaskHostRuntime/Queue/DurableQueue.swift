@@ -185,6 +185,8 @@ public final class DurableQueue: @unchecked Sendable {
     let beforeCommit = Mutex<(@Sendable () -> Void)?>(nil)
     /// The host's lock (`flock` on `queue.db.lock`), held for the life of a run.
     private var lockDescriptor: Int32 = -1
+    /// The host's journal of running attempts (`queue.db.running`); nil for the operator's tools.
+    private(set) var running: RunningJournal?
 
     /// A write and its completion; both run on the commit thread only.
     struct Op: @unchecked Sendable {
@@ -263,7 +265,10 @@ public final class DurableQueue: @unchecked Sendable {
         } catch {
             throw QueueError(path: path, message: "\(error)", remedy: "check the file")
         }
-        if host { try takeHostLock() }
+        if host {
+            try takeHostLock()
+            running = try RunningJournal(path: path + ".running")
+        }
     }
 
     deinit {

@@ -76,11 +76,19 @@ final class DurableRun: Sendable {
         self.onFailure = onFailure
     }
 
-    /// Puts back the tasks a dead host was running and loads the parked targets. Returns how
-    /// many tasks were put back.
+    /// Puts back the tasks a dead host was running, counting the attempts it cut off, and loads
+    /// the parked targets. Returns how many tasks were put back.
     func recover() throws(QueueError) -> Int {
+        // Attempts that finish inline are not leased: the journal names those a crash cut off.
+        let cutOff = queue.running?.leftovers() ?? []
         let (reclaimed, parked) = try queue.transaction { db -> (Int, [TargetID]) in
-            let reclaimed = try db.run("UPDATE tasks SET state = 0 WHERE state = 1")
+            // A leased attempt was counted when it was leased.
+            var reclaimed = try db.run("UPDATE tasks SET state = 0 WHERE state = 1")
+            for entry in cutOff {
+                reclaimed += try db.run(
+                    "UPDATE tasks SET attempts = MAX(attempts, ?) WHERE id = ? AND state = 0 AND attempts < ?",
+                    [.int(entry.attempt), .integer(entry.row), .int(entry.attempt)])
+            }
             let statement = try db.statement("SELECT target_kind, target FROM targets WHERE parked = 1")
             var parked: [TargetID] = []
             while try statement.step() {
@@ -88,6 +96,8 @@ final class DurableRun: Sendable {
             }
             return (reclaimed, parked)
         }
+        // Counted: a crash before this line counts them again, to the same number.
+        queue.running?.clear()
         feed.withLock { state in
             for target in parked { state.parked[target] = .some(nil) }
         }

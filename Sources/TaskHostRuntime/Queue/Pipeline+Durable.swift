@@ -120,6 +120,20 @@ final class Intake: Sendable {
     }
 }
 
+/// A queued task whose attempts were cut off by stops of the host until none is left: the
+/// poison-task guard. A task running when the host dies runs again (its attempt counted), up to
+/// `retry.maxAttempts` attempts but at least ``minimumAttempts``, so that a crash never costs an
+/// innocent task its only attempt, and a task that crashes the host is given up after a few.
+struct CutOffAttempts: Error, CustomStringConvertible {
+    static let minimumAttempts = 3
+    var attempts: Int
+    var limit: Int
+    var description: String {
+        "its attempts ran out (\(attempts) of \(limit)) with the last one cut off: the host stopped during it "
+            + "(a crash in the executor?); not run again, so that it cannot stop the host again"
+    }
+}
+
 /// The pipeline's executor: the router itself in memory, or the durable path, which records
 /// each attempt in the queue before its slot and target are released.
 struct RunExecutor: TaskExecutor {
@@ -170,20 +184,39 @@ extension Pipeline {
             throw RetryAfterError(after: .milliseconds(record.notBefore - now), NotDueYet())
         }
         if run.resetAttempts.withLock({ $0.remove(row) != nil }) { record.attempts.store(0, ordering: .relaxed) }
-        let attempt = record.attempts.add(1, ordering: .relaxed).newValue
+        let attempt: Int
         var failure: (any Error)?
-        do {
-            try await runAttempt(task, context: ExecutionContext(sequence: context.sequence, attempt: attempt)) {
-                // The attempt did not finish inline: lease it (not waited for), so that the queue
-                // shows it running and a crash before its end counts the attempt.
+        let made = record.attempts.load(ordering: .relaxed)
+        let limit = max(config.retry.maxAttempts, CutOffAttempts.minimumAttempts)
+        if made >= limit {
+            // Only attempts the host's stops cut off bring a queued task here (a failed attempt
+            // is retried or given up when it ends). It is not run again, so that a task that
+            // crashes the host cannot do it forever.
+            attempt = made
+            failure = NonRetryableError(CutOffAttempts(attempts: made, limit: limit))
+        } else {
+            attempt = record.attempts.add(1, ordering: .relaxed).newValue
+            let lease = {
+                // Leased (not waited for): the queue shows the task running, and a crash before
+                // its end counts the attempt.
                 run.write { db in
                     try db.run(
                         "UPDATE tasks SET state = 1, attempts = ?, started_at = ? WHERE id = ?",
                         [.int(attempt), .integer(now), .integer(row)])
                 }
             }
-        } catch {
-            failure = error
+            // An attempt that finishes inline is only journaled (no SQLite write): a crash inside
+            // it is counted by the next host from the journal.
+            let slot = run.queue.running?.begin(row: row, attempt: attempt)
+            if slot == nil { lease() }
+            do {
+                try await runAttempt(task, context: ExecutionContext(sequence: context.sequence, attempt: attempt)) {
+                    if slot != nil { lease() }
+                }
+            } catch {
+                failure = error
+            }
+            if let slot { run.queue.running?.end(slot) }
         }
         if failure != nil, run.stopping.load(ordering: .acquiring), Task.isCancelled || failure is CancellationError {
             // Cut off by shutdown: back to the head of its target, with its attempt count.
