@@ -179,7 +179,7 @@ import Testing
             ),
             (
                 "executors:\n  x: { plugin: NoSuchPlugin }\nsources:\n  a: { kind: stdin, executor: x }\n",
-                "pipeline.yaml:2:", "no plugin named 'NoSuchPlugin'"
+                "pipeline.yaml:2:16: executors.x.plugin:", "no plugin named 'NoSuchPlugin'"
             ),
             (
                 "executors:\n  e:\n    plugin: Echo\n    config: { delayMs: -5 }\nsources:\n  a: { kind: stdin, executor: e }\n",

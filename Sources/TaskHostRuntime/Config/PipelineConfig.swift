@@ -41,7 +41,10 @@ public struct ExecutorConfig: Sendable {
     public var kind: Kind
     /// A cap for this executor's tasks, below the scheduler's.
     public var maxConcurrency: Int?
+    /// Where the executor's configuration is (its `config`, or the executor itself).
     public var location: PipelineConfig.Location
+    /// Where the plugin is named (`plugin`), for a plugin that cannot be loaded.
+    public var referenceLocation: PipelineConfig.Location?
 }
 
 public struct SourceConfig: Sendable {
@@ -404,7 +407,8 @@ struct ConfigReader {
             return ExecutorConfig(
                 name: name, kind: .plugin(reference: try string(plugin, "\(key).plugin"), configuration: configuration),
                 maxConcurrency: try cap(value("maxConcurrency"), key),
-                location: location(value("config") ?? plugin, "\(key).config"))
+                location: location(value("config") ?? plugin, "\(key).config"),
+                referenceLocation: location(plugin, "\(key).plugin"))
         }
         guard let library = value("library") else {
             throw fail(node, key, "an executor needs 'plugin' (a plugin name or .so path) or 'library' and 'function'")

@@ -130,7 +130,9 @@ public final class Pipeline: Sendable {
             do {
                 plugin = try loader.load(reference)
             } catch {
-                throw fail(executor, in: config, error.message + " (\(error.path))", error.remedy)
+                throw fail(
+                    executor, in: config, error.message + " (\(error.path))", error.remedy,
+                    at: executor.referenceLocation)
             }
             if let message = plugin.validate(configuration: configuration) {
                 throw fail(
@@ -150,10 +152,11 @@ public final class Pipeline: Sendable {
         }
     }
 
-    static func fail(_ executor: ExecutorConfig, in config: PipelineConfig, _ message: String, _ hint: String?)
-        -> ConfigError
-    {
-        let location = executor.location
+    static func fail(
+        _ executor: ExecutorConfig, in config: PipelineConfig, _ message: String, _ hint: String?,
+        at place: PipelineConfig.Location? = nil
+    ) -> ConfigError {
+        let location = place ?? executor.location
         return ConfigError(
             file: config.file, line: location.line, column: location.column, key: location.key, message: message,
             hint: hint)
