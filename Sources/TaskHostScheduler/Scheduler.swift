@@ -29,6 +29,8 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     let hooks: SchedulerHooks<Payload>
     let random: @Sendable () -> Double
     let state: StateLock<State>
+    /// Successes the intake has not recorded in `state` yet (see ``IntakeDebt``).
+    let debt = IntakeDebt()
     let started = Atomic<Bool>(false)
     let tracksReadyTime: Bool
     let measuresExecution: Bool
@@ -53,7 +55,7 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         self.clock = clock
         self.hooks = hooks
         self.random = random
-        self.state = StateLock(State(configuration: configuration))
+        self.state = StateLock(State(configuration: configuration, debt: debt))
         self.tracksReadyTime = hooks.attemptStarted != nil
         self.measuresExecution = hooks.attemptFinished != nil
         self.epoch = clock.now
@@ -179,16 +181,23 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     where I.Element == TaskItem<Payload> {
         let synchronous = executor.supportsImmediateExecution
         let detachable = detaches(synchronous: synchronous)
+        // Successes of detached attempts run here are recorded with the next admission (see
+        // IntakeDebt); every way out of this loop records them first.
+        defer { settleDebt(cursor) }
         do {
             while true {
                 if !cursor.hasRoom {
+                    settleDebt(cursor)
                     cursor.hasRoom = await waitForRoom()
                     if !cursor.hasRoom { return .end(nil) }
                 }
                 guard let task = try await cursor.iterator.next(isolation: nil) else { return .end(nil) }
                 let now = tracksReadyTime ? stamp() : nil
                 var wakeups = Wakeups<Payload>()
+                let owed = cursor.owed
+                cursor.owed = 0
                 let admission = state.withLock { state in
+                    if owed > 0 { state.settleIntakeDebt(owed, &wakeups) }
                     let admission = state.admit(
                         task, now: now, inline: true, detachable: detachable, &wakeups)
                     cursor.hasRoom = state.intakeHasRoom
@@ -199,11 +208,12 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 case .queued:
                     break
                 case .runInline(let work) where synchronous:
+                    settleDebt(cursor)
                     runInline(work)
                 case .runInline(let work):
                     return .start(work)
                 case .runDetached(let sequence) where synchronous:
-                    runDetached(task, sequence: sequence, readySince: now)
+                    runDetached(task, sequence: sequence, readySince: now, cursor: cursor)
                 case .runDetached(let sequence):
                     return .startDetached(task, sequence: sequence)
                 }
@@ -211,6 +221,16 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         } catch {
             return .end(error)
         }
+    }
+
+    /// Records the intake's successes not yet recorded, taking the lock; nothing when none.
+    private func settleDebt<I>(_ cursor: IntakeCursor<I>) {
+        guard cursor.owed > 0 else { return }
+        let owed = cursor.owed
+        cursor.owed = 0
+        var wakeups = Wakeups<Payload>()
+        state.withLock { $0.settleIntakeDebt(owed, &wakeups) }
+        wakeups.perform()
     }
 
     /// A runner: runs `first`, then, while it holds the intake, takes ready tasks or pulls new
@@ -301,10 +321,25 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     }
 
     /// Runs a task of a target without state, without a task switch and without making state
-    /// for the target unless the attempt fails or defers.
-    private func runDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?) {
+    /// for the target unless the attempt fails or defers. A success of a pool without a cap
+    /// takes no lock: the intake owes it to the state until its next admission (``IntakeDebt``).
+    private func runDetached<I>(
+        _ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?, cursor: IntakeCursor<I>
+    ) {
         let context = ExecutionContext(sequence: sequence, attempt: 1)
-        switch executor.executeImmediately(task, context: context) {
+        let outcome = executor.executeImmediately(task, context: context)
+        if case .succeeded = outcome,
+            task.pool >= configuration.poolLimits.count
+                || configuration.poolLimits[task.pool] == nil
+        {
+            cursor.owed += 1
+            // Published for code under the lock that needs exact counts while the intake waits
+            // for its source; released, so that it also sees what the attempt did.
+            debt.owed.store(cursor.owed, ordering: .releasing)
+            return
+        }
+        settleDebt(cursor)
+        switch outcome {
         case .succeeded:
             _ = finishDetached(task, sequence: sequence, readySince: readySince, .success, takeNext: false)
         case .failed(let error):
@@ -562,6 +597,8 @@ public func run<E: TaskExecutor, S: AsyncSequence & Sendable>(
 final class IntakeCursor<I: AsyncIteratorProtocol>: @unchecked Sendable {
     var iterator: I
     var hasRoom = true
+    /// Successes of detached attempts the intake has not recorded in the state yet.
+    var owed = 0
 
     init(_ iterator: I) { self.iterator = iterator }
 }

@@ -1,5 +1,16 @@
 import DequeModule
 import HeapModule
+import Synchronization
+
+/// Successes of detached attempts that the intake ran inline and has not yet recorded in the
+/// state: it records them with its next admission, under the lock it takes anyway, instead of
+/// taking the lock once more per task. Only the intake writes `owed` (its count since it last
+/// settled), with a plain store. Code under the lock that reads the counts while the intake may
+/// be suspended in its source (a worker taking a slot, the end of the run, a snapshot) first
+/// absorbs what it has not seen (``SchedulerState/absorbIntakeDebt()``).
+final class IntakeDebt: Sendable {
+    let owed = Atomic<Int>(0)
+}
 
 /// One admitted task with what the scheduler knows of it.
 struct Entry<Payload: Sendable>: Sendable {
@@ -224,7 +235,12 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     var summary = RunSummary<Payload>()
 
-    init(configuration: SchedulerConfiguration) {
+    /// The intake's unrecorded successes, and how many of them the state already absorbed.
+    let debt: IntakeDebt
+    var absorbedDebt = 0
+
+    init(configuration: SchedulerConfiguration, debt: IntakeDebt = IntakeDebt()) {
+        self.debt = debt
         cap = configuration.maxConcurrency ?? Int.max
         perTargetLimit = Int32(clamping: configuration.perTargetLimit)
         bufferSize = configuration.bufferSize
@@ -361,6 +377,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     mutating func takeNext() -> Work? {
         // Deferred attempts already hold their slot and were started by the executor.
         if let work = handoff.popFirst() { return work }
+        absorbIntakeDebt()
         guard phase == .running, running < cap else { return nil }
         guard let slot = popReady() else { return nil }
         return start(slot)
@@ -386,6 +403,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
             wakeups.workers.append((idleWorkers.removeLast(), work))
         }
         // Deferred attempts already hold their slots; ready targets need a free one.
+        absorbIntakeDebt()
         let startable = handoff.count + (phase == .running ? max(0, min(readyCount, cap - running)) : 0)
         if startable > 0, idleWorkers.isEmpty {
             let wanted = min(startable, cap - workers) - spawnsPending
@@ -477,6 +495,34 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         if readyCount > 0 || !handoff.isEmpty { wakeWorkers(&wakeups) }
         checkFinished(&wakeups)
         return next
+    }
+
+    /// Records the intake's successes this state has not seen yet (see ``IntakeDebt``): one
+    /// load when there are none.
+    @inline(__always)
+    mutating func absorbIntakeDebt() {
+        let owed = debt.owed.load(ordering: .acquiring)
+        if owed > absorbedDebt {
+            recordDetachedSuccesses(owed - absorbedDebt)
+            absorbedDebt = owed
+        }
+    }
+
+    /// The intake records its successes since it last settled (`owed`), under the lock.
+    mutating func settleIntakeDebt(_ owed: Int, _ wakeups: inout Wakeups<Payload>) {
+        let unseen = owed - absorbedDebt
+        absorbedDebt = 0
+        debt.owed.store(0, ordering: .relaxed)
+        guard unseen > 0 else { return }
+        recordDetachedSuccesses(unseen)
+        if readyCount > 0 || !handoff.isEmpty { wakeWorkers(&wakeups) }
+        checkFinished(&wakeups)
+    }
+
+    /// Successes of detached attempts of pools without a cap: they free their slots.
+    private mutating func recordDetachedSuccesses(_ count: Int) {
+        running -= count
+        summary.succeeded += count
     }
 
     /// Gives the target of a detached attempt that is still running its state: later tasks of
@@ -712,6 +758,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     private mutating func checkFinished(_ wakeups: inout Wakeups<Payload>) {
+        absorbIntakeDebt()
         // Draining ends once nothing runs: a source still blocked in next() is then cancelled.
         guard phase != .finished, running == 0, intakeFinished || phase == .draining else { return }
         // Cheap tests first; the scan for backed-off targets only runs when everything else is idle.
@@ -817,7 +864,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     func snapshot(now: Duration?) -> SchedulerSnapshot {
         var s = SchedulerSnapshot()
-        s.running = running
+        s.running = running - max(0, debt.owed.load(ordering: .acquiring) - absorbedDebt)
         s.queued = queued
         s.intakeFinished = intakeFinished
         s.intakeWaitingForRoom = intakeWaiter != nil

@@ -1008,3 +1008,75 @@ struct FailingSource: AsyncSequence, Sendable {
         #expect(ends.values.reduce(0, +) == 3000)
     }
 }
+
+/// The intake records the successes of the detached attempts it runs inline with its next
+/// admission (``IntakeDebt``). While it waits for its source, code that needs exact counts must
+/// absorb them: otherwise a finished task would hold its slot until the source yields again.
+@Suite struct IntakeDebtTests {
+    struct Refused: Error {}
+
+    /// A synchronous executor that fails the first attempt of payload 0 and records every start.
+    final class Recorder: Sendable {
+        let starts = StateLock<[(payload: Int, attempt: Int)]>([])
+        var executor: SynchronousExecutor<Int> {
+            SynchronousExecutor { task, context in
+                self.starts.withLock { $0.append((task.payload, context.attempt)) }
+                if task.payload == 0, context.attempt == 1 { throw Refused() }
+            }
+        }
+        func started(_ payload: Int, attempt: Int) -> Bool {
+            starts.withLock { $0.contains { $0.payload == payload && $0.attempt == attempt } }
+        }
+    }
+
+    @Test("A retry gets the only slot while the intake, owing a success, waits for its source")
+    func retryWhileIntakeWaits() async {
+        let recorder = Recorder()
+        let clock = ManualClock()
+        var configuration = SchedulerConfiguration(maxConcurrency: 1)
+        configuration.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1)))
+        let s = Scheduler(executor: recorder.executor, configuration: configuration, clock: clock, random: { 0.5 })
+        await withTaskGroup(of: Void.self) { group in
+            let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+            let run = start(s, source, in: &group)
+            input.yield(TaskItem(targetId: "A", payload: 0))  // fails, backs off for 1 s
+            input.yield(TaskItem(targetId: "B", payload: 1))  // succeeds inline: the intake owes it
+            await eventually("both ran, the intake waits", limit: .seconds(10)) {
+                recorder.started(1, attempt: 1) && s.snapshot().backedOffTargets == 1
+            }
+            // The owed success does not count as running, though the intake has not recorded it.
+            #expect(s.snapshot().running == 0)
+            clock.advance(by: .seconds(1))
+            // The retry needs the only slot; the source yields nothing meanwhile.
+            await eventually("the retry ran while the source waited", limit: .seconds(10)) {
+                recorder.started(0, attempt: 2)
+            }
+            input.finish()
+            await eventually(limit: .seconds(10)) { run.isFinished }
+            if !run.isFinished { s.shutdown(gracePeriod: .zero) }  // fail, do not hang
+            #expect(run.summary?.succeeded == 2)
+            #expect(run.summary?.retries == 1)
+            #expect(run.summary?.maxRunning == 1)
+        }
+    }
+
+    @Test("A shutdown while the intake owes successes and waits for its source ends at once, counting them")
+    func shutdownWhileIntakeWaits() async {
+        let recorder = Recorder()
+        let clock = ManualClock()
+        let s = Scheduler(
+            executor: recorder.executor, configuration: SchedulerConfiguration(maxConcurrency: 2), clock: clock)
+        await withTaskGroup(of: Void.self) { group in
+            let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+            let run = start(s, source, in: &group)
+            for payload in 1...3 { input.yield(TaskItem(targetId: .integer(Int64(payload)), payload: payload)) }
+            await eventually(limit: .seconds(10)) { recorder.started(3, attempt: 1) }
+            // Nothing runs: the shutdown needs no grace (the manual clock never ends it).
+            s.shutdown(gracePeriod: .seconds(3600))
+            await eventually("the run ended", limit: .seconds(10)) { run.isFinished }
+            if !run.isFinished { s.shutdown(gracePeriod: .zero) }  // fail, do not hang
+            #expect(run.summary?.succeeded == 3)
+            input.finish()
+        }
+    }
+}
