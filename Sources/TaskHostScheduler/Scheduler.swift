@@ -223,6 +223,22 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         }
     }
 
+    /// Whether the intake may owe the state a success of `pool` (see ``IntakeDebt``): only a pool
+    /// without a cap, whose end unblocks nothing.
+    @inline(__always)
+    private func owesSuccesses(of pool: Int) -> Bool {
+        pool >= configuration.poolLimits.count || configuration.poolLimits[pool] == nil
+    }
+
+    /// The holder of the intake owes the state one more success of a detached attempt.
+    @inline(__always)
+    private func owe<I>(_ cursor: IntakeCursor<I>) {
+        cursor.owed += 1
+        // Published for code under the lock that needs exact counts while the intake waits for
+        // its source; released, so that it also sees what the attempt did.
+        debt.owed.store(cursor.owed, ordering: .releasing)
+    }
+
     /// Records the intake's successes not yet recorded, taking the lock; nothing when none.
     private func settleDebt<I>(_ cursor: IntakeCursor<I>) {
         guard cursor.owed > 0 else { return }
@@ -260,7 +276,13 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
                 }
                 switch runner.executed() {
                 case .holding:
-                    next = finishDetached(task, sequence: sequence, readySince: nil, result, takeNext: true)
+                    if case .success = result, owesSuccesses(of: task.pool) {
+                        // Recorded with the next admission; a ready task goes to a worker then.
+                        owe(cursor)
+                        next = nil
+                    } else {
+                        next = finishDetached(task, sequence: sequence, readySince: nil, result, takeNext: true)
+                    }
                 case .takenOver(let adopted):
                     // The spawner gave the target state when it took the intake back.
                     guard let adopted else { preconditionFailure("a detached attempt taken over without its target") }
@@ -328,14 +350,8 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     ) {
         let context = ExecutionContext(sequence: sequence, attempt: 1)
         let outcome = executor.executeImmediately(task, context: context)
-        if case .succeeded = outcome,
-            task.pool >= configuration.poolLimits.count
-                || configuration.poolLimits[task.pool] == nil
-        {
-            cursor.owed += 1
-            // Published for code under the lock that needs exact counts while the intake waits
-            // for its source; released, so that it also sees what the attempt did.
-            debt.owed.store(cursor.owed, ordering: .releasing)
+        if case .succeeded = outcome, owesSuccesses(of: task.pool) {
+            owe(cursor)
             return
         }
         settleDebt(cursor)

@@ -1032,15 +1032,24 @@ struct FailingSource: AsyncSequence, Sendable {
     @Test("A retry gets the only slot while the intake, owing a success, waits for its source")
     func retryWhileIntakeWaits() async {
         let recorder = Recorder()
+        await retryWhileIntakeWaits(recorder.executor, recorder)
+        // An async executor: the runner holding the intake owes the success.
+        let asyncRecorder = Recorder()
+        let inner = asyncRecorder.executor
+        await retryWhileIntakeWaits(
+            ClosureExecutor<Int> { task, context in try inner.body(task, context) }, asyncRecorder)
+    }
+
+    func retryWhileIntakeWaits<E: TaskExecutor>(_ executor: E, _ recorder: Recorder) async where E.Payload == Int {
         let clock = ManualClock()
         var configuration = SchedulerConfiguration(maxConcurrency: 1)
         configuration.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1)))
-        let s = Scheduler(executor: recorder.executor, configuration: configuration, clock: clock, random: { 0.5 })
+        let s = Scheduler(executor: executor, configuration: configuration, clock: clock, random: { 0.5 })
         await withTaskGroup(of: Void.self) { group in
             let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
             let run = start(s, source, in: &group)
             input.yield(TaskItem(targetId: "A", payload: 0))  // fails, backs off for 1 s
-            input.yield(TaskItem(targetId: "B", payload: 1))  // succeeds inline: the intake owes it
+            input.yield(TaskItem(targetId: "B", payload: 1))  // succeeds detached: the intake owes it
             await eventually("both ran, the intake waits", limit: .seconds(10)) {
                 recorder.started(1, attempt: 1) && s.snapshot().backedOffTargets == 1
             }
