@@ -224,10 +224,10 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
     }
 
     /// Whether the intake may owe the state a success of `pool` (see ``IntakeDebt``): only a pool
-    /// without a cap, whose end unblocks nothing.
+    /// the configuration does not list, whose tasks the state does not count.
     @inline(__always)
     private func owesSuccesses(of pool: Int) -> Bool {
-        pool >= configuration.poolLimits.count || configuration.poolLimits[pool] == nil
+        pool >= configuration.poolLimits.count
     }
 
     /// The holder of the intake owes the state one more success of a detached attempt.

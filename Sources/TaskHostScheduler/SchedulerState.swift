@@ -519,7 +519,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         checkFinished(&wakeups)
     }
 
-    /// Successes of detached attempts of pools without a cap: they free their slots.
+    /// Successes of detached attempts of unlisted pools (no pool count to lower): they free
+    /// their slots.
     private mutating func recordDetachedSuccesses(_ count: Int) {
         running -= count
         summary.succeeded += count
