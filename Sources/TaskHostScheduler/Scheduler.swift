@@ -230,13 +230,15 @@ public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C
         pool >= configuration.poolLimits.count
     }
 
-    /// The holder of the intake owes the state one more success of a detached attempt.
+    /// The holder of the intake owes the state one more success of a detached attempt; it
+    /// settles at once if the state waits for a slot (see ``IntakeDebt``).
     @inline(__always)
     private func owe<I>(_ cursor: IntakeCursor<I>) {
         cursor.owed += 1
         // Published for code under the lock that needs exact counts while the intake waits for
-        // its source; released, so that it also sees what the attempt did.
-        debt.owed.store(cursor.owed, ordering: .releasing)
+        // its source (it also sees what the attempt did).
+        debt.owed.store(cursor.owed, ordering: .sequentiallyConsistent)
+        if debt.wanted.load(ordering: .sequentiallyConsistent) { settleDebt(cursor) }
     }
 
     /// Records the intake's successes not yet recorded, taking the lock; nothing when none.

@@ -2,14 +2,20 @@ import DequeModule
 import HeapModule
 import Synchronization
 
-/// Successes of detached attempts that the intake ran inline and has not yet recorded in the
-/// state: it records them with its next admission, under the lock it takes anyway, instead of
-/// taking the lock once more per task. Only the intake writes `owed` (its count since it last
-/// settled), with a plain store. Code under the lock that reads the counts while the intake may
-/// be suspended in its source (a worker taking a slot, the end of the run, a snapshot) first
-/// absorbs what it has not seen (``SchedulerState/absorbIntakeDebt()``).
+/// Successes of detached attempts that the holder of the intake ran and has not yet recorded in
+/// the state: it records them with its next admission, under the lock it takes anyway, instead
+/// of taking the lock once more per task.
+///
+/// Only the intake writes `owed` (its count since it last settled), outside the lock. Code under
+/// the lock that reads the counts (a worker taking a slot, the end of the run, a snapshot) first
+/// absorbs what it has not seen (``SchedulerState/absorbIntakeDebt()``). Code under the lock that
+/// must wait for a slot or for the end of running attempts raises `wanted`, then absorbs again;
+/// the intake publishes each success, then reads `wanted`, and settles at once when it is up.
+/// Both sides are sequentially consistent, so a success published while the state starts to wait
+/// is seen by one of them: it never holds a slot while the intake waits for its source.
 final class IntakeDebt: Sendable {
     let owed = Atomic<Int>(0)
+    let wanted = Atomic<Bool>(false)
 }
 
 /// One admitted task with what the scheduler knows of it.
@@ -378,6 +384,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         // Deferred attempts already hold their slot and were started by the executor.
         if let work = handoff.popFirst() { return work }
         absorbIntakeDebt()
+        if phase == .running, running >= cap, readyCount > 0 { wantSlots() }
         guard phase == .running, running < cap else { return nil }
         guard let slot = popReady() else { return nil }
         return start(slot)
@@ -404,6 +411,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         }
         // Deferred attempts already hold their slots; ready targets need a free one.
         absorbIntakeDebt()
+        if phase == .running, readyCount > cap - running { wantSlots() }
         let startable = handoff.count + (phase == .running ? max(0, min(readyCount, cap - running)) : 0)
         if startable > 0, idleWorkers.isEmpty {
             let wanted = min(startable, cap - workers) - spawnsPending
@@ -501,20 +509,31 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     /// load when there are none.
     @inline(__always)
     mutating func absorbIntakeDebt() {
-        let owed = debt.owed.load(ordering: .acquiring)
+        let owed = debt.owed.load(ordering: .sequentiallyConsistent)
         if owed > absorbedDebt {
             recordDetachedSuccesses(owed - absorbedDebt)
             absorbedDebt = owed
         }
     }
 
-    /// The intake records its successes since it last settled (`owed`), under the lock.
+    /// The state waits for a slot, or for running attempts to end: asks the intake to settle
+    /// each success at once from now on, then absorbs what it published before it saw the ask.
+    /// The caller reads the counts again afterwards.
+    mutating func wantSlots() {
+        if !debt.wanted.load(ordering: .relaxed) { debt.wanted.store(true, ordering: .sequentiallyConsistent) }
+        absorbIntakeDebt()
+    }
+
+    /// The intake records its successes since it last settled (`owed`), under the lock. When the
+    /// state had asked for them, it checks again whether it still waits (and asks again if so).
     mutating func settleIntakeDebt(_ owed: Int, _ wakeups: inout Wakeups<Payload>) {
         let unseen = owed - absorbedDebt
         absorbedDebt = 0
         debt.owed.store(0, ordering: .relaxed)
-        guard unseen > 0 else { return }
-        recordDetachedSuccesses(unseen)
+        let wasWanted = debt.wanted.load(ordering: .relaxed)
+        if wasWanted { debt.wanted.store(false, ordering: .relaxed) }
+        if unseen > 0 { recordDetachedSuccesses(unseen) }
+        guard unseen > 0 || wasWanted else { return }
         if readyCount > 0 || !handoff.isEmpty { wakeWorkers(&wakeups) }
         checkFinished(&wakeups)
     }
@@ -760,6 +779,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     private mutating func checkFinished(_ wakeups: inout Wakeups<Payload>) {
         absorbIntakeDebt()
+        if phase != .finished, running > 0, intakeFinished || phase == .draining { wantSlots() }
         // Draining ends once nothing runs: a source still blocked in next() is then cancelled.
         guard phase != .finished, running == 0, intakeFinished || phase == .draining else { return }
         // Cheap tests first; the scan for backed-off targets only runs when everything else is idle.

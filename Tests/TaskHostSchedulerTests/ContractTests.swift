@@ -3,6 +3,10 @@ import Testing
 
 @testable import TaskHostScheduler
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// One test per guarantee and edge case of SEMANTICS.md. Time is a ManualClock; executions
 /// wait on gates the test opens; no test sleeps on the wall clock.
 @Suite struct ContractTests {
@@ -1012,16 +1016,23 @@ struct FailingSource: AsyncSequence, Sendable {
 /// The intake records the successes of the detached attempts it runs inline with its next
 /// admission (``IntakeDebt``). While it waits for its source, code that needs exact counts must
 /// absorb them: otherwise a finished task would hold its slot until the source yields again.
-@Suite struct IntakeDebtTests {
+@Suite(.serialized) struct IntakeDebtTests {
     struct Refused: Error {}
 
-    /// A synchronous executor that fails the first attempt of payload 0 and records every start.
+    /// A synchronous executor that fails the first attempt of payload 0, holds payload 9 until
+    /// the test opens its gate, and records every start.
     final class Recorder: Sendable {
         let starts = StateLock<[(payload: Int, attempt: Int)]>([])
+        let gateEntered = Atomic<Bool>(false)
+        let gateOpen = Atomic<Bool>(false)
         var executor: SynchronousExecutor<Int> {
             SynchronousExecutor { task, context in
                 self.starts.withLock { $0.append((task.payload, context.attempt)) }
                 if task.payload == 0, context.attempt == 1 { throw Refused() }
+                if task.payload == 9 {
+                    self.gateEntered.store(true, ordering: .releasing)
+                    while !self.gateOpen.load(ordering: .acquiring) { sched_yield() }
+                }
             }
         }
         func started(_ payload: Int, attempt: Int) -> Bool {
@@ -1085,6 +1096,65 @@ struct FailingSource: AsyncSequence, Sendable {
             await eventually("the run ended", limit: .seconds(10)) { run.isFinished }
             if !run.isFinished { s.shutdown(gracePeriod: .zero) }  // fail, do not hang
             #expect(run.summary?.succeeded == 3)
+            input.finish()
+        }
+    }
+
+    // Found in review: the state starts to wait while the detached attempt still runs, before
+    // the intake owes its success; the success must then be settled at once.
+    @Test("A retry that became ready during a detached attempt gets its slot when the attempt succeeds")
+    func retryReadyDuringDetachedAttempt() async {
+        let recorder = Recorder()
+        await retryReadyDuringDetachedAttempt(recorder.executor, recorder)
+        let asyncRecorder = Recorder()
+        let inner = asyncRecorder.executor
+        await retryReadyDuringDetachedAttempt(
+            ClosureExecutor<Int> { task, context in try inner.body(task, context) }, asyncRecorder)
+    }
+
+    func retryReadyDuringDetachedAttempt<E: TaskExecutor>(_ executor: E, _ recorder: Recorder) async
+    where E.Payload == Int {
+        let clock = ManualClock()
+        var configuration = SchedulerConfiguration(maxConcurrency: 1)
+        configuration.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1)))
+        let s = Scheduler(executor: executor, configuration: configuration, clock: clock, random: { 0.5 })
+        await withTaskGroup(of: Void.self) { group in
+            let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+            let run = start(s, source, in: &group)
+            input.yield(TaskItem(targetId: "A", payload: 0))  // fails, backs off for 1 s
+            input.yield(TaskItem(targetId: "B", payload: 9))  // detached, held at the gate
+            await eventually("B runs, A backs off", limit: .seconds(10)) {
+                recorder.gateEntered.load(ordering: .acquiring) && s.snapshot().backedOffTargets == 1
+            }
+            clock.advance(by: .seconds(1))
+            await eventually("A is ready, without a slot", limit: .seconds(10)) { s.snapshot().readyTargets == 1 }
+            recorder.gateOpen.store(true, ordering: .releasing)
+            await eventually("the retry ran while the source waited", limit: .seconds(10)) {
+                recorder.started(0, attempt: 2)
+            }
+            input.finish()
+            await eventually(limit: .seconds(10)) { run.isFinished }
+            if !run.isFinished { s.shutdown(gracePeriod: .zero) }  // fail, do not hang
+            #expect(run.summary?.succeeded == 2)
+        }
+    }
+
+    @Test("A shutdown that begins during a detached attempt ends the run when the attempt succeeds")
+    func shutdownDuringDetachedAttempt() async {
+        let recorder = Recorder()
+        let s = Scheduler(
+            executor: recorder.executor, configuration: SchedulerConfiguration(maxConcurrency: 2),
+            clock: ManualClock())
+        await withTaskGroup(of: Void.self) { group in
+            let (source, input) = AsyncStream<TaskItem<Int>>.makeStream()
+            let run = start(s, source, in: &group)
+            input.yield(TaskItem(targetId: "B", payload: 9))
+            await eventually(limit: .seconds(10)) { recorder.gateEntered.load(ordering: .acquiring) }
+            s.shutdown(gracePeriod: .seconds(3600))
+            recorder.gateOpen.store(true, ordering: .releasing)
+            await eventually("the run ended", limit: .seconds(10)) { run.isFinished }
+            if !run.isFinished { s.shutdown(gracePeriod: .zero) }  // fail, do not hang
+            #expect(run.summary?.succeeded == 1)
             input.finish()
         }
     }
