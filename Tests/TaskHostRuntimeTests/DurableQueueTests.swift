@@ -187,6 +187,76 @@ import Testing
         #expect(Set(results.map { $0["id"] as! String }).count == 6)
     }
 
+    @Test("Graceful stops that cut off a task do not count as crashes: it is never given up for them")
+    func stopsAreNotCrashes() async throws {
+        let folder = Paths.scratch()
+        try P.write(#"{"targetId": "t", "id": "long", "data": "1"}"# + "\n", to: folder + "/tasks.jsonl")
+        func config(_ program: String, _ args: String) -> String {
+            """
+            executors:
+              slow: { plugin: Command, config: { program: \(program), args: [\(args)] } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: slow }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            shutdown: { gracePeriodMs: 100 }
+            """
+        }
+        try P.write(config("/bin/sleep", "\"31\""), to: folder + "/pipeline.yaml")
+        for _ in 0..<4 {
+            let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
+                while (try? Compiler.run("/usr/bin/pgrep", ["-f", "sleep 31"]).output.split(separator: "\n").count) ?? 0
+                    < 1
+                {
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+                process.terminate()
+            }
+            #expect(run.status == 0, "\(run.stderr)")
+        }
+        let queue = try Self.queue(folder)
+        #expect(
+            try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0 AND attempts = 4 AND crashes = 0") == 1)
+        try P.write(config("/bin/true", ""), to: folder + "/pipeline.yaml")
+        let last = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(last.status == 0, "\(last.stderr)")
+        #expect(((try? P.records(folder + "/dead.jsonl")) ?? []).isEmpty)
+        let results = try P.records(folder + "/results.jsonl")
+        #expect(results.count == 1)
+        #expect(results.first?["status"] as? String == "succeeded")
+        #expect(results.first?["attempts"] as? Int == 5)
+    }
+
+    @Test("A queue of the previous schema is migrated in place and keeps its tasks")
+    func schemaMigration() async throws {
+        let folder = Paths.scratch()
+        try P.write(#"{"targetId": 1, "id": "a"}"# + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              noop: { plugin: Noop }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: noop }
+            results: { path: results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let first = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(first.status == 0, "\(first.stderr)")
+        // Back to schema 1 (no crash counts), with a queued task.
+        do {
+            let queue = try Self.queue(folder)
+            try queue.transaction { db in
+                try db.execute("ALTER TABLE tasks DROP COLUMN crashes; PRAGMA user_version = 1")
+                try db.run("UPDATE tasks SET state = 0, attempts = 1")
+            }
+        }
+        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(second.status == 0, "\(second.stderr)")
+        let queue = try Self.queue(folder)
+        #expect(try Self.count(queue, "PRAGMA user_version") == 2)
+        #expect(
+            try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 2 AND attempts = 2 AND crashes = 0") == 1)
+    }
+
     @Test("A restart reads only what a file gained since: no task skipped, none read twice")
     func fileCheckpoint() async throws {
         let folder = Paths.scratch()
@@ -498,7 +568,7 @@ import Testing
             deadLetter: { path: dead.jsonl }
             """, to: folder + "/pipeline.yaml")
         // No retries are configured (one attempt), yet a task a crash cuts off runs again: a task
-        // is given up only after 3 attempts (or retry.maxAttempts, if more) that never ended.
+        // is given up only once the host died during 3 of its attempts.
         let environment = ["TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no"]
         var crashes = 0
         var last: P.Run?
@@ -523,10 +593,50 @@ import Testing
         #expect(Set(dead.compactMap { $0["id"] as? String }) == ["t5", "t9"])
         for record in dead {
             #expect(record["attempts"] as? Int == 3)
-            #expect((record["error"] as? String)?.contains("the host stopped during it") == true, "\(record)")
+            #expect(
+                (record["error"] as? String)?.contains("the host died during 3 of its attempts") == true, "\(record)")
         }
         let succeeded = try P.records(folder + "/results.jsonl").filter { $0["status"] as? String == "succeeded" }
         #expect(Set(succeeded.compactMap { $0["id"] as? String }).count == 18)
+    }
+
+    @Test("A task that only ran beside a task that crashes the host is not given up with it")
+    func innocentBesidePoison() async throws {
+        let folder = Paths.scratch()
+        let plugins = folder + "/plugins"
+        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try Compiler.fixture("crash_host"), toPath: plugins + "/libcrash.so")
+        // "slow" runs 500 ms inline, while "poison-later" crashes the host 2 ms after it starts.
+        let lines = [
+            #"{"targetId": 1, "id": "p", "data": "poison-later"}"#,
+            #"{"targetId": 2, "id": "s", "data": "slow"}"#,
+        ]
+        try P.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              buggy: { plugin: \(plugins)/libcrash.so }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: buggy }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let environment = ["TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no"]
+        var crashes = 0
+        for _ in 0..<8 {
+            let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder, environment: environment)
+            guard run.signalled else { break }
+            crashes += 1
+        }
+        #expect(crashes == 3)
+        let dead = try P.records(folder + "/dead.jsonl")
+        #expect(dead.compactMap { $0["id"] as? String } == ["p"])
+        let results = try P.records(folder + "/results.jsonl")
+        #expect(results.contains { $0["id"] as? String == "s" && $0["status"] as? String == "succeeded" }, "\(results)")
+        // Counted once with the culprit, then run alone: never counted again.
+        let queue = try Self.queue(folder)
+        #expect(try Self.count(queue, "SELECT crashes FROM tasks WHERE task_id = 's'") <= 1)
+        #expect(try Self.count(queue, "SELECT crashes FROM tasks WHERE task_id = 'p'") == 3)
     }
 
     @Test("A backoff deadline and the attempt count survive kill -9: the retry waits out the rest of the delay")

@@ -42,11 +42,14 @@ final class DurableRecord: Sendable {
     let attempts: Atomic<Int>
     /// Unix milliseconds before which the task must not run (its persisted backoff).
     let notBefore: Int64
+    /// Attempts during which the host died, across runs.
+    let crashes: Atomic<Int>
 
-    init(row: Int64, attempts: Int, notBefore: Int64) {
+    init(row: Int64, attempts: Int, notBefore: Int64, crashes: Int) {
         self.row = row
         self.attempts = Atomic(attempts)
         self.notBefore = notBefore
+        self.crashes = Atomic(crashes)
     }
 }
 

@@ -139,6 +139,8 @@ struct StoredTask: Sendable {
     var attempts: Int
     /// Unix milliseconds before which the task must not run (its backoff), 0 for none.
     var notBefore: Int64
+    /// Attempts during which the host died (see ``HostCrashes``).
+    var crashes: Int
 }
 
 /// How far a file source has read: the byte after the last committed line.
@@ -200,7 +202,7 @@ public final class DurableQueue: @unchecked Sendable {
         var failure: QueueError?
     }
 
-    static let schemaVersion: Int64 = 1
+    static let schemaVersion: Int64 = 2
 
     /// Opens (creating it and its folder if needed) and checks the queue.
     /// - Parameter host: take the host lock; fails when another host runs on this queue.
@@ -258,6 +260,16 @@ public final class DurableQueue: @unchecked Sendable {
                 _ = try db.integer("PRAGMA max_page_count = \(pages)")
             }
             if version == 0 { try createSchema() }
+            if version == 1 {
+                // Schema 2 counts the attempts during which the host died apart from the others.
+                try db.execute(
+                    """
+                    BEGIN IMMEDIATE;
+                    ALTER TABLE tasks ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;
+                    PRAGMA user_version = 2;
+                    COMMIT;
+                    """)
+            }
         } catch let error as QueueError {
             throw error
         } catch let error as SQLiteError {
@@ -293,6 +305,7 @@ public final class DurableQueue: @unchecked Sendable {
                 raw TEXT NOT NULL,
                 batch TEXT,
                 attempts INTEGER NOT NULL DEFAULT 0,
+                crashes INTEGER NOT NULL DEFAULT 0,
                 not_before INTEGER NOT NULL DEFAULT 0,
                 enqueued_at INTEGER NOT NULL,
                 started_at INTEGER,
@@ -508,11 +521,12 @@ public final class DurableQueue: @unchecked Sendable {
             row: statement.int(0), source: statement.text(1) ?? "", seq: UInt64(max(0, statement.int(2))),
             taskId: statement.text(3), target: target, executor: statement.text(6) ?? "",
             priority: Int(statement.int(7)), payload: statement.text(8) ?? "null", raw: statement.text(9) ?? "",
-            batch: statement.text(10), attempts: Int(statement.int(11)), notBefore: statement.int(12))
+            batch: statement.text(10), attempts: Int(statement.int(11)), notBefore: statement.int(12),
+            crashes: Int(statement.int(13)))
     }
 
     static let taskColumns =
-        "id, source, seq, task_id, target_kind, target, executor, priority, payload, raw, batch, attempts, not_before"
+        "id, source, seq, task_id, target_kind, target, executor, priority, payload, raw, batch, attempts, not_before, crashes"
 
     /// The tasks a query selects (`condition` follows `WHERE`), in arrival order.
     static func tasks(where condition: String, _ bindings: [SQLiteValue], in db: SQLiteDatabase) throws

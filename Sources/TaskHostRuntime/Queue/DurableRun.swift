@@ -65,6 +65,8 @@ final class DurableRun: Sendable {
     let notDue = Atomic<Int>(0)
     /// Rows whose attempts an operator's release reset, for the scheduler's copy of them.
     let resetAttempts = Mutex<Set<Int64>>([])
+    /// Tasks during which the host died run one at a time (see ``HostCrashes``).
+    let suspects = SuspectGate()
     let onFailure: @Sendable (QueueError) -> Void
 
     init(
@@ -76,17 +78,19 @@ final class DurableRun: Sendable {
         self.onFailure = onFailure
     }
 
-    /// Puts back the tasks a dead host was running, counting the attempts it cut off, and loads
-    /// the parked targets. Returns how many tasks were put back.
+    /// Puts back the tasks a dead host was running, counting the attempts it cut off (and each
+    /// as a crash: a graceful stop puts its cut-off tasks back itself), and loads the parked
+    /// targets. Returns how many tasks were put back.
     func recover() throws(QueueError) -> Int {
         // Attempts that finish inline are not leased: the journal names those a crash cut off.
         let cutOff = queue.running?.leftovers() ?? []
         let (reclaimed, parked) = try queue.transaction { db -> (Int, [TargetID]) in
-            // A leased attempt was counted when it was leased.
-            var reclaimed = try db.run("UPDATE tasks SET state = 0 WHERE state = 1")
+            // A leased attempt was counted when it was leased (and is in the journal too).
+            var reclaimed = try db.run("UPDATE tasks SET state = 0, crashes = crashes + 1 WHERE state = 1")
             for entry in cutOff {
+                // Counted once: a crash before the journal is cleared finds the count made.
                 reclaimed += try db.run(
-                    "UPDATE tasks SET attempts = MAX(attempts, ?) WHERE id = ? AND state = 0 AND attempts < ?",
+                    "UPDATE tasks SET attempts = ?, crashes = crashes + 1 WHERE id = ? AND state = 0 AND attempts < ?",
                     [.int(entry.attempt), .integer(entry.row), .int(entry.attempt)])
             }
             let statement = try db.statement("SELECT target_kind, target FROM targets WHERE parked = 1")
@@ -96,7 +100,7 @@ final class DurableRun: Sendable {
             }
             return (reclaimed, parked)
         }
-        // Counted: a crash before this line counts them again, to the same number.
+        // Counted: a crash before this line finds them counted.
         queue.running?.clear()
         feed.withLock { state in
             for target in parked { state.parked[target] = .some(nil) }
@@ -240,4 +244,64 @@ struct QueueFeed: AsyncSequence, Sendable {
 /// tries again after the rest of the delay, without running it.
 struct NotDueYet: Error, CustomStringConvertible {
     var description: String { "backing off" }
+}
+
+/// Lets one suspect at a time run: a task during which the host died (see ``HostCrashes``). When
+/// the host dies, every task running at that moment is counted, the innocent with the guilty;
+/// run one at a time afterwards, they are not counted together again, so an innocent task is not
+/// given up for a crash it sat beside. Others run beside a suspect as usual.
+final class SuspectGate: Sendable {
+    private struct State {
+        var busy = false
+        var next: UInt64 = 0
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        /// Waiters cancelled before they queued their continuation.
+        var cancelled: Set<UInt64> = []
+    }
+    private let state = Mutex(State())
+
+    /// Waits until no other suspect runs; throws `CancellationError` when cancelled meanwhile.
+    func enter() async throws {
+        let id = state.withLock { state -> UInt64? in
+            if !state.busy {
+                state.busy = true
+                return nil
+            }
+            state.next &+= 1
+            return state.next
+        }
+        guard let id else { return }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let cancelled = state.withLock { state -> Bool in
+                    if state.cancelled.remove(id) != nil { return true }
+                    state.waiters.append((id, continuation))
+                    return false
+                }
+                if cancelled { continuation.resume(throwing: CancellationError()) }
+            }
+        } onCancel: {
+            let continuation = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
+                    // Not queued yet, or already let in (then ``leave()`` follows as usual).
+                    state.cancelled.insert(id)
+                    return nil
+                }
+                return state.waiters.remove(at: index).continuation
+            }
+            continuation?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// The suspect that entered ended: lets the next one in.
+    func leave() {
+        let next = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard !state.waiters.isEmpty else {
+                state.busy = false
+                return nil
+            }
+            return state.waiters.removeFirst().continuation
+        }
+        next?.resume()
+    }
 }

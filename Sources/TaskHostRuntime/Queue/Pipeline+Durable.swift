@@ -120,17 +120,18 @@ final class Intake: Sendable {
     }
 }
 
-/// A queued task whose attempts were cut off by stops of the host until none is left: the
-/// poison-task guard. A task running when the host dies runs again (its attempt counted), up to
-/// `retry.maxAttempts` attempts but at least ``minimumAttempts``, so that a crash never costs an
-/// innocent task its only attempt, and a task that crashes the host is given up after a few.
-struct CutOffAttempts: Error, CustomStringConvertible {
-    static let minimumAttempts = 3
-    var attempts: Int
-    var limit: Int
+/// The poison-task guard: a task during which the host died ``limit`` times (a plugin that
+/// segfaults on its payload) is dead-lettered instead of being run again, so that it cannot crash
+/// the host forever. Only deaths count: a graceful stop puts the tasks it cut off back as they
+/// were. Every task running when the host dies is counted, so tasks counted once (suspects) run
+/// one at a time afterwards (``SuspectGate``): a task that only sat beside the culprit is not
+/// counted with it again.
+struct HostCrashes: Error, CustomStringConvertible {
+    static let limit = 3
+    var crashes: Int
     var description: String {
-        "its attempts ran out (\(attempts) of \(limit)) with the last one cut off: the host stopped during it "
-            + "(a crash in the executor?); not run again, so that it cannot stop the host again"
+        "the host died during \(crashes) of its attempts (a crash in the executor?); "
+            + "not run again, so that it cannot crash the host again"
     }
 }
 
@@ -183,40 +184,42 @@ extension Pipeline {
         if record.notBefore > now {
             throw RetryAfterError(after: .milliseconds(record.notBefore - now), NotDueYet())
         }
-        if run.resetAttempts.withLock({ $0.remove(row) != nil }) { record.attempts.store(0, ordering: .relaxed) }
-        let attempt: Int
+        if run.resetAttempts.withLock({ $0.remove(row) != nil }) {
+            record.attempts.store(0, ordering: .relaxed)
+            record.crashes.store(0, ordering: .relaxed)
+        }
+        var attempt = record.attempts.load(ordering: .relaxed)
         var failure: (any Error)?
-        let made = record.attempts.load(ordering: .relaxed)
-        let limit = max(config.retry.maxAttempts, CutOffAttempts.minimumAttempts)
-        if made >= limit {
-            // Only attempts the host's stops cut off bring a queued task here (a failed attempt
-            // is retried or given up when it ends). It is not run again, so that a task that
-            // crashes the host cannot do it forever.
-            attempt = made
-            failure = NonRetryableError(CutOffAttempts(attempts: made, limit: limit))
+        let crashes = record.crashes.load(ordering: .relaxed)
+        if crashes >= HostCrashes.limit {
+            // Not run again, so that a task that crashes the host cannot do it forever.
+            failure = NonRetryableError(HostCrashes(crashes: crashes))
         } else {
-            attempt = record.attempts.add(1, ordering: .relaxed).newValue
-            let lease = {
-                // Leased (not waited for): the queue shows the task running, and a crash before
-                // its end counts the attempt.
-                run.write { db in
-                    try db.run(
-                        "UPDATE tasks SET state = 1, attempts = ?, started_at = ? WHERE id = ?",
-                        [.int(attempt), .integer(now), .integer(row)])
-                }
-            }
-            // An attempt that finishes inline is only journaled (no SQLite write): a crash inside
-            // it is counted by the next host from the journal.
-            let slot = run.queue.running?.begin(row: row, attempt: attempt)
-            if slot == nil { lease() }
             do {
+                if crashes > 0 { try await run.suspects.enter() }
+                defer { if crashes > 0 { run.suspects.leave() } }
+                attempt = record.attempts.add(1, ordering: .relaxed).newValue
+                let made = attempt
+                let lease = {
+                    // Leased (not waited for): the queue shows the task running, and a crash before
+                    // its end counts the attempt.
+                    run.write { db in
+                        try db.run(
+                            "UPDATE tasks SET state = 1, attempts = ?, started_at = ? WHERE id = ?",
+                            [.int(made), .integer(now), .integer(row)])
+                    }
+                }
+                // An attempt that finishes inline is only journaled (no SQLite write): a crash
+                // inside it is counted by the next host from the journal.
+                let slot = run.queue.running?.begin(row: row, attempt: attempt)
+                if slot == nil { lease() }
+                defer { if let slot { run.queue.running?.end(slot) } }
                 try await runAttempt(task, context: ExecutionContext(sequence: context.sequence, attempt: attempt)) {
                     if slot != nil { lease() }
                 }
             } catch {
                 failure = error
             }
-            if let slot { run.queue.running?.end(slot) }
         }
         if failure != nil, run.stopping.load(ordering: .acquiring), Task.isCancelled || failure is CancellationError {
             // Cut off by shutdown: back to the head of its target, with its attempt count.
@@ -312,7 +315,8 @@ extension Pipeline {
             payload: PipelineTask(
                 source: stored.source, seq: stored.seq, executor: index, payload: stored.payload, raw: stored.raw,
                 log: AttemptLog(), batch: tracker,
-                durable: DurableRecord(row: stored.row, attempts: stored.attempts, notBefore: stored.notBefore)),
+                durable: DurableRecord(
+                    row: stored.row, attempts: stored.attempts, notBefore: stored.notBefore, crashes: stored.crashes)),
             priority: stored.priority, id: stored.taskId, pool: index + 1)
     }
 
@@ -471,7 +475,7 @@ extension Pipeline {
             try DurableQueue.setParked(target, false, reason: nil, in: db)
             scheduler.release(target)
             if let head = try QueueTools.head(of: target, in: db) {
-                try db.run("UPDATE tasks SET attempts = 0, not_before = 0 WHERE id = ?", [.integer(head)])
+                try db.run("UPDATE tasks SET attempts = 0, crashes = 0, not_before = 0 WHERE id = ?", [.integer(head)])
                 run.resetAttempts.withLock { _ = $0.insert(head) }
             }
             try run.released(target, in: db)

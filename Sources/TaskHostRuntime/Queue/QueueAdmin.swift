@@ -246,7 +246,8 @@ public final class QueueAdmin: Sendable {
                 guard parked else { return "not parked" }
                 try DurableQueue.setParked(target, false, reason: nil, in: db)
                 if let head = try QueueTools.head(of: target, in: db) {
-                    try db.run("UPDATE tasks SET attempts = 0, not_before = 0 WHERE id = ?", [.integer(head)])
+                    try db.run(
+                        "UPDATE tasks SET attempts = 0, crashes = 0, not_before = 0 WHERE id = ?", [.integer(head)])
                 }
                 return "released"
             case .drain:

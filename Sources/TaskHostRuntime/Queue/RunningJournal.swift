@@ -35,10 +35,11 @@ final class RunningJournal: @unchecked Sendable {
         }
         defer { close(descriptor) }
         let size = Self.slotCount * MemoryLayout<UInt64>.stride
-        var status = stat()
+        // Allocated, not sparse: a store into a page the disk has no room for would be SIGBUS.
+        let allocated = posix_fallocate(descriptor, 0, off_t(size))
+        if allocated != 0 { errno = allocated }
         let mapped =
-            fstat(descriptor, &status) == 0 && (status.st_size == size || ftruncate(descriptor, off_t(size)) == 0)
-            ? mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0) : MAP_FAILED
+            allocated == 0 ? mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0) : MAP_FAILED
         guard let mapped, mapped != MAP_FAILED else {
             throw QueueError(
                 path: path, message: "cannot map the journal of running tasks: \(String(cString: strerror(errno)))",

@@ -1,6 +1,7 @@
 /* Fixture "fixture-crash-host": a plugin with a bug that kills the host on some tasks.
  *   payload "\"poison\""       -> abort() inside execute (an attempt that would finish inline)
  *   payload "\"poison-later\"" -> TH_PENDING, then abort() from another thread 2 ms later
+ *   payload "\"slow\""         -> TH_OK after 500 ms (an innocent task running beside a crash)
  *   any other payload          -> TH_OK
  * Before it crashes it appends "<payload> <attempt>\n" to the file named by the environment
  * variable TASKHOST_CRASH_LOG, so that a test can count the attempts that really ran. */
@@ -69,6 +70,11 @@ static th_status crash_execute(void *self, const th_task *task, th_completion *t
         pthread_t thread;
         if (pthread_create(&thread, NULL, abort_soon, NULL) != 0) abort();
         return TH_PENDING;
+    }
+    if (payload_is(task, "\"slow\"")) {
+        note(task);
+        struct timespec d = {0, 500000000};
+        nanosleep(&d, NULL);
     }
     return TH_OK;
 }
