@@ -612,11 +612,15 @@ public func run<E: TaskExecutor, S: AsyncSequence & Sendable>(
 
 /// The input's iterator and the intake's room flag, used by one holder of the intake at a time:
 /// the intake task, or a runner it spawned. Hand-overs go through a ``Runner``'s lock.
+///
+/// Only the holder of the intake touches it, one at a time (the hand-over orders them), so its
+/// accesses are not checked at run time: a dynamic exclusivity check per task costs more than the
+/// rest of the bookkeeping it guards.
 final class IntakeCursor<I: AsyncIteratorProtocol>: @unchecked Sendable {
-    var iterator: I
-    var hasRoom = true
+    @exclusivity(unchecked) var iterator: I
+    @exclusivity(unchecked) var hasRoom = true
     /// Successes of detached attempts the intake has not recorded in the state yet.
-    var owed = 0
+    @exclusivity(unchecked) var owed = 0
 
     init(_ iterator: I) { self.iterator = iterator }
 }
@@ -669,7 +673,7 @@ final class Runner<Handed: Sendable>: @unchecked Sendable {
     private let word = Atomic<UInt8>(0)
     /// The target of the attempt being run when it runs without target state. Written by the
     /// runner before it publishes `executing`; read by the spawner after it claims that state.
-    private var detached: TargetID?
+    @exclusivity(unchecked) private var detached: TargetID?
     private let lock = StateLock(Claim.none)
 
     init(detached: TargetID?) { self.detached = detached }
