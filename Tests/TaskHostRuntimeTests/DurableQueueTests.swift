@@ -546,38 +546,16 @@ import Testing
 
     @Test("A task that crashes the host runs out of attempts and is dead-lettered, inline or not; the rest run")
     func poisonTask() async throws {
-        let folder = Paths.scratch()
-        // The fixture is loaded by path from a folder of its own (a shared /tmp would be refused).
-        let plugins = folder + "/plugins"
-        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: try Compiler.fixture("crash_host"), toPath: plugins + "/libcrash.so")
         // "poison" aborts the host inside an attempt that would finish inline (journaled, not
         // leased); "poison-later" aborts it 2 ms after its attempt went pending (leased).
-        let lines = (0..<20).map { i -> String in
-            let data = i == 5 ? #""poison""# : i == 9 ? #""poison-later""# : "\(i)"
-            return #"{"targetId": \#(i % 4), "id": "t\#(i)", "data": \#(data)}"#
-        }
-        try P.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
-        try P.write(
-            """
-            executors:
-              buggy: { plugin: \(plugins)/libcrash.so }
-            sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: buggy }
-            results: { path: results.jsonl }
-            deadLetter: { path: dead.jsonl }
-            """, to: folder + "/pipeline.yaml")
+        let folder = try Self.crashPipeline(
+            (0..<20).map { i -> String in
+                let data = i == 5 ? #""poison""# : i == 9 ? #""poison-later""# : "\(i)"
+                return #"{"targetId": \#(i % 4), "id": "t\#(i)", "data": \#(data)}"#
+            })
         // No retries are configured (one attempt), yet a task a crash cuts off runs again: a task
         // is given up only once the host died during 3 of its attempts.
-        let environment = ["TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no"]
-        var crashes = 0
-        var last: P.Run?
-        for _ in 0..<12 {
-            let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder, environment: environment)
-            last = run
-            guard run.signalled else { break }
-            crashes += 1
-        }
+        let (crashes, last) = try await Self.runUntilNoCrash(folder, limit: 12)
         // Each crash cut off one attempt of a poison task, and each gets 3: 6 crashes, then a run
         // that ends (with status 1: tasks were dead-lettered).
         #expect(crashes == 6)
@@ -602,15 +580,30 @@ import Testing
 
     @Test("A task that only ran beside a task that crashes the host is not given up with it")
     func innocentBesidePoison() async throws {
+        // "slow" runs 500 ms inline, while "poison-later" crashes the host 2 ms after it starts.
+        let folder = try Self.crashPipeline([
+            #"{"targetId": 1, "id": "p", "data": "poison-later"}"#,
+            #"{"targetId": 2, "id": "s", "data": "slow"}"#,
+        ])
+        let (crashes, _) = try await Self.runUntilNoCrash(folder, limit: 8)
+        #expect(crashes == 3)
+        let dead = try P.records(folder + "/dead.jsonl")
+        #expect(dead.compactMap { $0["id"] as? String } == ["p"])
+        let results = try P.records(folder + "/results.jsonl")
+        #expect(results.contains { $0["id"] as? String == "s" && $0["status"] as? String == "succeeded" }, "\(results)")
+        // Counted once with the culprit, then run alone: never counted again.
+        let queue = try Self.queue(folder)
+        #expect(try Self.count(queue, "SELECT crashes FROM tasks WHERE task_id = 's'") <= 1)
+        #expect(try Self.count(queue, "SELECT crashes FROM tasks WHERE task_id = 'p'") == 3)
+    }
+
+    /// A scratch folder with the crash fixture (from a plugin folder of its own: a shared /tmp
+    /// would be refused), these task lines and a pipeline that runs them through it.
+    static func crashPipeline(_ lines: [String]) throws -> String {
         let folder = Paths.scratch()
         let plugins = folder + "/plugins"
         try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: try Compiler.fixture("crash_host"), toPath: plugins + "/libcrash.so")
-        // "slow" runs 500 ms inline, while "poison-later" crashes the host 2 ms after it starts.
-        let lines = [
-            #"{"targetId": 1, "id": "p", "data": "poison-later"}"#,
-            #"{"targetId": 2, "id": "s", "data": "slow"}"#,
-        ]
         try P.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
         try P.write(
             """
@@ -621,22 +614,22 @@ import Testing
             results: { path: results.jsonl }
             deadLetter: { path: dead.jsonl }
             """, to: folder + "/pipeline.yaml")
+        return folder
+    }
+
+    /// Runs the crash pipeline again while the host dies, at most `limit` times: how many runs
+    /// died, and the last run. The fixture logs each attempt it starts to attempts.log.
+    static func runUntilNoCrash(_ folder: String, limit: Int) async throws -> (crashes: Int, last: P.Run?) {
         let environment = ["TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no"]
         var crashes = 0
-        for _ in 0..<8 {
+        var last: P.Run?
+        for _ in 0..<limit {
             let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder, environment: environment)
+            last = run
             guard run.signalled else { break }
             crashes += 1
         }
-        #expect(crashes == 3)
-        let dead = try P.records(folder + "/dead.jsonl")
-        #expect(dead.compactMap { $0["id"] as? String } == ["p"])
-        let results = try P.records(folder + "/results.jsonl")
-        #expect(results.contains { $0["id"] as? String == "s" && $0["status"] as? String == "succeeded" }, "\(results)")
-        // Counted once with the culprit, then run alone: never counted again.
-        let queue = try Self.queue(folder)
-        #expect(try Self.count(queue, "SELECT crashes FROM tasks WHERE task_id = 's'") <= 1)
-        #expect(try Self.count(queue, "SELECT crashes FROM tasks WHERE task_id = 'p'") == 3)
+        return (crashes, last)
     }
 
     @Test("A backoff deadline and the attempt count survive kill -9: the retry waits out the rest of the delay")
