@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 import TaskHostRuntime
 
 struct RunCommand: AsyncParsableCommand {
@@ -83,25 +84,69 @@ struct CheckCommand: AsyncParsableCommand {
 }
 
 /// SIGINT/SIGTERM: the first drains, the second stops at once.
+///
+/// The handlers run on a queue of their own, not on the threads that run tasks: an executor that
+/// holds every one of those threads (a plugin that blocks or ignores cancellation) cannot keep the
+/// signals from being seen. If the run has not ended ``forceExitAfter`` after the second signal,
+/// or at a third, the process exits with 128 + the signal's number; a durable queue keeps the
+/// tasks that were running, queued with their attempt.
 final class Signals: @unchecked Sendable {
+    static let forceExitAfter = 3
     let sources: [any DispatchSourceSignal]
+    /// How many signals arrived.
+    final class Count: Sendable { let value = Atomic<Int>(0) }
 
     init(stop: PipelineStop, logger: Logger) {
+        let queue = DispatchQueue(label: "taskhost.signals")
+        let watchdog = DispatchQueue(label: "taskhost.signals.watchdog")
+        // Stopping may wait on locks that a stuck executor's thread holds: never on the
+        // handlers' queue, which must see the next signal.
+        let stopping = DispatchQueue(label: "taskhost.signals.stop")
         var sources: [any DispatchSourceSignal] = []
+        let received = Count()
         for number in [SIGINT, SIGTERM] {
             signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                let count = stop.request()
-                logger.warning(
-                    count == 1
-                        ? "stopping: intake stopped, running tasks get the grace period (signal again to stop now)"
-                        : "stopping now")
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler {  // a cycle until deinit cancels the source
+                // Signals that arrive together are delivered as one event: count each.
+                for _ in 0..<max(1, Int(source.data)) {
+                    let count = received.value.add(1, ordering: .relaxed).newValue
+                    switch count {
+                    case 1:
+                        logger.warning(
+                            "stopping: intake stopped, running tasks get the grace period (signal again to stop now)")
+                    case 2:
+                        watchdog.asyncAfter(deadline: .now() + .seconds(Self.forceExitAfter)) {
+                            Self.forceExit(
+                                number,
+                                "the run did not end within \(Self.forceExitAfter) s of the second signal: an "
+                                    + "executor holds the host's threads (a plugin that blocks, or ignores "
+                                    + "cancellation)")
+                        }
+                        logger.warning("stopping now")
+                    default:
+                        Self.forceExit(number, "a third signal")
+                    }
+                    stopping.async { stop.request() }
+                }
             }
             source.resume()
             sources.append(source)
         }
         self.sources = sources
+    }
+
+    deinit {
+        for source in sources { source.cancel() }
+    }
+
+    /// Writes why to standard error and exits at once, without running anything else.
+    static func forceExit(_ signal: Int32, _ reason: String) -> Never {
+        let line =
+            "taskhost: exiting now (\(reason)); with the durable queue, running tasks stay queued and run "
+            + "again next time (their attempts counted as crashes)\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+        _exit(128 + signal)
     }
 }
 

@@ -597,6 +597,34 @@ import Testing
         #expect(try Self.count(queue, "SELECT crashes FROM tasks WHERE task_id = 'p'") == 3)
     }
 
+    @Test("A second SIGTERM ends a run whose executor holds every thread: the process exits, the tasks stay queued")
+    func secondSignalWithBlockedThreads() async throws {
+        // More blocked tasks than the host has threads for tasks: nothing of the run can progress.
+        let blocked = ProcessInfo.processInfo.activeProcessorCount + 2
+        let folder = try Self.crashPipeline(
+            (0..<blocked).map { #"{"targetId": \#($0), "id": "h\#($0)", "data": "hang"}"# })
+        let run = try await P.taskhost(
+            ["run", "pipeline.yaml", "--quiet"], in: folder,
+            environment: ["TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no"]
+        ) { process in
+            // Wait (bounded) until a task is stuck in the plugin, then signal twice at once.
+            for _ in 0..<2000 where !FileManager.default.fileExists(atPath: folder + "/attempts.log") {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            process.terminate()
+            process.terminate()
+            // Fail, do not hang: a host still running long after is killed.
+            for _ in 0..<3000 where process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            if process.isRunning { _ = Glibc.kill(process.processIdentifier, SIGKILL) }
+        }
+        #expect(!run.signalled)
+        #expect(run.status == 128 + SIGTERM, "\(run.stderr)")
+        #expect(run.stderr.contains("did not end within 3 s of the second signal"), "\(run.stderr)")
+        // Nothing was lost: every task is still in the queue.
+        let queue = try Self.queue(folder)
+        #expect(try Self.count(queue, "SELECT count(*) FROM tasks") == blocked)
+    }
+
     /// A scratch folder with the crash fixture (from a plugin folder of its own: a shared /tmp
     /// would be refused), these task lines and a pipeline that runs them through it.
     static func crashPipeline(_ lines: [String]) throws -> String {

@@ -2,6 +2,7 @@
  *   payload "\"poison\""       -> abort() inside execute (an attempt that would finish inline)
  *   payload "\"poison-later\"" -> TH_PENDING, then abort() from another thread 2 ms later
  *   payload "\"slow\""         -> TH_OK after 500 ms (an innocent task running beside a crash)
+ *   payload "\"hang\""         -> never returns: blocks the host's thread that called execute
  *   any other payload          -> TH_OK
  * Before it crashes it appends "<payload> <attempt>\n" to the file named by the environment
  * variable TASKHOST_CRASH_LOG, so that a test can count the attempts that really ran. */
@@ -70,6 +71,10 @@ static th_status crash_execute(void *self, const th_task *task, th_completion *t
         pthread_t thread;
         if (pthread_create(&thread, NULL, abort_soon, NULL) != 0) abort();
         return TH_PENDING;
+    }
+    if (payload_is(task, "\"hang\"")) {
+        note(task);
+        for (;;) sleep(1000);
     }
     if (payload_is(task, "\"slow\"")) {
         note(task);
