@@ -90,9 +90,17 @@ struct PluginCommand: AsyncParsableCommand {
         @OptionGroup var options: PluginOptions
 
         func run() async throws {
+            // Each line as its check ends, flushed: a plugin that crashes the process leaves
+            // the report up to the check it crashed in.
+            print("plugin check: \(plugin)")
+            fflush(nil)
             let report = await PluginConformance.check(
-                plugin, loader: options.loader, configuration: config, payload: payload)
-            print(report.text)
+                plugin, loader: options.loader, configuration: config, payload: payload
+            ) { check in
+                print(ConformanceReport.line(check))
+                fflush(nil)
+            }
+            print(report.result)
             if !report.passed {
                 throw ExitCode(report.checks.first?.passed == false ? 2 : 1)
             }

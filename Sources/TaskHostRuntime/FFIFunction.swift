@@ -48,10 +48,10 @@ public struct FFISignature: Sendable, Equatable {
             throw FFIError(
                 "signature '\(text)' is not of the form return(arg, ...), for example \"int32(string, int64)\"")
         }
-        let known = FFIType.allCases.map(\.rawValue).joined(separator: ", ")
+        let known = FFIType.allCases.filter { $0 != .bytes }.map(\.rawValue).joined(separator: ", ")
         let returnName = String(trimmed[..<open])
         guard let returns = FFIType(rawValue: returnName), returns != .bytes else {
-            throw FFIError("signature '\(text)': unknown return type '\(returnName)' (one of: \(known), except bytes)")
+            throw FFIError("signature '\(text)': unknown return type '\(returnName)' (one of: \(known))")
         }
         let inner = trimmed[trimmed.index(after: open)..<trimmed.index(before: trimmed.endIndex)]
         var arguments: [FFIType] = []

@@ -15,20 +15,26 @@ public struct ConformanceReport: Sendable {
     public var plugin: String
     public var checks: [Check] = []
     public var passed: Bool { !checks.contains { $0.passed == false } }
+    /// Called with each check as it is recorded (a report that survives a plugin that crashes).
+    var progress: (@Sendable (Check) -> Void)?
 
     mutating func record(_ name: String, _ passed: Bool?, _ detail: String) {
-        checks.append(Check(name: name, passed: passed, detail: detail))
+        let check = Check(name: name, passed: passed, detail: detail)
+        checks.append(check)
+        progress?(check)
+    }
+
+    public static func line(_ check: Check) -> String {
+        "  \(check.passed.map { $0 ? "PASS" : "FAIL" } ?? "SKIP")  \(check.name): \(check.detail)"
+    }
+
+    public var result: String {
+        let failed = checks.filter { $0.passed == false }.count
+        return failed == 0 ? "result: conforming" : "result: \(failed) check\(failed == 1 ? "" : "s") failed"
     }
 
     public var text: String {
-        var lines = ["plugin check: \(plugin)"]
-        for check in checks {
-            let mark = check.passed.map { $0 ? "PASS" : "FAIL" } ?? "SKIP"
-            lines.append("  \(mark)  \(check.name): \(check.detail)")
-        }
-        let failed = checks.filter { $0.passed == false }.count
-        lines.append(failed == 0 ? "result: conforming" : "result: \(failed) check\(failed == 1 ? "" : "s") failed")
-        return lines.joined(separator: "\n")
+        (["plugin check: \(plugin)"] + checks.map(Self.line) + [result]).joined(separator: "\n")
     }
 }
 
@@ -54,9 +60,9 @@ final class MisbehaviourRecorder: LogHandler, @unchecked Sendable {
 public enum PluginConformance {
     public static func check(
         _ reference: String, loader: PluginLoader, configuration: String = "{}", payload: String = "{}",
-        tasks: Int = 128, targets: Int = 32
+        tasks: Int = 128, targets: Int = 32, progress: (@Sendable (ConformanceReport.Check) -> Void)? = nil
     ) async -> ConformanceReport {
-        var report = ConformanceReport(plugin: reference)
+        var report = ConformanceReport(plugin: reference, progress: progress)
         let plugin: LoadedPlugin
         do {
             plugin = try loader.load(reference)
@@ -67,7 +73,7 @@ public enum PluginConformance {
         report.plugin = plugin.path
         report.record(
             "load", true,
-            "\(plugin.name) \(plugin.version), ABI \(plugin.abiMajor).\(plugin.abiMinor), capabilities: "
+            "\(plugin.path): \(plugin.name) \(plugin.version), ABI \(plugin.abiMajor).\(plugin.abiMinor), capabilities: "
                 + (plugin.capabilities.isEmpty ? "none" : plugin.capabilities.joined(separator: ", ")))
         report.record(
             "metadata", !plugin.name.isEmpty && !plugin.version.isEmpty,

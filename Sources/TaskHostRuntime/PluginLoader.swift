@@ -117,6 +117,15 @@ public struct PluginLoader: Sendable {
                 .missingSymbol, path: path, message: "the plugin needs symbol \(symbol), which nothing loaded provides",
                 remedy: "Link the library that defines \(symbol) into the plugin (check `ldd -r \(path)`).")
         }
+        if dlerror.contains("No such file"), dlerror.hasPrefix(path + ":"), access(path, F_OK) == 0 {
+            // The file is there, yet dlopen says it is not: glibc's answer for an ELF file of
+            // another architecture (a missing dependency would be named instead of the file).
+            return PluginError(
+                .notASharedLibrary, path: path,
+                message: "not a shared library for this machine: dlopen cannot load it (\(dlerror)); "
+                    + "it is likely built for another architecture",
+                remedy: "Check it with `file \(path)` and build it for this machine (cc -shared -fPIC ...).")
+        }
         if dlerror.contains("No such file") {
             return PluginError(
                 .notFound, path: path, message: dlerror,
@@ -182,7 +191,8 @@ public final class LoadedPlugin: @unchecked Sendable {
             throw PluginError(
                 .invalidTable, path: path,
                 message: "required field\(missing.count > 1 ? "s" : "") "
-                    + missing.map { "th_plugin.\($0)" }.joined(separator: ", ") + " NULL",
+                    + missing.map { "th_plugin.\($0)" }.joined(separator: ", ") + (missing.count > 1 ? " are" : " is")
+                    + " NULL",
                 remedy: "Fill every required field of the table (see taskhost_plugin.h).")
         }
         self.path = path
@@ -202,8 +212,11 @@ public final class LoadedPlugin: @unchecked Sendable {
                     if Int(cancel.struct_size) < minimumSize || cancel.cancel == nil {
                         throw PluginError(
                             .halfImplementedCapability, path: path,
-                            message: "capability \(id) is offered but th_cancel_v1.cancel is NULL or its struct_size "
-                                + "(\(cancel.struct_size)) is below \(minimumSize)",
+                            message: "capability \(id) is offered but "
+                                + (cancel.cancel == nil
+                                    ? "th_cancel_v1.cancel is NULL"
+                                    : "its th_cancel_v1.struct_size is \(cancel.struct_size), below the \(minimumSize) "
+                                        + "bytes of version 1"),
                             remedy: "Implement every function of \(id), or return NULL for it from get_capability.")
                     }
                 }

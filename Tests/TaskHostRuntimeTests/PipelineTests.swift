@@ -191,7 +191,15 @@ import Testing
             ),
             (
                 "executors:\n  f: { library: pricing, function: no_such_fn, signature: \"int32()\" }\nsources:\n  a: { kind: stdin, executor: f }\n",
-                "executors.f.signature", "no exported function 'no_such_fn'"
+                "pipeline.yaml:2:36: executors.f.function", "no exported function 'no_such_fn'"
+            ),
+            (
+                "executors:\n  f:\n    library: pricing\n    function: pricing_apply_discount\n    signature: \"double(double, float)\"\n    arguments: [$.data.price, data.pct]\nsources:\n  a: { kind: stdin, executor: f }\n",
+                "pipeline.yaml:6:16: executors.f.arguments", "argument 2: 'data.pct' is not a JSON path"
+            ),
+            (
+                "executors:\n  f:\n    library: no_such_library_x\n    function: f\n    signature: \"int32()\"\nsources:\n  a: { kind: stdin, executor: f }\n",
+                "pipeline.yaml:3:14: executors.f.library", "no library named 'no_such_library_x' (looked for"
             ),
             (
                 "executors:\n  e: { plugin: Echo, config: { prefix: \"${NO_SUCH_VARIABLE_X}\" } }\nsources:\n  a: { kind: stdin, executor: e }\n",
@@ -210,6 +218,30 @@ import Testing
             #expect(run.status == 2, "\(command): \(run.stderr)")
             #expect(run.stderr.contains(location), "\(command): \(run.stderr)")
             #expect(run.stderr.contains(message), "\(command): \(run.stderr)")
+        }
+    }
+
+    @Test("check creates and destroys an instance of a plugin without validate: its create is the only check")
+    func checkCreatesWithoutValidate() async throws {
+        let folder = Paths.scratch()
+        let plugins = folder + "/plugins"
+        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            atPath: try Compiler.fixture("create_fails"), toPath: plugins + "/libcreatefails.so")
+        try Self.write(
+            """
+            executors:
+              x:
+                plugin: \(plugins)/libcreatefails.so
+                config: { url: "http://example.invalid" }
+            sources:
+              a: { kind: stdin, executor: x }
+            """, to: folder + "/pipeline.yaml")
+        for command in ["check", "run"] {
+            let run = try await Self.taskhost([command, "pipeline.yaml"], in: folder)
+            #expect(run.status == 2, "\(command): \(run.stderr)")
+            #expect(run.stderr.contains("pipeline.yaml:4:13: executors.x.config"), "\(command): \(run.stderr)")
+            #expect(run.stderr.contains("missing key 'endpoint'"), "\(command): \(run.stderr)")
         }
     }
 

@@ -45,6 +45,9 @@ public struct ExecutorConfig: Sendable {
     public var location: PipelineConfig.Location
     /// Where the plugin is named (`plugin`), for a plugin that cannot be loaded.
     public var referenceLocation: PipelineConfig.Location?
+    /// Where a function executor's `library`, `function` and `arguments` are, for an error of one
+    /// of them (``location`` is its `signature`).
+    public var partLocations: [String: PipelineConfig.Location] = [:]
 }
 
 public struct SourceConfig: Sendable {
@@ -432,7 +435,11 @@ struct ConfigReader {
                 library: try string(library, "\(key).library"), symbol: try string(function, "\(key).function"),
                 signature: try string(signature, "\(key).signature"), arguments: arguments),
             maxConcurrency: try cap(value("maxConcurrency"), key),
-            location: location(signature, "\(key).signature"))
+            location: location(signature, "\(key).signature"),
+            partLocations: [
+                "library": location(library, "\(key).library"), "function": location(function, "\(key).function"),
+                "arguments": location(value("arguments") ?? signature, "\(key).arguments"),
+            ])
     }
 
     private func cap(_ node: Node?, _ key: String) throws(ConfigError) -> Int? {

@@ -141,13 +141,31 @@ public final class Pipeline: Sendable {
             }
             return .plugin(plugin, configuration: configuration)
         case .function(let library, let symbol, let signature, let arguments):
-            let path = (try? loader.resolve(library)) ?? library
+            let resolved = Result { () throws(PluginError) in try loader.resolve(library) }
+            let path = (try? resolved.get()) ?? library
             do {
                 return .function(
                     try FFIFunctionExecutor(
                         library: path, symbol: symbol, signature: signature, arguments: arguments, outputs: outputs))
             } catch {
-                throw fail(executor, in: config, error.message, error.remedy)
+                // Pointed at the key at fault: the signature, an argument, the function or the library.
+                let part: String? =
+                    switch error.code {
+                    case .invalidSignature: nil
+                    case .invalidArgument: "arguments"
+                    case .missingSymbol where error.message.hasPrefix("no exported function"): "function"
+                    default: "library"
+                    }
+                // A library found neither in the search path nor by the system: say where we looked.
+                if part == "library", case .failure(let notFound) = resolved, error.code == .notFound {
+                    throw fail(
+                        executor, in: config, notFound.message.replacing("no plugin named", with: "no library named"),
+                        notFound.remedy,
+                        at: executor.partLocations["library"])
+                }
+                throw fail(
+                    executor, in: config, error.message, error.remedy,
+                    at: part.flatMap { executor.partLocations[$0] })
             }
         }
     }
@@ -172,7 +190,17 @@ public final class Pipeline: Sendable {
     /// configuration, every function resolves with its signature, every sink can be opened.
     public static func check(_ config: PipelineConfig, loader: PluginLoader) throws(ConfigError) {
         for executor in config.executors {
-            _ = try prepare(executor, in: config, loader: loader, outputs: nil)
+            let prepared = try prepare(executor, in: config, loader: loader, outputs: nil)
+            // A plugin without validate has create as its only check (taskhost_plugin.h): make an
+            // instance and destroy it at once, as `run` would make one.
+            if case .plugin(let plugin, let configuration) = prepared, !plugin.hasValidate {
+                do {
+                    try plugin.makeInstance(configuration: configuration, logger: Logger(label: "taskhost.check"))
+                        .destroy()
+                } catch {
+                    throw Self.fail(executor, in: config, error.message, error.remedy)
+                }
+            }
         }
         for source in config.sources where source.kind == .file && !source.follow {
             guard FileManager.default.isReadableFile(atPath: source.path!) else {
