@@ -86,21 +86,50 @@ public struct PluginLoader: Sendable {
         return try LoadedPlugin(path: path, table: table)
     }
 
-    private func checkPermissions(_ path: String) throws(PluginError) {
+    /// Refuses a library that anyone but its owner could have replaced: the file, and every
+    /// folder above it, both along the path as given and along the path its links resolve to,
+    /// must not be writable by group or others. A sticky folder above the plugin's own folder
+    /// (like /tmp) is allowed: others cannot rename or remove what is in it.
+    public func checkPermissions(_ path: String) throws(PluginError) {
         guard !allowInsecure else { return }
-        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        for item in [path, folder.isEmpty ? "/" : folder] {
-            var info = stat()
-            guard stat(item, &info) == 0 else { continue }
-            if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
-                throw PluginError(
-                    .insecurePermissions, path: path,
-                    message: "\(item == path ? "the plugin file" : "its folder \(item)") can be written by "
-                        + "\(info.st_mode & S_IWOTH != 0 ? "anyone" : "its group") (mode "
-                        + String(info.st_mode & 0o777, radix: 8) + ")",
-                    remedy: "Run `chmod go-w \(item)`, or pass --allow-insecure-plugins if you trust every writer.")
-            }
+        var items = Self.chain(Self.absolute(path))
+        if let resolved = realpath(path, nil) {
+            items += Self.chain(String(cString: resolved))
+            free(resolved)
         }
+        var seen = Set<String>()
+        for (item, depth) in items where seen.insert(item).inserted {
+            var info = stat()
+            guard stat(item, &info) == 0, info.st_mode & (S_IWGRP | S_IWOTH) != 0 else { continue }
+            if depth > 1, info.st_mode & S_ISVTX != 0 { continue }
+            throw PluginError(
+                .insecurePermissions, path: path,
+                message: "\(depth == 0 ? "the file" : "its folder \(item)") can be written by "
+                    + "\(info.st_mode & S_IWOTH != 0 ? "anyone" : "its group") (mode "
+                    + String(info.st_mode & 0o7777, radix: 8)
+                    + "), so anyone in it could replace the code TaskHost runs",
+                remedy: "Run `chmod go-w \(item)`, or pass --allow-insecure-plugins if you trust every writer.")
+        }
+    }
+
+    /// The path and its folders up to /, each with its depth (0: the file, 1: its folder).
+    static func chain(_ path: String) -> [(String, Int)] {
+        var items = [(path, 0)]
+        var current = path
+        while let slash = current.lastIndex(of: "/") {
+            current = slash == current.startIndex ? "/" : String(current[..<slash])
+            items.append((current, items.count))
+            if current == "/" { break }
+        }
+        return items
+    }
+
+    static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        guard let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        let base = String(cString: cwd)
+        return (base == "/" ? "" : base) + "/" + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
     }
 
     static func openError(path: String, dlerror: String) -> PluginError {

@@ -84,6 +84,37 @@ import Testing
         #expect(try loader(allowInsecure: true).load(path).name == "fixture-ok")
     }
 
+    @Test("A plugin reached through a link, or below a folder others can write to, is refused too")
+    func insecureFolders() throws {
+        let folder = Paths.scratch()
+        let open = folder + "/open"
+        let safe = folder + "/open/inner"
+        let elsewhere = folder + "/safe"
+        for made in [safe, elsewhere] {
+            try FileManager.default.createDirectory(atPath: made, withIntermediateDirectories: true)
+        }
+        chmod(folder, 0o755)
+        chmod(safe, 0o755)
+        chmod(elsewhere, 0o755)
+        let plugin = safe + "/libok.so"
+        try FileManager.default.copyItem(atPath: try Compiler.fixture("ok_sync"), toPath: plugin)
+        chmod(plugin, 0o755)
+        // A folder above the plugin's own that anyone can write to (and not sticky): refused.
+        chmod(open, 0o777)
+        let above = loadError { _ = try loader().load(plugin) }
+        #expect(above?.code == .insecurePermissions)
+        #expect(above?.message.contains("its folder \(open)") == true, "\(String(describing: above))")
+        // A safe-looking link to it: refused for the same folder.
+        let link = elsewhere + "/libok.so"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: plugin)
+        let linked = loadError { _ = try loader().load(link) }
+        #expect(linked?.message.contains("its folder \(open)") == true, "\(String(describing: linked))")
+        // Sticky, like /tmp: others cannot replace what is below it.
+        chmod(open, 0o1777)
+        #expect(try loader().load(link).name == "fixture-ok")
+        #expect(try loader().load(plugin).name == "fixture-ok")
+    }
+
     @Test("create's refusal carries the plugin's own message")
     func createFails() throws {
         let plugin = try loader().load(try Compiler.fixture("create_fails"))

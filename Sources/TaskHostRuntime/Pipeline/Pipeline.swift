@@ -144,6 +144,9 @@ public final class Pipeline: Sendable {
             let resolved = Result { () throws(PluginError) in try loader.resolve(library) }
             let path = (try? resolved.get()) ?? library
             do {
+                // A library file is code loaded into the host, as a plugin is; a bare name is
+                // left to the system's library folders.
+                if path.contains("/") { try loader.checkPermissions(path) }
                 return .function(
                     try FFIFunctionExecutor(
                         library: path, symbol: symbol, signature: signature, arguments: arguments, outputs: outputs))
@@ -154,6 +157,7 @@ public final class Pipeline: Sendable {
                     case .invalidSignature: nil
                     case .invalidArgument: "arguments"
                     case .missingSymbol where error.message.hasPrefix("no exported function"): "function"
+                    case .insecurePermissions: "library"
                     default: "library"
                     }
                 // A library found neither in the search path nor by the system: say where we looked.
