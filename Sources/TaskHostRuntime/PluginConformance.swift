@@ -118,8 +118,15 @@ public enum PluginConformance {
 
         // Concurrent tasks on distinct targets, each completed exactly once, statuses known.
         let outcomes = Mutex<[UInt64: [Int32]]>([:])
+        // The first execution that never completes ends the run: one is enough to fail, and the
+        // rest would each wait out the timeout.
+        let stopRun = Mutex<(@Sendable () -> Void)?>(nil)
+        let stoppedEarly = Atomic<Bool>(false)
         let executor = PluginExecutor(instance: instance, abandonAfter: .seconds(5)) { _, context, outcome in
             outcomes.withLock { $0[context.sequence, default: []].append(outcome.status) }
+            if outcome.status == TH_TIMEOUT, !stoppedEarly.exchange(true, ordering: .relaxed) {
+                stopRun.withLock { $0 }?()
+            }
         }
         let items = (0..<tasks).map {
             TaskItem(targetId: .string("check-\($0 % targets)"), payload: payload, id: "check-\($0)")
@@ -127,6 +134,7 @@ public enum PluginConformance {
         let scheduler = Scheduler(
             executor: executor,
             configuration: SchedulerConfiguration(maxConcurrency: 16, timeout: .seconds(10)))
+        stopRun.withLock { $0 = { scheduler.shutdown(gracePeriod: .zero) } }
         let summary = await scheduler.run(TaskList(items))
         let seen = outcomes.withLock { $0 }
         let once = seen.count == tasks && seen.values.allSatisfy { $0.count == 1 }
@@ -137,7 +145,10 @@ public enum PluginConformance {
         report.record(
             "concurrent tasks on distinct targets", once && summary.admitted == tasks,
             "\(tasks) tasks over \(targets) targets, up to 16 at once: \(summary.succeeded) succeeded, "
-                + "\(summary.failed) failed, \(seen.count) answered")
+                + "\(summary.failed) failed, \(seen.count) answered"
+                + (stoppedEarly.load(ordering: .relaxed)
+                    ? "; stopped at the first execution that timed out (sequence "
+                        + "\(seen.filter { $0.value.contains(TH_TIMEOUT) }.keys.min() ?? 0))" : ""))
         let misbehaviour = recorder.lines.withLock { $0 }
         report.record(
             "completion exactly once", once && misbehaviour.isEmpty,

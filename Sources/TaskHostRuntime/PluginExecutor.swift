@@ -303,6 +303,7 @@ public final class PluginExecutor: TaskExecutor, Sendable {
             }
         }
         guard let token else { return }
+        let which = "target \(task.targetId), sequence \(context.sequence), attempt \(context.attempt)"
         let result = await withTaskCancellationHandler {
             await token.wait()
         } onCancel: {
@@ -311,13 +312,18 @@ public final class PluginExecutor: TaskExecutor, Sendable {
             }
             let name = instance.plugin.name
             let context = instance.context
+            let cancellable = instance.cancel != nil
             let wait = abandonAfter
             let nanoseconds =
                 UInt64(wait.components.seconds) * 1_000_000_000
                 + UInt64(wait.components.attoseconds / 1_000_000_000)
             DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
                 if token.abandon(after: wait, plugin: name) {
-                    context.misbehaviour("no completion \(wait) after cancel; execution abandoned")
+                    context.misbehaviour(
+                        "no completion \(wait) after "
+                            + (cancellable
+                                ? "cancel" : "its timeout or shutdown (the plugin cannot be cancelled)")
+                            + " (\(which)); execution abandoned")
                 }
             }
         }
