@@ -392,6 +392,12 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
                 default: throw mismatch("a number")
                 }
                 if type == .float {
+                    // A finite number beyond float's range would arrive as infinity.
+                    guard abs(number) <= Double(Float.greatestFiniteMagnitude) else {
+                        throw NonRetryableError(
+                            CallFailure(
+                                description: "argument \(index + 1) (\(path.text)): \(number) does not fit float"))
+                    }
                     next().storeBytes(of: Float(number), as: Float.self)
                 } else {
                     next().storeBytes(of: number, as: Double.self)

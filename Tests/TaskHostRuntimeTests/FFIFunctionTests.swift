@@ -141,6 +141,14 @@ import Testing
         let after = try call("pricing_calls", "int64()", [], payload: "{}")
         // pricing_calls counts reprice calls only: none of the refused tasks reached the function.
         #expect("\(before)" == "\(after)")
+        // A number beyond float's range is refused, not passed as infinity.
+        let discount = try FFIFunctionExecutor(
+            library: library, symbol: "pricing_apply_discount", signature: "double(double, float)",
+            arguments: ["$.data.price", "$.data.pct"])
+        #expect(throws: NonRetryableError.self) {
+            _ = try discount.call(TaskItem(targetId: "t", payload: #"{"price": 100, "pct": 1e40}"#))
+        }
+        #expect(try discount.call(TaskItem(targetId: "t", payload: #"{"price": 100, "pct": 10}"#)) != nil)
     }
 
     @Test("Under the scheduler: each task is one call, failures dead-letter with the reason")
