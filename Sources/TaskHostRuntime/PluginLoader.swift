@@ -1,4 +1,5 @@
 import CTaskHostPlugin
+import Foundation
 import Logging
 
 #if canImport(Glibc)
@@ -258,6 +259,7 @@ public final class LoadedPlugin: @unchecked Sendable {
     /// Runs the plugin's own check of a configuration. Returns nil when valid (or when the plugin
     /// has no validate function), else the plugin's message.
     public func validate(configuration json: String) -> String? {
+        if let unknown = unknownKey(in: json) { return unknown }
         guard let validate = table.pointee.validate else { return nil }
         var buffer = [CChar](repeating: 0, count: 2048)
         var json = json
@@ -273,6 +275,23 @@ public final class LoadedPlugin: @unchecked Sendable {
         guard status != TH_OK else { return nil }
         let message = cText(buffer)
         return message.isEmpty ? "rejected (\(StatusName.of(status)))" : message
+    }
+
+    /// A top-level key that the plugin's schema does not list although it closes the object
+    /// (`"additionalProperties": false`): a typo that the plugin itself might silently ignore
+    /// (a Swift `Decodable` configuration does). Nil when the schema does not close it.
+    func unknownKey(in json: String) -> String? {
+        guard let schemaText = configSchema,
+            let schema = try? JSONSerialization.jsonObject(with: Data(schemaText.utf8)) as? [String: Any],
+            schema["additionalProperties"] as? Bool == false,
+            let properties = schema["properties"] as? [String: Any],
+            let config = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        else { return nil }
+        let known = properties.keys.sorted()
+        guard let key = config.keys.sorted().first(where: { properties[$0] == nil }) else { return nil }
+        return "unknown key '\(key)'"
+            + (suggestion(for: key, among: known).map { ": did you mean '\($0)'?" } ?? "")
+            + " (its keys: \(known.joined(separator: ", ")))"
     }
 
     /// Creates an instance from its configuration.

@@ -186,6 +186,10 @@ import Testing
                 "pipeline.yaml:4:13: executors.e.config", "key 'delayMs': expected 0 or more"
             ),
             (
+                "executors:\n  e:\n    plugin: Echo\n    config: { delayMS: 5 }\nsources:\n  a: { kind: stdin, executor: e }\n",
+                "pipeline.yaml:4:13: executors.e.config", "unknown key 'delayMS': did you mean 'delayMs'?"
+            ),
+            (
                 "executors:\n  f: { library: pricing, function: pricing_reprice, signature: \"int32(strng, int64)\", arguments: [$.a, $.b] }\nsources:\n  a: { kind: stdin, executor: f }\n",
                 "executors.f.signature", "unknown type 'strng'"
             ),
