@@ -2,8 +2,11 @@
 // It answers each task with its payload (optionally prefixed); a task whose payload equals
 // `failOn` fails with a retryable error; `delayMs` makes every execution asynchronous; `quiet`
 // answers nothing and reads nothing, which leaves the SDK's own cost per call (taskhost-bench P7);
-// `describe` answers what the host passed (target, id, sequence, attempt, payload) as JSON.
+// `describe` answers what the host passed (target, id, sequence, attempt, payload) as JSON;
+// `blockMs` blocks the thread for that long in `execute`, as a plugin calling a blocking library
+// would (the SDK runs it on threads of its own, so the host's timeouts still fire).
 import FoundationEssentials
+import Glibc
 import TaskHostPluginSDK
 
 struct Echo: TaskHostPlugin {
@@ -13,6 +16,7 @@ struct Echo: TaskHostPlugin {
         var delayMs: Int?
         var quiet: Bool?
         var describe: Bool?
+        var blockMs: Int?
     }
 
     /// The task as the host passed it, for `describe`.
@@ -32,7 +36,7 @@ struct Echo: TaskHostPlugin {
     static let configSchema: String? = """
         {"type":"object","additionalProperties":false,"properties":{\
         "prefix":{"type":"string"},"failOn":{"type":"string"},"delayMs":{"type":"integer","minimum":0},\
-        "quiet":{"type":"boolean"},"describe":{"type":"boolean"}}}
+        "quiet":{"type":"boolean"},"describe":{"type":"boolean"},"blockMs":{"type":"integer","minimum":0}}}
         """
 
     let configuration: Configuration
@@ -41,6 +45,9 @@ struct Echo: TaskHostPlugin {
         if let delay = configuration.delayMs, delay < 0 {
             throw PluginExecutionError.invalidConfiguration("key 'delayMs': expected 0 or more, got \(delay)")
         }
+        if let block = configuration.blockMs, block < 0 {
+            throw PluginExecutionError.invalidConfiguration("key 'blockMs': expected 0 or more, got \(block)")
+        }
     }
 
     init(configuration: Configuration, host: PluginHost) throws {
@@ -48,7 +55,7 @@ struct Echo: TaskHostPlugin {
     }
 
     func executeImmediately(_ task: borrowing BorrowedTask) throws -> ImmediateResult {
-        guard (configuration.delayMs ?? 0) == 0 else { return .deferred }
+        guard (configuration.delayMs ?? 0) == 0, (configuration.blockMs ?? 0) == 0 else { return .deferred }
         if configuration.quiet == true { return .finished(output: nil) }
         if configuration.describe == true {
             return .finished(
@@ -61,6 +68,7 @@ struct Echo: TaskHostPlugin {
     }
 
     func execute(_ task: PluginTask) async throws -> String? {
+        if let block = configuration.blockMs, block > 0 { usleep(UInt32(clamping: block * 1000)) }
         try await Task.sleep(for: .milliseconds(configuration.delayMs ?? 0))
         if configuration.describe == true {
             return try describe(

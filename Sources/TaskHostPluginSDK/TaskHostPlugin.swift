@@ -493,7 +493,7 @@ private func start<P: TaskHostPlugin>(
     guard let token else { return TH_ERROR }
     let pluginTask = BorrowedTask(task).owned()
     let tokenBits = UInt(bitPattern: UnsafeRawPointer(token))
-    let work = Task {
+    let work = Task(executorPreference: PluginThreads.shared) {
         var result = th_outcome()
         result.struct_size = UInt32(MemoryLayout<th_outcome>.size)
         result.retry_after_ms = -1

@@ -225,6 +225,40 @@ import Testing
         }
     }
 
+    @Test("A Swift plugin that blocks its threads cannot stop the host's timeouts: the run ends, the tasks time out")
+    func blockingSwiftPlugin() async throws {
+        let folder = Paths.scratch()
+        // More blocked executions than the machine has processors: on the host's own threads
+        // they would stop its timers, and the run would never end.
+        let count = ProcessInfo.processInfo.activeProcessorCount + 2
+        try Self.write(
+            (0..<count).map { #"{"targetId": \#($0), "id": "b\#($0)", "data": 1}"# }.joined(separator: "\n") + "\n",
+            to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            queue: memory
+            timeoutMs: 200
+            retry: { maxAttempts: 1 }
+            executors:
+              e: { plugin: Echo, config: { blockMs: 600000 } }
+            sources:
+              a: { kind: file, path: tasks.jsonl, executor: e }
+            results: { path: results.jsonl }
+            deadLetter: { path: dead.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
+            // Fail, do not hang: a run still going long after its timeouts is killed.
+            for _ in 0..<6000 where process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            if process.isRunning { process.interrupt() }
+            for _ in 0..<300 where process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            if process.isRunning { _ = Glibc.kill(process.processIdentifier, SIGKILL) }
+        }
+        #expect(!run.signalled, "\(run.stderr)")
+        #expect(run.status == 1, "\(run.stderr)")
+        let dead = try Self.records(folder + "/dead.jsonl")
+        #expect(dead.count == count, "\(run.stderr)")
+    }
+
     @Test("check creates and destroys an instance of a plugin without validate: its create is the only check")
     func checkCreatesWithoutValidate() async throws {
         let folder = Paths.scratch()
