@@ -603,23 +603,34 @@ import Testing
         let blocked = ProcessInfo.processInfo.activeProcessorCount + 2
         let folder = try Self.crashPipeline(
             (0..<blocked).map { #"{"targetId": \#($0), "id": "h\#($0)", "data": "hang"}"# })
-        let run = try await P.taskhost(
-            ["run", "pipeline.yaml", "--quiet"], in: folder,
-            environment: ["TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no"]
-        ) { process in
-            // Wait (bounded) until a task is stuck in the plugin, then signal twice at once.
-            for _ in 0..<2000 where !FileManager.default.fileExists(atPath: folder + "/attempts.log") {
-                try? await Task.sleep(for: .milliseconds(10))
-            }
-            process.terminate()
-            process.terminate()
-            // Fail, do not hang: a host still running long after is killed.
-            for _ in 0..<3000 where process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-            if process.isRunning { _ = Glibc.kill(process.processIdentifier, SIGKILL) }
+        // Standard error goes to a file, read while the host runs: each signal is sent once the
+        // host has answered the one before (signals sent together may arrive as one).
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: P.binary)
+        process.arguments = ["run", "pipeline.yaml", "--quiet", "--plugin-path", Paths.builtPlugins]
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        process.environment = ProcessInfo.processInfo.environment.merging([
+            "TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no",
+        ]) { $1 }
+        FileManager.default.createFile(atPath: folder + "/stderr.log", contents: nil)
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: folder + "/stderr.log"))
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        func stderr() -> String { (try? String(contentsOfFile: folder + "/stderr.log", encoding: .utf8)) ?? "" }
+        // Each wait is bounded: the test fails rather than hangs.
+        func wait(for condition: () -> Bool) async {
+            for _ in 0..<3000 where !condition() { try? await Task.sleep(for: .milliseconds(10)) }
         }
-        #expect(!run.signalled)
-        #expect(run.status == 128 + SIGTERM, "\(run.stderr)")
-        #expect(run.stderr.contains("did not end within 3 s of the second signal"), "\(run.stderr)")
+        await wait { FileManager.default.fileExists(atPath: folder + "/attempts.log") }
+        process.terminate()
+        await wait { stderr().contains("stopping: intake stopped") }
+        process.terminate()
+        await wait { !process.isRunning }
+        if process.isRunning { _ = Glibc.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit, "\(stderr())")
+        #expect(process.terminationStatus == 128 + SIGTERM, "\(stderr())")
+        #expect(stderr().contains("did not end within 3 s of the second signal"), "\(stderr())")
         // Nothing was lost: every task is still in the queue.
         let queue = try Self.queue(folder)
         #expect(try Self.count(queue, "SELECT count(*) FROM tasks") == blocked)
