@@ -197,7 +197,9 @@ public final class PluginInstance: @unchecked Sendable {
                 status == TH_INVALID_CONFIG ? .invalidConfiguration : .createFailed, path: plugin.path,
                 message: "\(plugin.name) refused its configuration (\(StatusName.of(status)))"
                     + (message.isEmpty ? "" : ": \(message)"),
-                remedy: "Fix the plugin's configuration; `taskhost plugin inspect \(plugin.path)` shows its schema.")
+                remedy: plugin.configSchema == nil
+                    ? "Fix the plugin's configuration (the plugin publishes no schema: see its documentation)."
+                    : "Fix the plugin's configuration; `taskhost plugin inspect \(plugin.path)` shows its schema.")
         }
         self.instance = instance
         if plugin.capabilities.contains(TH_CAPABILITY_CANCEL_V1),

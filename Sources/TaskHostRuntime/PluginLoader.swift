@@ -37,6 +37,11 @@ public struct PluginLoader: Sendable {
 
     /// The file a plugin reference names.
     public func resolve(_ reference: String) throws(PluginError) -> String {
+        guard !reference.isEmpty else {
+            throw PluginError(
+                .notFound, path: reference, message: "the plugin's name is empty",
+                remedy: "Give a plugin name (like Echo, for libEcho.so) or the path of its .so file.")
+        }
         if reference.contains("/") || reference.hasSuffix(".so") {
             guard fileExists(reference) else {
                 throw PluginError(
@@ -53,7 +58,8 @@ public struct PluginLoader: Sendable {
         }
         throw PluginError(
             .notFound, path: reference,
-            message: "no plugin named '\(reference)' (looked for lib\(reference).so and \(reference).so in "
+            message:
+                "no plugin named '\(reference)' (looked for lib\(reference).so, \(reference).so and \(reference) in "
                 + (searchPath.isEmpty ? "no folder" : searchPath.joined(separator: ", ")) + ")",
             remedy:
                 "Build it (swift build), give its path, or add its folder with --plugin-path or TASKHOST_PLUGIN_PATH.")

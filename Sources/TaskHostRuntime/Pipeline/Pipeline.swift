@@ -131,7 +131,10 @@ public final class Pipeline: Sendable {
                 plugin = try loader.load(reference)
             } catch {
                 throw fail(
-                    executor, in: config, error.message + " (\(error.path))", error.remedy,
+                    executor, in: config,
+                    error.path.isEmpty || error.message.contains(error.path)
+                        ? error.message : error.message + " (\(error.path))",
+                    error.remedy,
                     at: executor.referenceLocation)
             }
             if let message = plugin.validate(configuration: configuration) {
