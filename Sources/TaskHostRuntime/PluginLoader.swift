@@ -237,6 +237,14 @@ public final class LoadedPlugin: @unchecked Sendable {
         version = String(cString: plugin.version)
         summary = plugin.description.map { String(cString: $0) }
         configSchema = plugin.config_schema.map { String(cString: $0) }
+        if let schema = configSchema,
+            (try? JSONSerialization.jsonObject(with: Data(schema.utf8))) as? [String: Any] == nil
+        {
+            throw PluginError(
+                .invalidTable, path: path,
+                message: "th_plugin.config_schema is not a JSON object: \(schema.prefix(80))",
+                remedy: "Publish a JSON Schema object (like {\"type\":\"object\",\"properties\":{...}}), or NULL.")
+        }
         abiMajor = plugin.abi_major
         abiMinor = plugin.abi_minor
         var offered: [String] = []

@@ -202,6 +202,11 @@ import Testing
                 "pipeline.yaml:6:16: executors.f.arguments", "argument 2: 'data.pct' is not a JSON path"
             ),
             (
+                "executors:\n  f: { library: \"\", function: f, signature: \"int32()\" }\nsources:\n  a: { kind: stdin, executor: f }\n",
+                "executors.f.library",
+                "expected a library name (like pricing) or the path of its .so, got an empty string"
+            ),
+            (
                 "executors:\n  f:\n    library: no_such_library_x\n    function: f\n    signature: \"int32()\"\nsources:\n  a: { kind: stdin, executor: f }\n",
                 "pipeline.yaml:3:14: executors.f.library", "no library named 'no_such_library_x' (looked for"
             ),

@@ -71,6 +71,21 @@ import Testing
         #expect(noExecute?.message.contains("th_plugin.execute") == true)
     }
 
+    @Test("A config_schema that is not a JSON object is refused, naming the field")
+    func invalidSchema() throws {
+        let folder = Paths.scratch()
+        let source = try String(
+            contentsOfFile: Paths.packageRoot + "/Tests/TaskHostRuntimeTests/Fixtures/ok_sync.c", encoding: .utf8)
+        let broken = source.replacingOccurrences(
+            of: #".config_schema = "{\"type\":\"object\",\"additionalProperties\":false}","#,
+            with: #".config_schema = "{not json","#)
+        #expect(broken != source)
+        try broken.write(toFile: folder + "/bad_schema.c", atomically: true, encoding: .utf8)
+        let error = loadError { _ = try loader().load(try Compiler.sharedLibrary(folder + "/bad_schema.c")) }
+        #expect(error?.code == .invalidTable)
+        #expect(error?.message.contains("th_plugin.config_schema is not a JSON object: {not json") == true)
+    }
+
     @Test("A plugin file others can write to is refused unless allowed")
     func insecurePermissions() throws {
         let folder = Paths.scratch()

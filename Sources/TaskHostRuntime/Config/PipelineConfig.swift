@@ -189,6 +189,12 @@ struct ConfigReader {
         return try substitute(scalar.string, node, key)
     }
 
+    func nonEmpty(_ node: Node, _ key: String, _ expected: String) throws(ConfigError) -> String {
+        let text = try string(node, key)
+        guard !text.isEmpty else { throw fail(node, key, "expected \(expected), got an empty string") }
+        return text
+    }
+
     func substitute(_ text: String, _ node: Node, _ key: String) throws(ConfigError) -> String {
         guard text.contains("${") else { return text }
         var result = ""
@@ -432,7 +438,9 @@ struct ConfigReader {
         return ExecutorConfig(
             name: name,
             kind: .function(
-                library: try string(library, "\(key).library"), symbol: try string(function, "\(key).function"),
+                library: try nonEmpty(
+                    library, "\(key).library", "a library name (like pricing) or the path of its .so"),
+                symbol: try nonEmpty(function, "\(key).function", "the exported C function to call"),
                 signature: try string(signature, "\(key).signature"), arguments: arguments),
             maxConcurrency: try cap(value("maxConcurrency"), key),
             location: location(signature, "\(key).signature"),
