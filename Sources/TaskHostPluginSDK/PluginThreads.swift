@@ -9,16 +9,6 @@
 /// Started at the first deferred execution; as many as the machine has processors, at least 2.
 final class PluginThreads: TaskExecutor, @unchecked Sendable {
     static let shared = PluginThreads(count: max(2, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
-    /// Set on these threads only: ``onPluginThread``.
-    static let marker: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key, nil)
-        return key
-    }()
-
-    /// Whether the caller runs on one of these threads.
-    static var onPluginThread: Bool { pthread_getspecific(marker) != nil }
-
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     /// Guarded by `mutex`: jobs from `head` on are waiting.
@@ -34,7 +24,6 @@ final class PluginThreads: TaskExecutor, @unchecked Sendable {
                 &thread, nil,
                 { argument in
                     let threads = Unmanaged<PluginThreads>.fromOpaque(argument!).takeRetainedValue()
-                    pthread_setspecific(PluginThreads.marker, UnsafeRawPointer(bitPattern: 1))
                     threads.work()
                 },
                 Unmanaged.passRetained(self).toOpaque())

@@ -235,7 +235,7 @@ public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
         case .success(let address): function = address
         case .failure(let failure):
             throw PluginError(
-                .missingSymbol, path: library, message: "no exported function '\(symbol)' (\(failure.message))",
+                .missingFunction, path: library, message: "no exported function '\(symbol)' (\(failure.message))",
                 remedy: "Check the name with `nm -D \(library)`; C++ functions need extern \"C\".")
         }
         let cTypes = signature.arguments.flatMap(\.ffiTypes)

@@ -13,6 +13,8 @@ public struct PluginError: Error, CustomStringConvertible, Sendable, Equatable {
         case createFailed
         case invalidSignature
         case missingSymbol
+        /// A function executor's function is not exported by its library.
+        case missingFunction
         case invalidArgument
     }
 

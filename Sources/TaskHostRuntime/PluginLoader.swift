@@ -181,6 +181,9 @@ public final class LoadedPlugin: @unchecked Sendable {
     public let version: String
     public let summary: String?
     public let configSchema: String?
+    /// The configuration's top-level keys when the schema lists them and closes the object
+    /// (`"additionalProperties": false`); nil otherwise.
+    let closedKeys: Set<String>?
     public let abiMajor: UInt32
     public let abiMinor: UInt32
     /// The optional capabilities the plugin offers, by versioned id.
@@ -237,14 +240,20 @@ public final class LoadedPlugin: @unchecked Sendable {
         version = String(cString: plugin.version)
         summary = plugin.description.map { String(cString: $0) }
         configSchema = plugin.config_schema.map { String(cString: $0) }
-        if let schema = configSchema,
-            (try? JSONSerialization.jsonObject(with: Data(schema.utf8))) as? [String: Any] == nil
-        {
-            throw PluginError(
-                .invalidTable, path: path,
-                message: "th_plugin.config_schema is not a JSON object: \(schema.prefix(80))",
-                remedy: "Publish a JSON Schema object (like {\"type\":\"object\",\"properties\":{...}}), or NULL.")
+        var closed: Set<String>?
+        if let schema = configSchema {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(schema.utf8))) as? [String: Any] else {
+                throw PluginError(
+                    .invalidTable, path: path,
+                    message: "th_plugin.config_schema is not a JSON object: \(schema.prefix(80))",
+                    remedy: "Publish a JSON Schema object (like {\"type\":\"object\",\"properties\":{...}}), or NULL.")
+            }
+            if object["additionalProperties"] as? Bool == false, let properties = object["properties"] as? [String: Any]
+            {
+                closed = Set(properties.keys)
+            }
         }
+        closedKeys = closed
         abiMajor = plugin.abi_major
         abiMinor = plugin.abi_minor
         var offered: [String] = []
@@ -295,14 +304,11 @@ public final class LoadedPlugin: @unchecked Sendable {
     /// (`"additionalProperties": false`): a typo that the plugin itself might silently ignore
     /// (a Swift `Decodable` configuration does). Nil when the schema does not close it.
     func unknownKey(in json: String) -> String? {
-        guard let schemaText = configSchema,
-            let schema = try? JSONSerialization.jsonObject(with: Data(schemaText.utf8)) as? [String: Any],
-            schema["additionalProperties"] as? Bool == false,
-            let properties = schema["properties"] as? [String: Any],
-            let config = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        guard let closedKeys,
+            let config = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
+            let key = config.keys.sorted().first(where: { !closedKeys.contains($0) })
         else { return nil }
-        let known = properties.keys.sorted()
-        guard let key = config.keys.sorted().first(where: { properties[$0] == nil }) else { return nil }
+        let known = closedKeys.sorted()
         return "unknown key '\(key)'"
             + (suggestion(for: key, among: known).map { ": did you mean '\($0)'?" } ?? "")
             + " (its keys: \(known.joined(separator: ", ")))"

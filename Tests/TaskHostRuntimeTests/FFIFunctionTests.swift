@@ -96,7 +96,7 @@ import Testing
             _ = try FFIFunctionExecutor(
                 library: library, symbol: "no_such_function", signature: "int32()", arguments: [])
         }
-        #expect(missing?.code == .missingSymbol)
+        #expect(missing?.code == .missingFunction)
         #expect(missing?.message.contains("no_such_function") == true)
         let count = loadError {
             _ = try FFIFunctionExecutor(

@@ -159,8 +159,7 @@ public final class Pipeline: Sendable {
                     switch error.code {
                     case .invalidSignature: nil
                     case .invalidArgument: "arguments"
-                    case .missingSymbol where error.message.hasPrefix("no exported function"): "function"
-                    case .insecurePermissions: "library"
+                    case .missingFunction: "function"
                     default: "library"
                     }
                 // A library found neither in the search path nor by the system: say where we looked.
