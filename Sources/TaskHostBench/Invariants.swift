@@ -79,7 +79,7 @@ func decimalIndex(_ payload: String) -> Int {
     } ?? Int(payload) ?? -1
 }
 
-struct ScenarioExecutor: TaskExecutor {
+struct ScenarioExecutor: TaskItemExecutor {
     let invariants: Invariants
     let kind: ExecutorKind
     let durations: [Int32]

@@ -5,7 +5,7 @@ import TaskHostScheduler
 
 /// Wraps an executor of string payloads with the scenario's invariant bookkeeping; the task's
 /// index is its payload.
-struct CheckedExecutor<Inner: TaskExecutor>: TaskExecutor where Inner.Payload == String {
+struct CheckedExecutor<Inner: TaskItemExecutor>: TaskItemExecutor where Inner.Payload == String {
     let inner: Inner
     let invariants: Invariants
 

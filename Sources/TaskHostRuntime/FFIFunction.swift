@@ -176,7 +176,7 @@ public struct JSONPath: Sendable, Equatable {
 ///
 /// - Important: The function is called concurrently for tasks of different targets; it must be
 ///   thread-safe for that. It runs inline on the scheduler's path, so it must not block for long.
-public final class FFIFunctionExecutor: TaskExecutor, @unchecked Sendable {
+public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
     public typealias Payload = String
 
     public let library: String

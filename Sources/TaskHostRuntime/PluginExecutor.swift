@@ -224,7 +224,7 @@ public final class PluginInstance: @unchecked Sendable {
 /// hop (``executeImmediately(_:context:)``). A pending one is awaited in ``execute(_:context:)``;
 /// a timeout cancels it through `taskhost.cancel/1` when the plugin offers it, and an execution
 /// still not completed `abandonAfter` later is abandoned (logged; its late completion ignored).
-public final class PluginExecutor: TaskExecutor, Sendable {
+public final class PluginExecutor: TaskItemExecutor, Sendable {
     public typealias Payload = String
 
     struct Key: Hashable {

@@ -18,7 +18,7 @@ public enum TargetCommandResult: Sendable, Hashable {
 ///
 /// - Important: The executor is called concurrently for different targets, never for two
 ///   tasks of one target at once (unless `perTargetLimit` is above 1).
-public final class Scheduler<Executor: TaskExecutor, C: Clock>: Sendable where C.Duration == Duration {
+public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable where C.Duration == Duration {
     public typealias Payload = Executor.Payload
     typealias State = SchedulerState<Payload>
     typealias Work = Dispatch<Payload>
@@ -599,7 +599,7 @@ extension Scheduler where C == ContinuousClock {
 ///
 /// The Swift form of the original design's `run(executor, queue, maxThreads?)`. For retries,
 /// timeouts, hooks and operator commands, create a ``Scheduler``.
-public func run<E: TaskExecutor, S: AsyncSequence & Sendable>(
+public func run<E: TaskItemExecutor, S: AsyncSequence & Sendable>(
     executor: E,
     tasks: S,
     maxConcurrency: Int?,

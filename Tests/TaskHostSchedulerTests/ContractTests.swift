@@ -673,7 +673,7 @@ import Testing
 }
 
 /// Finishes even payloads inline and defers odd ones to `execute`.
-final class DeferringExecutor: TaskExecutor, Sendable {
+final class DeferringExecutor: TaskItemExecutor, Sendable {
     let calls = StateLock<(immediate: [Int], execute: [Int])>(([], []))
     var supportsImmediateExecution: Bool { true }
 
@@ -1051,7 +1051,7 @@ struct FailingSource: AsyncSequence, Sendable {
             ClosureExecutor<Int> { task, context in try inner.body(task, context) }, asyncRecorder)
     }
 
-    func retryWhileIntakeWaits<E: TaskExecutor>(_ executor: E, _ recorder: Recorder) async where E.Payload == Int {
+    func retryWhileIntakeWaits<E: TaskItemExecutor>(_ executor: E, _ recorder: Recorder) async where E.Payload == Int {
         let clock = ManualClock()
         var configuration = SchedulerConfiguration(maxConcurrency: 1)
         configuration.retry = RetryPolicy(maxAttempts: 2, backoff: .fixed(.seconds(1)))
@@ -1112,7 +1112,7 @@ struct FailingSource: AsyncSequence, Sendable {
             ClosureExecutor<Int> { task, context in try inner.body(task, context) }, asyncRecorder)
     }
 
-    func retryReadyDuringDetachedAttempt<E: TaskExecutor>(_ executor: E, _ recorder: Recorder) async
+    func retryReadyDuringDetachedAttempt<E: TaskItemExecutor>(_ executor: E, _ recorder: Recorder) async
     where E.Payload == Int {
         let clock = ManualClock()
         var configuration = SchedulerConfiguration(maxConcurrency: 1)

@@ -162,7 +162,7 @@ struct SplitMix {
 }
 
 /// Runs a plan's tasks: sleeps its duration on the manual clock, fails the planned attempts.
-final class PlanExecutor: TaskExecutor, Sendable {
+final class PlanExecutor: TaskItemExecutor, Sendable {
     let plan: PropertyTests.Plan
     let clock: ManualClock
     let checker: InvariantChecker

@@ -106,7 +106,7 @@ func tasks(_ targets: [TargetID]) -> [TaskItem<Int>] {
 }
 
 /// An executor whose executions wait until the test opens their gate, recording what ran.
-final class GatedExecutor: TaskExecutor, @unchecked Sendable {
+final class GatedExecutor: TaskItemExecutor, @unchecked Sendable {
     struct Event: Equatable {
         enum Kind: Equatable { case start, end }
         var kind: Kind
@@ -185,7 +185,7 @@ final class RunHandle<Payload: Sendable>: Sendable {
     var isFinished: Bool { finished.load(ordering: .acquiring) }
 }
 
-func start<E: TaskExecutor, C: Clock, S: AsyncSequence & Sendable>(
+func start<E: TaskItemExecutor, C: Clock, S: AsyncSequence & Sendable>(
     _ scheduler: Scheduler<E, C>, _ source: S, in group: inout TaskGroup<Void>
 ) -> RunHandle<E.Payload> where S.Element == TaskItem<E.Payload> {
     let handle = RunHandle<E.Payload>()

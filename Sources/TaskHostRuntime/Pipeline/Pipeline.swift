@@ -13,7 +13,7 @@ import TaskHostScheduler
 /// A configured pipeline: its executors made, its sinks opened, ready to run.
 public final class Pipeline: Sendable {
     public let config: PipelineConfig
-    let executors: [any TaskExecutor<String>]
+    let executors: [any TaskItemExecutor<String>]
     let instances: [PluginInstance]
     let router: PipelineExecutor
     let logger: Logger
@@ -71,7 +71,7 @@ public final class Pipeline: Sendable {
         self.logger = logger
         metrics = PipelineMetrics(durable: config.queue != nil)
         counters = Counters(sources: config.sources.map(\.name))
-        var executors: [any TaskExecutor<String>] = []
+        var executors: [any TaskItemExecutor<String>] = []
         var instances: [PluginInstance] = []
         let router = Box<PipelineExecutor?>(nil)
         for executor in config.executors {

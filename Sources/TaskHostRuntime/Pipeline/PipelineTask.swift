@@ -138,14 +138,14 @@ public final class BatchTracker: Sendable {
 }
 
 /// Routes each pipeline task to its executor and records what its attempts did.
-final class PipelineExecutor: TaskExecutor, Sendable {
+final class PipelineExecutor: TaskItemExecutor, Sendable {
     typealias Payload = PipelineTask
 
-    let executors: [any TaskExecutor<String>]
+    let executors: [any TaskItemExecutor<String>]
     /// Attempt logs by admission sequence, for the executors' output callbacks.
     let inFlight = Mutex<[UInt64: AttemptLog]>([:])
 
-    init(executors: [any TaskExecutor<String>]) { self.executors = executors }
+    init(executors: [any TaskItemExecutor<String>]) { self.executors = executors }
 
     var supportsImmediateExecution: Bool { true }
 

@@ -137,7 +137,7 @@ struct HostCrashes: Error, CustomStringConvertible {
 
 /// The pipeline's executor: the router itself in memory, or the durable path, which records
 /// each attempt in the queue before its slot and target are released.
-struct RunExecutor: TaskExecutor {
+struct RunExecutor: TaskItemExecutor {
     typealias Payload = PipelineTask
     let pipeline: Pipeline
     let durable: DurableRun?

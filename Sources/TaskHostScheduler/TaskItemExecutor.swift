@@ -11,7 +11,7 @@
 ///
 /// - Important: `execute` is called concurrently for tasks of *different* targets, from any
 ///   thread of the cooperative pool. Honour task cancellation: a timeout cancels the call.
-public protocol TaskExecutor<Payload>: Sendable {
+public protocol TaskItemExecutor<Payload>: Sendable {
     associatedtype Payload: Sendable
 
     /// Runs one attempt of a task.
@@ -32,7 +32,7 @@ public protocol TaskExecutor<Payload>: Sendable {
     func executeImmediately(_ task: TaskItem<Payload>, context: ExecutionContext) -> ImmediateOutcome
 }
 
-extension TaskExecutor {
+extension TaskItemExecutor {
     public var supportsImmediateExecution: Bool { false }
 
     public func executeImmediately(_ task: TaskItem<Payload>, context: ExecutionContext) -> ImmediateOutcome {
@@ -40,7 +40,7 @@ extension TaskExecutor {
     }
 }
 
-/// The result of ``TaskExecutor/executeImmediately(_:context:)``.
+/// The result of ``TaskItemExecutor/executeImmediately(_:context:)``.
 public enum ImmediateOutcome: Sendable {
     /// The attempt finished successfully.
     case succeeded
@@ -51,7 +51,7 @@ public enum ImmediateOutcome: Sendable {
 }
 
 /// An executor made of a closure.
-public struct ClosureExecutor<Payload: Sendable>: TaskExecutor {
+public struct ClosureExecutor<Payload: Sendable>: TaskItemExecutor {
     @usableFromInline let body: @Sendable (TaskItem<Payload>, ExecutionContext) async throws -> Void
 
     public init(_ body: @escaping @Sendable (TaskItem<Payload>, ExecutionContext) async throws -> Void) {
@@ -64,7 +64,7 @@ public struct ClosureExecutor<Payload: Sendable>: TaskExecutor {
 }
 
 /// An executor made of a synchronous closure: every attempt runs inline, without suspending.
-public struct SynchronousExecutor<Payload: Sendable>: TaskExecutor {
+public struct SynchronousExecutor<Payload: Sendable>: TaskItemExecutor {
     let body: @Sendable (TaskItem<Payload>, ExecutionContext) throws -> Void
 
     public init(_ body: @escaping @Sendable (TaskItem<Payload>, ExecutionContext) throws -> Void) {
