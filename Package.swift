@@ -63,13 +63,34 @@ let package = Package(
             name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Small C helpers of the host (dlopen error text, dladdr) with _GNU_SOURCE.
         .target(name: "CTaskHostSystem"),
-        // The host runtime: plugin loading, the plugin executor, libffi functions.
+        // TaskHost's one JSON codec: a strict parser, values, paths and a writer for result lines.
+        .target(name: "TaskHostJSON"),
+        // The plugin host: the loader (dlopen), plugin instances and their executor, libffi
+        // functions, the conformance check. Knows nothing of pipelines, sources or the store.
+        .target(
+            name: "TaskHostPlugins",
+            dependencies: [
+                "TaskHostScheduler", "TaskHostJSON", "CTaskHostPlugin", "CTaskHostFFI", "CTaskHostSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: hotPathFlags
+        ),
+        // The store: the embedded durable queue (SQLite) and its journal of running attempts.
+        .target(name: "TaskHostStore", dependencies: ["TaskHostScheduler", "CSQLite", "CTaskHostSystem"]),
+        // The configuration: a pipeline file read into typed values, every error at its file:line:column.
+        .target(
+            name: "TaskHostConfig",
+            dependencies: [
+                "TaskHostScheduler", "TaskHostJSON", "TaskHostStore", .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // The application: wires sources, the store, the scheduler, the plugins and the sinks into a pipeline.
         .target(
             name: "TaskHostRuntime",
             dependencies: [
-                "TaskHostScheduler", "CTaskHostPlugin", "CTaskHostFFI", "CTaskHostSystem", "CSQLite",
+                "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostStore", "TaskHostConfig",
+                "CTaskHostPlugin", "CTaskHostSystem",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -80,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "TaskHostCLI",
             dependencies: [
-                "TaskHostRuntime",
+                "TaskHostRuntime", "TaskHostPlugins", "TaskHostConfig", "TaskHostStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -88,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "TaskHostBench",
             dependencies: [
-                "TaskHostScheduler", "TaskHostRuntime",
+                "TaskHostScheduler", "TaskHostRuntime", "TaskHostPlugins",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: hotPathFlags
@@ -112,7 +133,10 @@ let package = Package(
         // Loads the real plugins built from Plugins/ (never links them) and fixtures it compiles.
         .testTarget(
             name: "TaskHostRuntimeTests",
-            dependencies: ["TaskHostRuntime", "TaskHostScheduler"],
+            dependencies: [
+                "TaskHostRuntime", "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostConfig",
+                "TaskHostStore",
+            ],
             exclude: ["Fixtures"]
         ),
     ],

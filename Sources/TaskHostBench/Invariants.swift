@@ -1,4 +1,5 @@
 import Synchronization
+import TaskHostPlugins
 import TaskHostScheduler
 
 /// The O(1) invariant bookkeeping of SCENARIOS.md, done inside the timed executor. Executions

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TaskHostPlugins
 import TaskHostRuntime
 import TaskHostScheduler
 

@@ -1,3 +1,4 @@
+import TaskHostPlugins
 import TaskHostScheduler
 
 /// splitmix64, exactly as `SCENARIOS.md` defines it.

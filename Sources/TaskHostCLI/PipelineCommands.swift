@@ -3,7 +3,10 @@ import Dispatch
 import Foundation
 import Logging
 import Synchronization
+import TaskHostConfig
+import TaskHostPlugins
 import TaskHostRuntime
+import TaskHostStore
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

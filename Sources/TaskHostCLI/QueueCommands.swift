@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import TaskHostConfig
+import TaskHostPlugins
 import TaskHostRuntime
+import TaskHostStore
 
 /// The configuration and its durable queue, for the operator's commands.
 struct QueueOptions: ParsableArguments {

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Logging
+import TaskHostConfig
+import TaskHostPlugins
 import TaskHostRuntime
+import TaskHostStore
 
 #if canImport(Glibc)
     import Glibc

@@ -1,5 +1,9 @@
 import Foundation
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
+import TaskHostStore
 import Testing
 
 @testable import TaskHostRuntime

@@ -1,3 +1,7 @@
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
+import TaskHostStore
 import Testing
 
 @testable import TaskHostRuntime

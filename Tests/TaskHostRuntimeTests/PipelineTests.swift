@@ -1,4 +1,8 @@
 import Foundation
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
+import TaskHostStore
 import Testing
 
 @testable import TaskHostRuntime

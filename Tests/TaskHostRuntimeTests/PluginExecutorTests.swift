@@ -1,5 +1,9 @@
 import Foundation
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 import Testing
 
 @testable import TaskHostRuntime

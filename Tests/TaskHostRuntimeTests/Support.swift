@@ -1,7 +1,11 @@
 import Foundation
 import Logging
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 import Testing
 
 @testable import TaskHostRuntime

@@ -4,7 +4,11 @@ import Hummingbird
 import Logging
 import Prometheus
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 
 /// The counters, gauges and histograms of SEMANTICS.md item 12, in a Prometheus registry.
 final class PipelineMetrics: Sendable {

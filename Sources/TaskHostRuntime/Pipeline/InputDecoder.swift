@@ -1,5 +1,9 @@
 import Foundation
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 
 /// Turns one input line into a pipeline task, or a reason to dead-letter it.
 struct InputDecoder: Sendable {
@@ -82,39 +86,5 @@ struct InputDecoder: Sendable {
                     source: source.name, seq: seq, executor: index, payload: payload, raw: line, log: AttemptLog(),
                     batch: batch),
                 priority: priority, id: id, pool: index + 1))
-    }
-}
-
-extension JSONValue {
-    /// The value as compact JSON text.
-    var serialized: String {
-        var out = ""
-        write(into: &out)
-        return out
-    }
-
-    func write(into out: inout String) {
-        switch self {
-        case .null: out += "null"
-        case .bool(let flag): out += flag ? "true" : "false"
-        case .integer(let number): out += String(number)
-        case .number(let number): out += number.isFinite ? "\(number)" : "null"
-        case .string(let text): out += quote(text)
-        case .array(let items):
-            out += "["
-            for (index, item) in items.enumerated() {
-                if index > 0 { out += "," }
-                item.write(into: &out)
-            }
-            out += "]"
-        case .object(let object):
-            out += "{"
-            for (index, key) in object.keys.sorted().enumerated() {
-                if index > 0 { out += "," }
-                out += quote(key) + ":"
-                object[key]!.write(into: &out)
-            }
-            out += "}"
-        }
     }
 }

@@ -1,6 +1,10 @@
 import Dispatch
 import Foundation
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
+import TaskHostStore
 
 #if canImport(Glibc)
     import Glibc

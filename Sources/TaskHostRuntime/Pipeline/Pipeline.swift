@@ -4,7 +4,11 @@ import Logging
 import Metrics
 import Prometheus
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 
 #if canImport(Glibc)
     import Glibc

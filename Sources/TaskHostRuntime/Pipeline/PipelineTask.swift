@@ -1,6 +1,10 @@
 import Foundation
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 
 /// One task of a pipeline, as the scheduler carries it.
 public struct PipelineTask: Sendable {
@@ -74,12 +78,6 @@ public final class AttemptLog: Sendable {
     var snapshot: (startedAt: Int64, finishedAt: Int64, output: String?) {
         state.withLock { ($0.startedAt, $0.finishedAt, $0.output) }
     }
-}
-
-func unixNanoseconds() -> Int64 {
-    var now = timespec()
-    clock_gettime(CLOCK_REALTIME, &now)
-    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
 }
 
 /// Counts the tasks of one batch file still in flight; runs `done` once all are final and the

@@ -1,5 +1,9 @@
 import Foundation
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
+import TaskHostStore
 
 #if canImport(Glibc)
     import Glibc
@@ -74,72 +78,4 @@ public final class JSONLinesSink: Sendable {
         flush()
         if descriptor > 2 { close(descriptor) }
     }
-}
-
-/// A JSON object written field by field into bytes, keys in order.
-struct JSONObjectWriter {
-    private(set) var bytes: [UInt8] = [123]  // "{"
-
-    init() { bytes.reserveCapacity(256) }
-
-    private mutating func key(_ key: StaticString) {
-        if bytes.count > 1 { bytes.append(44) }  // ","
-        bytes.append(34)
-        key.withUTF8Buffer { bytes.append(contentsOf: $0) }
-        bytes.append(34)
-        bytes.append(58)  // ":"
-    }
-
-    mutating func add(_ name: StaticString, _ value: String?) {
-        key(name)
-        guard var value else { return bytes.append(contentsOf: [110, 117, 108, 108]) }  // null
-        value.withUTF8 { appendQuoted($0) }
-    }
-
-    mutating func add(_ name: StaticString, _ value: Int64) {
-        key(name)
-        appendDecimal(value)
-    }
-
-    mutating func add(_ name: StaticString, _ value: UInt64) {
-        key(name)
-        appendDecimal(Int64(bitPattern: value))
-    }
-
-    mutating func add(_ name: StaticString, _ value: Int) { add(name, Int64(value)) }
-
-    mutating func add(_ name: StaticString, raw: String) {
-        key(name)
-        bytes.append(contentsOf: raw.utf8)
-    }
-
-    private mutating func appendDecimal(_ value: Int64) {
-        withDecimal(value) { bytes.append(contentsOf: $0) }
-    }
-
-    private mutating func appendQuoted(_ utf8: UnsafeBufferPointer<UInt8>) {
-        bytes.append(34)
-        for byte in utf8 {
-            switch byte {
-            case 34: bytes.append(contentsOf: [92, 34])
-            case 92: bytes.append(contentsOf: [92, 92])
-            case 10: bytes.append(contentsOf: [92, 110])
-            case 13: bytes.append(contentsOf: [92, 114])
-            case 9: bytes.append(contentsOf: [92, 116])
-            case 0..<32:
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                bytes.append(contentsOf: [92, 117, 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
-            default: bytes.append(byte)
-            }
-        }
-        bytes.append(34)
-    }
-
-    var finished: [UInt8] {
-        var out = bytes
-        out.append(125)  // "}"
-        return out
-    }
-
-    var text: String { String(decoding: finished, as: UTF8.self) }
 }

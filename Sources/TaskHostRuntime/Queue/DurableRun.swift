@@ -1,7 +1,11 @@
 import Foundation
 import Logging
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 
 /// The state of one run on the durable queue: what was fed to the scheduler, the parked
 /// targets, the batch files in flight, and the wake-up of the feed.

@@ -3,7 +3,11 @@ import Dispatch
 import Foundation
 import Logging
 import Synchronization
+import TaskHostConfig
+import TaskHostJSON
+import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostStore
 
 /// Where one source's tasks go: straight to the scheduler (`queue: memory`), or committed to the
 /// durable queue first, in batches, with the source's checkpoint in the same commit.

@@ -1,21 +1,29 @@
 import Foundation
+import TaskHostJSON
+import TaskHostStore
 
 /// A five-field cron expression (minute hour day-of-month month day-of-week), in UTC:
 /// `*`, numbers, lists `1,15`, ranges `1-5` and steps `*/10` or `0-30/5`. Sunday is 0 (or 7).
 /// As in cron, when both day fields are restricted a day matching either one matches.
 public struct CronSchedule: Sendable, Equatable {
-    let minutes: Set<Int>
-    let hours: Set<Int>
-    let days: Set<Int>
-    let months: Set<Int>
-    let weekdays: Set<Int>
-    let daysRestricted: Bool
-    let weekdaysRestricted: Bool
+    package let minutes: Set<Int>
+    package let hours: Set<Int>
+    package let days: Set<Int>
+    package let months: Set<Int>
+    package let weekdays: Set<Int>
+    package let daysRestricted: Bool
+    package let weekdaysRestricted: Bool
 
-    public init(parsing text: String) throws(FFIError) {
+    /// An expression that cannot be read: the message quotes it and says what is wrong.
+    public struct SyntaxError: Error, CustomStringConvertible, Sendable {
+        public var description: String
+        package init(_ description: String) { self.description = description }
+    }
+
+    public init(parsing text: String) throws(CronSchedule.SyntaxError) {
         let fields = text.split(whereSeparator: \.isWhitespace).map(String.init)
         guard fields.count == 5 else {
-            throw FFIError(
+            throw SyntaxError(
                 "cron '\(text)' has \(fields.count) fields; write minute hour day month weekday, like \"*/5 * * * *\"")
         }
         minutes = try Self.field(fields[0], "minute", 0...59, text)
@@ -27,19 +35,20 @@ public struct CronSchedule: Sendable, Equatable {
         weekdaysRestricted = fields[4] != "*"
     }
 
-    static func field(_ text: String, _ name: String, _ range: ClosedRange<Int>, _ whole: String) throws(FFIError)
+    package static func field(_ text: String, _ name: String, _ range: ClosedRange<Int>, _ whole: String)
+        throws(CronSchedule.SyntaxError)
         -> Set<Int>
     {
         var values = Set<Int>()
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let pieces = part.split(separator: "/", omittingEmptySubsequences: false)
             guard pieces.count <= 2, let base = pieces.first else {
-                throw FFIError("cron '\(whole)': bad \(name) '\(part)'")
+                throw SyntaxError("cron '\(whole)': bad \(name) '\(part)'")
             }
             var step = 1
             if pieces.count == 2 {
                 guard let parsed = Int(pieces[1]), parsed > 0 else {
-                    throw FFIError("cron '\(whole)': bad step in \(name) '\(part)'")
+                    throw SyntaxError("cron '\(whole)': bad step in \(name) '\(part)'")
                 }
                 step = parsed
             }
@@ -49,12 +58,13 @@ public struct CronSchedule: Sendable, Equatable {
                 let bounds = base.split(separator: "-", omittingEmptySubsequences: false)
                 guard (1...2).contains(bounds.count), let first = Int(bounds[0]),
                     let last = bounds.count == 2 ? Int(bounds[1]) : (pieces.count == 2 ? range.upperBound : first)
-                else { throw FFIError("cron '\(whole)': bad \(name) '\(part)'") }
+                else { throw SyntaxError("cron '\(whole)': bad \(name) '\(part)'") }
                 low = first
                 high = last
             }
             guard range.contains(low), range.contains(high), low <= high else {
-                throw FFIError("cron '\(whole)': \(name) '\(part)' is outside \(range.lowerBound)-\(range.upperBound)")
+                throw SyntaxError(
+                    "cron '\(whole)': \(name) '\(part)' is outside \(range.lowerBound)-\(range.upperBound)")
             }
             values.formUnion(stride(from: low, through: high, by: step))
         }

@@ -3,6 +3,7 @@ import CTaskHostSystem
 import Dispatch
 import Logging
 import Synchronization
+import TaskHostJSON
 import TaskHostScheduler
 
 #if canImport(Glibc)
@@ -16,21 +17,21 @@ public struct PluginOutcome: Sendable, Equatable {
     public var message: String?
     public var output: String?
 
-    init(_ outcome: th_outcome) {
+    package init(_ outcome: th_outcome) {
         status = outcome.status
         retryAfterMilliseconds = outcome.retry_after_ms
         message = Self.string(outcome.message)
         output = Self.string(outcome.output)
     }
 
-    init(status: Int32, message: String) {
+    package init(status: Int32, message: String) {
         self.status = status
         retryAfterMilliseconds = -1
         self.message = message
         output = nil
     }
 
-    static func string(_ value: th_str) -> String? {
+    package static func string(_ value: th_str) -> String? {
         guard let pointer = value.ptr, value.len > 0 else { return nil }
         return String(
             decoding: UnsafeRawBufferPointer(start: pointer, count: Int(value.len)), as: UTF8.self)
@@ -47,29 +48,29 @@ public struct PluginFailure: Error, CustomStringConvertible, Sendable {
 }
 
 /// The host side of the host API table: the logger and the plugin's name.
-final class HostContext: Sendable {
-    let logger: Logger
-    let pluginName: String
-    let quarantine = Mutex(Quarantine())
+package final class HostContext: Sendable {
+    package let logger: Logger
+    package let pluginName: String
+    package let quarantine = Mutex(Quarantine())
 
-    init(logger: Logger, pluginName: String) {
+    package init(logger: Logger, pluginName: String) {
         self.logger = logger
         self.pluginName = pluginName
     }
 
-    func misbehaviour(_ message: String) {
+    package func misbehaviour(_ message: String) {
         logger.error("plugin misbehaviour: \(message)", metadata: ["plugin": "\(pluginName)"])
     }
 }
 
 /// Keeps completed tokens alive for a while, so that a second completion of a token is
 /// detected (and logged) instead of touching freed memory.
-struct Quarantine: ~Copyable {
-    static let capacity = 4096
-    var tokens: [Unmanaged<CallToken>] = []
-    var next = 0
+package struct Quarantine: ~Copyable {
+    package static let capacity = 4096
+    package var tokens: [Unmanaged<CallToken>] = []
+    package var next = 0
 
-    mutating func keep(_ token: Unmanaged<CallToken>) -> Unmanaged<CallToken>? {
+    package mutating func keep(_ token: Unmanaged<CallToken>) -> Unmanaged<CallToken>? {
         if tokens.count < Self.capacity {
             tokens.append(token)
             return nil
@@ -84,8 +85,8 @@ struct Quarantine: ~Copyable {
 }
 
 /// One pending execution: the `th_completion *` handed to the plugin.
-final class CallToken: Sendable {
-    enum State {
+package final class CallToken: Sendable {
+    package enum State {
         case running
         case completed(PluginOutcome)
         case waiting(CheckedContinuation<PluginOutcome, Never>)
@@ -93,12 +94,12 @@ final class CallToken: Sendable {
         case abandoned
     }
 
-    let state = Mutex(State.running)
+    package let state = Mutex(State.running)
     /// Set by the first `complete`: lets a synchronous result check the token without the lock.
-    let touched = Atomic<Bool>(false)
+    package let touched = Atomic<Bool>(false)
 
     /// Records a completion. False when the token was already completed or abandoned.
-    func complete(_ outcome: PluginOutcome) -> Bool {
+    package func complete(_ outcome: PluginOutcome) -> Bool {
         touched.store(true, ordering: .releasing)
         enum Action { case stored, resume(CheckedContinuation<PluginOutcome, Never>), refused }
         let action: Action = state.withLock { state in
@@ -123,10 +124,10 @@ final class CallToken: Sendable {
     }
 
     /// Whether nothing happened to the token yet.
-    var isUntouched: Bool { !touched.load(ordering: .acquiring) }
+    package var isUntouched: Bool { !touched.load(ordering: .acquiring) }
 
     /// Waits for the completion.
-    func wait() async -> PluginOutcome {
+    package func wait() async -> PluginOutcome {
         await withCheckedContinuation { continuation in
             let ready: PluginOutcome? = state.withLock { state in
                 if case .completed(let outcome) = state {
@@ -141,7 +142,7 @@ final class CallToken: Sendable {
     }
 
     /// Gives up on a plugin that did not complete after cancellation. True when it was waited for.
-    func abandon(after timeout: Duration, plugin: String) -> Bool {
+    package func abandon(after timeout: Duration, plugin: String) -> Bool {
         let waiter: CheckedContinuation<PluginOutcome, Never>? = state.withLock { state in
             guard case .waiting(let continuation) = state else { return nil }
             state = .abandoned
@@ -158,13 +159,13 @@ final class CallToken: Sendable {
 /// A plugin instance: created from a configuration, destroyed once.
 public final class PluginInstance: @unchecked Sendable {
     public let plugin: LoadedPlugin
-    let instance: UnsafeMutableRawPointer?
-    let host: UnsafeMutablePointer<th_host_api>
-    let context: HostContext
-    let cancel: UnsafePointer<th_cancel_v1>?
+    package let instance: UnsafeMutableRawPointer?
+    package let host: UnsafeMutablePointer<th_host_api>
+    package let context: HostContext
+    package let cancel: UnsafePointer<th_cancel_v1>?
     private let destroyed = Atomic<Bool>(false)
 
-    init(plugin: LoadedPlugin, configuration json: String, logger: Logger) throws(PluginError) {
+    package init(plugin: LoadedPlugin, configuration json: String, logger: Logger) throws(PluginError) {
         self.plugin = plugin
         let context = HostContext(logger: logger, pluginName: plugin.name)
         self.context = context
@@ -227,21 +228,21 @@ public final class PluginInstance: @unchecked Sendable {
 public final class PluginExecutor: TaskItemExecutor, Sendable {
     public typealias Payload = String
 
-    struct Key: Hashable {
-        var sequence: UInt64
-        var attempt: Int
+    package struct Key: Hashable {
+        package var sequence: UInt64
+        package var attempt: Int
     }
 
     public let instance: PluginInstance
-    let abandonAfter: Duration
+    package let abandonAfter: Duration
     /// The plugin's execute and its instance, read once: the hot path touches no reference count.
     nonisolated(unsafe) let executeFunction:
         @convention(c) (
             UnsafeMutableRawPointer?, UnsafePointer<th_task>?, OpaquePointer?, UnsafeMutablePointer<th_outcome>?
         ) -> Int32
     nonisolated(unsafe) let instancePointer: UnsafeMutableRawPointer?
-    let pending = Mutex<[Key: CallToken]>([:])
-    let outputs: (@Sendable (TaskItem<String>, ExecutionContext, PluginOutcome) -> Void)?
+    package let pending = Mutex<[Key: CallToken]>([:])
+    package let outputs: (@Sendable (TaskItem<String>, ExecutionContext, PluginOutcome) -> Void)?
 
     /// - Parameters:
     ///   - abandonAfter: how long to wait for a completion after cancelling an execution.
@@ -352,7 +353,7 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
 
 /// Lends a task to a plugin as a `th_task`, borrowed for the duration of `body`.
 @inline(__always)
-func withPluginTask<R>(
+package func withPluginTask<R>(
     _ task: TaskItem<String>, _ context: ExecutionContext, _ body: (UnsafePointer<th_task>) -> R
 ) -> R {
     withUTF8(task.payload) { payload in
@@ -384,33 +385,14 @@ func withPluginTask<R>(
 /// A string's UTF-8 bytes, borrowed without a copy when the string is contiguous (native
 /// strings are), copied otherwise.
 @inline(__always)
-func withUTF8<R>(_ text: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+package func withUTF8<R>(_ text: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
     if let result = text.utf8.withContiguousStorageIfAvailable(body) { return result }
     var copy = text
     return copy.withUTF8(body)
 }
 
-/// Renders an integer in decimal into a stack buffer, without allocating.
-@inline(__always)
-func withDecimal<R>(_ value: Int64, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
-    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
-        var magnitude = value.magnitude
-        var index = 24
-        repeat {
-            index -= 1
-            buffer[index] = UInt8(truncatingIfNeeded: 48 + magnitude % 10)
-            magnitude /= 10
-        } while magnitude > 0
-        if value < 0 {
-            index -= 1
-            buffer[index] = 45  // "-"
-        }
-        return body(UnsafeBufferPointer(rebasing: buffer[index...]))
-    }
-}
-
 extension th_str {
-    init(_ buffer: UnsafeBufferPointer<UInt8>) {
+    package init(_ buffer: UnsafeBufferPointer<UInt8>) {
         self.init(
             ptr: UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: CChar.self), len: UInt64(buffer.count))
     }
@@ -465,8 +447,8 @@ private let hostCapability: @convention(c) (UnsafeMutableRawPointer?, UnsafePoin
 /// Per-thread spare tokens for synchronous executions: a C thread-local slot holds a retained
 /// token, handed out and given back without reference counting or a call into libc. A pthread
 /// key, set once per thread, releases the slot's token when the thread exits.
-enum TokenCache {
-    static let key: pthread_key_t = {
+package enum TokenCache {
+    package static let key: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key) { _ in
             if let spare = th_take_spare_token() { Unmanaged<CallToken>.fromOpaque(spare).release() }
@@ -476,7 +458,7 @@ enum TokenCache {
 
     /// A token with one reference, the caller's.
     @inline(__always)
-    static func take() -> Unmanaged<CallToken> {
+    package static func take() -> Unmanaged<CallToken> {
         // Taken out: a nested call on this thread (a plugin calling back) gets its own.
         if let spare = th_take_spare_token() { return Unmanaged.fromOpaque(spare) }
         return fresh()
@@ -491,7 +473,7 @@ enum TokenCache {
 
     /// Gives a token's reference to this thread's cache.
     @inline(__always)
-    static func give(_ token: Unmanaged<CallToken>) {
+    package static func give(_ token: Unmanaged<CallToken>) {
         if let previous = th_swap_spare_token(token.toOpaque()) { Unmanaged<CallToken>.fromOpaque(previous).release() }
     }
 }

@@ -1,5 +1,7 @@
 import Foundation
+import TaskHostJSON
 import TaskHostScheduler
+import TaskHostStore
 import Yams
 
 /// A pipeline, as its configuration file describes it.
@@ -84,7 +86,7 @@ public struct SourceConfig: Sendable {
 
 /// Reads a pipeline configuration file: YAML, or JSON (a subset of YAML).
 public enum ConfigLoader {
-    static let topKeys = [
+    package static let topKeys = [
         "scheduler", "executors", "sources", "retry", "timeoutMs", "onExhausted", "results", "deadLetter", "metrics",
         "pluginPath", "shutdown", "queue",
     ]
@@ -123,7 +125,7 @@ public enum ConfigLoader {
         return try reader.pipeline(root)
     }
 
-    static func yamlError(_ error: YamlError, file: String) -> ConfigError {
+    package static func yamlError(_ error: YamlError, file: String) -> ConfigError {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
             let what = [context?.text, problem].compactMap { $0 }.joined(separator: ": ")
@@ -137,21 +139,23 @@ public enum ConfigLoader {
 }
 
 /// Typed access to Yams nodes, with errors that name the file, line, column and key.
-struct ConfigReader {
-    let file: String
-    let environment: [String: String]
+package struct ConfigReader {
+    package let file: String
+    package let environment: [String: String]
 
-    func fail(_ node: Node?, _ key: String, _ message: String, hint: String? = nil) -> ConfigError {
+    package func fail(_ node: Node?, _ key: String, _ message: String, hint: String? = nil) -> ConfigError {
         ConfigError(
             file: file, line: node?.mark?.line, column: node?.mark?.column, key: key, message: message, hint: hint)
     }
 
-    func location(_ node: Node?, _ key: String) -> PipelineConfig.Location {
+    package func location(_ node: Node?, _ key: String) -> PipelineConfig.Location {
         PipelineConfig.Location(line: node?.mark?.line, column: node?.mark?.column, key: key)
     }
 
     /// The pairs of a mapping; unknown keys are errors with a suggestion.
-    func mapping(_ node: Node, _ key: String, allowed: [String]?) throws(ConfigError) -> [(key: String, node: Node)] {
+    package func mapping(_ node: Node, _ key: String, allowed: [String]?) throws(ConfigError) -> [(
+        key: String, node: Node
+    )] {
         guard case .mapping(let mapping) = node else {
             throw fail(node, key, "expected a mapping (key: value lines), got \(describe(node))")
         }
@@ -174,7 +178,7 @@ struct ConfigReader {
         return pairs
     }
 
-    func describe(_ node: Node) -> String {
+    package func describe(_ node: Node) -> String {
         switch node {
         case .scalar(let scalar): return "'\(scalar.string)'"
         case .mapping: return "a mapping"
@@ -184,18 +188,18 @@ struct ConfigReader {
     }
 
     /// A string scalar, with `${NAME}` replaced from the environment.
-    func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
+    package func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
         guard case .scalar(let scalar) = node else { throw fail(node, key, "expected a string, got \(describe(node))") }
         return try substitute(scalar.string, node, key)
     }
 
-    func nonEmpty(_ node: Node, _ key: String, _ expected: String) throws(ConfigError) -> String {
+    package func nonEmpty(_ node: Node, _ key: String, _ expected: String) throws(ConfigError) -> String {
         let text = try string(node, key)
         guard !text.isEmpty else { throw fail(node, key, "expected \(expected), got an empty string") }
         return text
     }
 
-    func substitute(_ text: String, _ node: Node, _ key: String) throws(ConfigError) -> String {
+    package func substitute(_ text: String, _ node: Node, _ key: String) throws(ConfigError) -> String {
         guard text.contains("${") else { return text }
         var result = ""
         var rest = Substring(text)
@@ -602,20 +606,4 @@ struct ConfigReader {
 extension JSONPath {
     /// `$.targetId`, the default target of a task.
     public static let targetId: JSONPath = try! JSONPath(parsing: "$.targetId")
-}
-
-func quote(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
 }

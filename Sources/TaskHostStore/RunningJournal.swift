@@ -12,20 +12,20 @@ import Synchronization
 /// when the process dies, so the next host learns which attempts a crash cut off (a plugin that
 /// segfaults on one task) and counts them, without a SQLite write per attempt: a task that keeps
 /// crashing the host runs out of attempts and is dead-lettered instead of crashing it forever.
-final class RunningJournal: @unchecked Sendable {
+package final class RunningJournal: @unchecked Sendable {
     /// A cut-off attempt left by a previous host.
-    struct Entry: Equatable {
-        var row: Int64
-        var attempt: Int
+    package struct Entry: Equatable {
+        package var row: Int64
+        package var attempt: Int
     }
 
-    static let slotCount = 4096
-    let path: String
+    package static let slotCount = 4096
+    package let path: String
     private let slots: UnsafeMutablePointer<UInt64>
     private let free: Mutex<[Int]>
 
     /// Maps the journal, creating it if needed. Read ``leftovers()`` before the first ``begin``.
-    init(path: String) throws(QueueError) {
+    package init(path: String) throws(QueueError) {
         self.path = path
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
@@ -54,7 +54,7 @@ final class RunningJournal: @unchecked Sendable {
     }
 
     /// The attempts that were running when the previous host stopped without ending them.
-    func leftovers() -> [Entry] {
+    package func leftovers() -> [Entry] {
         (0..<Self.slotCount).compactMap { index in
             let word = slots[index]
             return word == 0 ? nil : Entry(row: Int64(word >> 16), attempt: Int(word & 0xFFFF))
@@ -62,20 +62,20 @@ final class RunningJournal: @unchecked Sendable {
     }
 
     /// Forgets the leftovers, once the queue has counted them.
-    func clear() {
+    package func clear() {
         for index in 0..<Self.slotCount { th_store_release_u64(slots + index, 0) }
     }
 
     /// Records that `attempt` of `row` starts; nil when every slot is taken (the caller then
     /// leases the attempt in the queue instead).
-    func begin(row: Int64, attempt: Int) -> Int? {
+    package func begin(row: Int64, attempt: Int) -> Int? {
         guard row > 0, row < 1 << 48, let slot = free.withLock({ $0.popLast() }) else { return nil }
         th_store_release_u64(slots + slot, UInt64(row) << 16 | UInt64(min(max(attempt, 1), 0xFFFF)))
         return slot
     }
 
     /// Records that the attempt in `slot` ended.
-    func end(_ slot: Int) {
+    package func end(_ slot: Int) {
         th_store_release_u64(slots + slot, 0)
         free.withLock { $0.append(slot) }
     }

@@ -1,26 +1,26 @@
 import CSQLite
 
 /// An SQLite result code with its message.
-struct SQLiteError: Error, CustomStringConvertible {
-    var code: Int32
-    var message: String
+package struct SQLiteError: Error, CustomStringConvertible {
+    package var code: Int32
+    package var message: String
 
     /// The primary result code (the low byte of an extended code).
-    var primary: Int32 { code & 0xFF }
-    var isFull: Bool { primary == SQLITE_FULL }
-    var isCorrupt: Bool { primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB }
-    var isReadOnly: Bool { primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN || primary == SQLITE_PERM }
-    var isBusy: Bool { primary == SQLITE_BUSY || primary == SQLITE_LOCKED }
+    package var primary: Int32 { code & 0xFF }
+    package var isFull: Bool { primary == SQLITE_FULL }
+    package var isCorrupt: Bool { primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB }
+    package var isReadOnly: Bool { primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN || primary == SQLITE_PERM }
+    package var isBusy: Bool { primary == SQLITE_BUSY || primary == SQLITE_LOCKED }
 
-    var description: String { "\(message) (SQLite code \(code))" }
+    package var description: String { "\(message) (SQLite code \(code))" }
 }
 
 /// One SQLite connection. Not thread-safe: its owner serializes every use.
-final class SQLiteDatabase {
-    let handle: OpaquePointer
+package final class SQLiteDatabase {
+    package let handle: OpaquePointer
     private var cache: [String: SQLiteStatement] = [:]
 
-    init(path: String, readOnly: Bool = false, create: Bool = true) throws(SQLiteError) {
+    package init(path: String, readOnly: Bool = false, create: Bool = true) throws(SQLiteError) {
         var db: OpaquePointer?
         var flags = readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE
         if create && !readOnly { flags |= SQLITE_OPEN_CREATE }
@@ -40,12 +40,12 @@ final class SQLiteDatabase {
         sqlite3_close_v2(handle)
     }
 
-    func error(_ code: Int32) -> SQLiteError {
+    package func error(_ code: Int32) -> SQLiteError {
         SQLiteError(code: code, message: String(cString: sqlite3_errmsg(handle)))
     }
 
     /// Runs one or more statements that return no rows.
-    func execute(_ sql: String) throws(SQLiteError) {
+    package func execute(_ sql: String) throws(SQLiteError) {
         var message: UnsafeMutablePointer<CChar>?
         let code = sqlite3_exec(handle, sql, nil, nil, &message)
         if code != SQLITE_OK {
@@ -56,7 +56,7 @@ final class SQLiteDatabase {
     }
 
     /// A prepared statement, cached by its text and reset for reuse.
-    func statement(_ sql: String) throws(SQLiteError) -> SQLiteStatement {
+    package func statement(_ sql: String) throws(SQLiteError) -> SQLiteStatement {
         if let cached = cache[sql] {
             cached.reset()
             return cached
@@ -67,7 +67,7 @@ final class SQLiteDatabase {
     }
 
     /// The first column of the first row, as an integer (nil when there is no row or it is NULL).
-    func integer(_ sql: String, _ bindings: [SQLiteValue] = []) throws(SQLiteError) -> Int64? {
+    package func integer(_ sql: String, _ bindings: [SQLiteValue] = []) throws(SQLiteError) -> Int64? {
         let statement = try statement(sql)
         defer { statement.reset() }
         try statement.bind(bindings)
@@ -76,7 +76,7 @@ final class SQLiteDatabase {
     }
 
     /// The first column of the first row, as text.
-    func text(_ sql: String, _ bindings: [SQLiteValue] = []) throws(SQLiteError) -> String? {
+    package func text(_ sql: String, _ bindings: [SQLiteValue] = []) throws(SQLiteError) -> String? {
         let statement = try statement(sql)
         defer { statement.reset() }
         try statement.bind(bindings)
@@ -86,7 +86,7 @@ final class SQLiteDatabase {
 
     /// Runs a statement that returns no rows; returns the number of rows it changed.
     @discardableResult
-    func run(_ sql: String, _ bindings: [SQLiteValue] = []) throws(SQLiteError) -> Int {
+    package func run(_ sql: String, _ bindings: [SQLiteValue] = []) throws(SQLiteError) -> Int {
         let statement = try statement(sql)
         defer { statement.reset() }
         try statement.bind(bindings)
@@ -94,12 +94,12 @@ final class SQLiteDatabase {
         return Int(sqlite3_changes(handle))
     }
 
-    var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+    package var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
 
     /// Resets every cached statement still stepping: one left mid-way would keep a read
     /// transaction open after COMMIT (the WAL could not restart, and another process's write
     /// would make the next BEGIN IMMEDIATE fail with SQLITE_BUSY_SNAPSHOT).
-    func resetBusyStatements() {
+    package func resetBusyStatements() {
         for statement in cache.values where sqlite3_stmt_busy(statement.handle) != 0 {
             sqlite3_reset(statement.handle)
         }
@@ -107,22 +107,22 @@ final class SQLiteDatabase {
 }
 
 /// A value bound to a statement parameter.
-enum SQLiteValue {
+package enum SQLiteValue {
     case integer(Int64)
     case text(String)
     case null
 
-    static func optional(_ text: String?) -> SQLiteValue { text.map { .text($0) } ?? .null }
-    static func int(_ value: Int) -> SQLiteValue { .integer(Int64(value)) }
+    package static func optional(_ text: String?) -> SQLiteValue { text.map { .text($0) } ?? .null }
+    package static func int(_ value: Int) -> SQLiteValue { .integer(Int64(value)) }
 }
 
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
-final class SQLiteStatement {
-    let handle: OpaquePointer
+package final class SQLiteStatement {
+    package let handle: OpaquePointer
     unowned let db: SQLiteDatabase
 
-    init(db: SQLiteDatabase, sql: String) throws(SQLiteError) {
+    package init(db: SQLiteDatabase, sql: String) throws(SQLiteError) {
         var statement: OpaquePointer?
         let code = sqlite3_prepare_v3(db.handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard code == SQLITE_OK, let statement else { throw db.error(code) }
@@ -132,18 +132,18 @@ final class SQLiteStatement {
 
     deinit { sqlite3_finalize(handle) }
 
-    func reset() {
+    package func reset() {
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
     }
 
-    func bind(_ values: [SQLiteValue]) throws(SQLiteError) {
+    package func bind(_ values: [SQLiteValue]) throws(SQLiteError) {
         for (offset, value) in values.enumerated() {
             try bind(value, at: Int32(offset + 1))
         }
     }
 
-    func bind(_ value: SQLiteValue, at index: Int32) throws(SQLiteError) {
+    package func bind(_ value: SQLiteValue, at index: Int32) throws(SQLiteError) {
         let code: Int32
         switch value {
         case .integer(let number): code = sqlite3_bind_int64(handle, index, number)
@@ -154,7 +154,7 @@ final class SQLiteStatement {
     }
 
     /// Steps once: true when a row is available, false when done.
-    func step() throws(SQLiteError) -> Bool {
+    package func step() throws(SQLiteError) -> Bool {
         let code = sqlite3_step(handle)
         if code == SQLITE_ROW { return true }
         if code == SQLITE_DONE { return false }
@@ -163,9 +163,9 @@ final class SQLiteStatement {
         throw error
     }
 
-    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
-    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
-    func text(_ column: Int32) -> String? {
+    package func int(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+    package func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+    package func text(_ column: Int32) -> String? {
         guard let pointer = sqlite3_column_text(handle, column) else { return nil }
         let count = Int(sqlite3_column_bytes(handle, column))
         return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)

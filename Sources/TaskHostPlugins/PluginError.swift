@@ -1,3 +1,5 @@
+import TaskHostJSON
+
 /// An error of the plugin host: what failed, where, and what to do about it.
 public struct PluginError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Code: String, Sendable {

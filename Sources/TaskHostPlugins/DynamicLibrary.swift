@@ -1,10 +1,11 @@
 import CTaskHostSystem
+import TaskHostJSON
 
 /// The process's dlopen/dlsym calls, and nothing else. Libraries are never closed: a plugin may
 /// embed a language runtime (Swift, Go) that cannot be unloaded.
-enum DynamicLibrary {
-    struct Failure: Error {
-        var message: String
+package enum DynamicLibrary {
+    package struct Failure: Error {
+        package var message: String
     }
 
     /// Opens a shared library with `RTLD_NOW | RTLD_LOCAL`.
@@ -13,12 +14,14 @@ enum DynamicLibrary {
     }
 
     /// Resolves a symbol of an opened library.
-    static func symbol(_ name: String, in handle: UnsafeMutableRawPointer) -> Result<UnsafeMutableRawPointer, Failure> {
+    package static func symbol(_ name: String, in handle: UnsafeMutableRawPointer) -> Result<
+        UnsafeMutableRawPointer, Failure
+    > {
         withErrorBuffer { buffer in th_dlsym(handle, name, buffer, 1024) }
     }
 
     /// The file a loaded address belongs to.
-    static func objectPath(containing address: UnsafeRawPointer) -> String? {
+    package static func objectPath(containing address: UnsafeRawPointer) -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
         guard th_object_path(address, &buffer, UInt64(buffer.count)) != 0 else { return nil }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -36,4 +39,4 @@ enum DynamicLibrary {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of `th_task.deadline_ns`.
-func monotonicNanoseconds() -> Int64 { th_monotonic_ns() }
+package func monotonicNanoseconds() -> Int64 { th_monotonic_ns() }

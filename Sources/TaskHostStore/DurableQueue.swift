@@ -48,14 +48,14 @@ public struct QueueError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { "\(path): \(message)\n  \(remedy)" }
 
-    init(path: String, message: String, remedy: String) {
+    package init(path: String, message: String, remedy: String) {
         self.path = path
         self.message = message
         self.remedy = remedy
     }
 
     /// Any error of a transaction: SQLite's mapped to its remedy, others as they are.
-    init(path: String, _ error: any Error) {
+    package init(path: String, _ error: any Error) {
         if let error = error as? QueueError {
             self = error
         } else if let error = error as? SQLiteError {
@@ -65,7 +65,7 @@ public struct QueueError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    init(path: String, _ error: SQLiteError) {
+    package init(path: String, _ error: SQLiteError) {
         self.path = path
         if error.isFull {
             message = "the queue is full (the disk or queue.maxSizeMB): \(error.message); intake stopped"
@@ -87,22 +87,8 @@ public struct QueueError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-extension ConfigError {
-    /// A queue that cannot be used, named in the configuration when `config` is given (the
-    /// `queue` key), or by the queue file's path alone.
-    init(_ error: QueueError, config: PipelineConfig? = nil) {
-        if let config {
-            self.init(
-                file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
-                key: "queue", message: "\(error.path): \(error.message)", hint: error.remedy)
-        } else {
-            self.init(file: error.path, line: nil, column: nil, key: "", message: error.message, hint: error.remedy)
-        }
-    }
-}
-
 /// The states of a task row.
-enum TaskState: Int64 {
+package enum TaskState: Int64 {
     case queued = 0
     case running = 1
     case succeeded = 2
@@ -110,57 +96,82 @@ enum TaskState: Int64 {
 }
 
 /// A task as a source hands it to the queue.
-struct NewTask: Sendable {
-    var source: String
-    var seq: UInt64
-    var taskId: String?
-    var target: TargetID?
-    var executor: String?
-    var priority: Int
-    var payload: String?
-    var raw: String
-    var batch: String?
+package struct NewTask: Sendable {
+    package var source: String
+    package var seq: UInt64
+    package var taskId: String?
+    package var target: TargetID?
+    package var executor: String?
+    package var priority: Int
+    package var payload: String?
+    package var raw: String
+    package var batch: String?
     /// Set for an input that could not be read: stored as a dead letter with this reason.
-    var rejected: String?
+    package var rejected: String?
+
+    package init(
+        source: String, seq: UInt64, taskId: String?, target: TargetID?, executor: String?, priority: Int,
+        payload: String?, raw: String, batch: String?, rejected: String? = nil
+    ) {
+        self.source = source
+        self.seq = seq
+        self.taskId = taskId
+        self.target = target
+        self.executor = executor
+        self.priority = priority
+        self.payload = payload
+        self.raw = raw
+        self.batch = batch
+        self.rejected = rejected
+    }
 }
 
 /// A queued task as the queue gives it back.
-struct StoredTask: Sendable {
-    var row: Int64
-    var source: String
-    var seq: UInt64
-    var taskId: String?
-    var target: TargetID
-    var executor: String
-    var priority: Int
-    var payload: String
-    var raw: String
-    var batch: String?
-    var attempts: Int
+package struct StoredTask: Sendable {
+    package var row: Int64
+    package var source: String
+    package var seq: UInt64
+    package var taskId: String?
+    package var target: TargetID
+    package var executor: String
+    package var priority: Int
+    package var payload: String
+    package var raw: String
+    package var batch: String?
+    package var attempts: Int
     /// Unix milliseconds before which the task must not run (its backoff), 0 for none.
-    var notBefore: Int64
+    package var notBefore: Int64
     /// Attempts during which the host died (see ``HostCrashes``).
-    var crashes: Int
+    package var crashes: Int
 }
 
 /// How far a file source has read: the byte after the last committed line.
-struct Checkpoint: Sendable {
-    var source: String
-    var file: String
-    var device: Int64
-    var inode: Int64
-    var offset: Int64
-    var complete: Bool
+package struct Checkpoint: Sendable {
+    package var source: String
+    package var file: String
+    package var device: Int64
+    package var inode: Int64
+    package var offset: Int64
+    package var complete: Bool
+
+    package init(source: String, file: String, device: Int64, inode: Int64, offset: Int64, complete: Bool) {
+        self.source = source
+        self.file = file
+        self.device = device
+        self.inode = inode
+        self.offset = offset
+        self.complete = complete
+    }
 }
 
 extension TargetID {
-    var storedKind: Int64 {
+    package var storedKind: Int64 {
         if case .integer = self { return 1 }
         return 0
     }
-    var storedText: String { description }
+    package var storedText: String { description }
 
-    init?(kind: Int64, text: String?) {
+    package init?(kind: Int64, text: String?) {
         guard let text else { return nil }
         if kind == 1, let value = Int64(text) {
             self = .integer(value)
@@ -170,39 +181,39 @@ extension TargetID {
     }
 }
 
-func unixMilliseconds() -> Int64 { unixNanoseconds() / 1_000_000 }
+package func unixMilliseconds() -> Int64 { unixNanoseconds() / 1_000_000 }
 
 /// The embedded durable queue: one SQLite file in WAL mode. Every write goes through one serial
 /// queue that commits whatever accumulated while the previous commit ran (group commit): a
 /// durable task costs a row, not a disk sync.
 public final class DurableQueue: @unchecked Sendable {
     public let path: String
-    let settings: QueueSettings
+    package let settings: QueueSettings
     /// Used only on `serial` (and in `init`).
     private let db: SQLiteDatabase
     private let serial = DispatchQueue(label: "taskhost.queue")
     private let pending = Mutex(Pending())
     /// Called on the commit thread just before each commit: flushes the sinks, so that a line
     /// about a task is written before the task's new state is committed.
-    let beforeCommit = Mutex<(@Sendable () -> Void)?>(nil)
+    package let beforeCommit = Mutex<(@Sendable () -> Void)?>(nil)
     /// The host's lock (`flock` on `queue.db.lock`), held for the life of a run.
     private var lockDescriptor: Int32 = -1
     /// The host's journal of running attempts (`queue.db.running`); nil for the operator's tools.
-    private(set) var running: RunningJournal?
+    package private(set) var running: RunningJournal?
 
     /// A write and its completion; both run on the commit thread only.
-    struct Op: @unchecked Sendable {
-        var body: (SQLiteDatabase) throws -> Void
-        var done: ((QueueError?) -> Void)?
+    package struct Op: @unchecked Sendable {
+        package var body: (SQLiteDatabase) throws -> Void
+        package var done: ((QueueError?) -> Void)?
     }
 
-    struct Pending {
-        var ops: [Op] = []
-        var scheduled = false
-        var failure: QueueError?
+    package struct Pending {
+        package var ops: [Op] = []
+        package var scheduled = false
+        package var failure: QueueError?
     }
 
-    static let schemaVersion: Int64 = 2
+    package static let schemaVersion: Int64 = 2
 
     /// Opens (creating it and its folder if needed) and checks the queue.
     /// - Parameter host: take the host lock; fails when another host runs on this queue.
@@ -332,7 +343,7 @@ public final class DurableQueue: @unchecked Sendable {
 
     // MARK: The host lock
 
-    var lockPath: String { path + ".lock" }
+    package var lockPath: String { path + ".lock" }
 
     private func takeHostLock() throws(QueueError) {
         let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
@@ -376,7 +387,7 @@ public final class DurableQueue: @unchecked Sendable {
     // MARK: Group commit
 
     /// Queues a write; `done` runs on the commit thread once it is committed (nil) or failed.
-    func submit(_ body: @escaping (SQLiteDatabase) throws -> Void, done: ((QueueError?) -> Void)? = nil) {
+    package func submit(_ body: @escaping (SQLiteDatabase) throws -> Void, done: ((QueueError?) -> Void)? = nil) {
         let (schedule, failure) = pending.withLock { pending -> (Bool, QueueError?) in
             if let failure = pending.failure { return (false, failure) }
             pending.ops.append(Op(body: body, done: done))
@@ -392,7 +403,7 @@ public final class DurableQueue: @unchecked Sendable {
 
     /// Runs `body` inside the next group commit and returns its result once committed.
     @discardableResult
-    func perform<T: Sendable>(_ body: @escaping (SQLiteDatabase) throws -> T) async throws(QueueError) -> T {
+    package func perform<T: Sendable>(_ body: @escaping (SQLiteDatabase) throws -> T) async throws(QueueError) -> T {
         let result: Result<T, QueueError> = await withCheckedContinuation { continuation in
             nonisolated(unsafe) var value: T?
             submit(
@@ -438,7 +449,7 @@ public final class DurableQueue: @unchecked Sendable {
     }
 
     /// Runs `body` in one transaction, now, on the commit thread (for the command-line tools).
-    func transaction<T>(_ body: (SQLiteDatabase) throws -> T) throws(QueueError) -> T {
+    package func transaction<T>(_ body: (SQLiteDatabase) throws -> T) throws(QueueError) -> T {
         let path = self.path
         let result: Result<T, QueueError> = serial.sync {
             do {
@@ -457,13 +468,13 @@ public final class DurableQueue: @unchecked Sendable {
     }
 
     /// Folds the write-ahead log back into the file and truncates it (at the end of a run).
-    func checkpointWAL() {
+    package func checkpointWAL() {
         serial.sync { _ = try? db.text("PRAGMA wal_checkpoint(TRUNCATE)") }
     }
 
     // MARK: Statements shared by the host and the tools
 
-    static func insert(_ tasks: [NewTask], into db: SQLiteDatabase, now: Int64) throws {
+    package static func insert(_ tasks: [NewTask], into db: SQLiteDatabase, now: Int64) throws {
         let statement = try db.statement(
             """
             INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
@@ -493,7 +504,7 @@ public final class DurableQueue: @unchecked Sendable {
         }
     }
 
-    static func save(_ checkpoint: Checkpoint, into db: SQLiteDatabase) throws {
+    package static func save(_ checkpoint: Checkpoint, into db: SQLiteDatabase) throws {
         try db.run(
             "INSERT OR REPLACE INTO checkpoints(source, file, device, inode, offset, complete) VALUES(?, ?, ?, ?, ?, ?)",
             [
@@ -503,7 +514,7 @@ public final class DurableQueue: @unchecked Sendable {
     }
 
     /// Sets or clears a target's parked flag.
-    static func setParked(_ target: TargetID, _ parked: Bool, reason: String?, in db: SQLiteDatabase) throws {
+    package static func setParked(_ target: TargetID, _ parked: Bool, reason: String?, in db: SQLiteDatabase) throws {
         if parked {
             try db.run(
                 "INSERT OR REPLACE INTO targets(target_kind, target, parked, reason) VALUES(?, ?, 1, ?)",
@@ -515,7 +526,7 @@ public final class DurableQueue: @unchecked Sendable {
         }
     }
 
-    static func readTask(_ statement: SQLiteStatement) -> StoredTask? {
+    package static func readTask(_ statement: SQLiteStatement) -> StoredTask? {
         guard let target = TargetID(kind: statement.int(4), text: statement.text(5)) else { return nil }
         return StoredTask(
             row: statement.int(0), source: statement.text(1) ?? "", seq: UInt64(max(0, statement.int(2))),
@@ -525,11 +536,11 @@ public final class DurableQueue: @unchecked Sendable {
             crashes: Int(statement.int(13)))
     }
 
-    static let taskColumns =
+    package static let taskColumns =
         "id, source, seq, task_id, target_kind, target, executor, priority, payload, raw, batch, attempts, not_before, crashes"
 
     /// The tasks a query selects (`condition` follows `WHERE`), in arrival order.
-    static func tasks(where condition: String, _ bindings: [SQLiteValue], in db: SQLiteDatabase) throws
+    package static func tasks(where condition: String, _ bindings: [SQLiteValue], in db: SQLiteDatabase) throws
         -> [StoredTask]
     {
         let statement = try db.statement("SELECT \(taskColumns) FROM tasks WHERE \(condition)")
@@ -543,16 +554,23 @@ public final class DurableQueue: @unchecked Sendable {
     }
 
     /// Queued tasks after `row`, in arrival order.
-    static func queued(after row: Int64, limit: Int, in db: SQLiteDatabase) throws -> [StoredTask] {
+    package static func queued(after row: Int64, limit: Int, in db: SQLiteDatabase) throws -> [StoredTask] {
         try tasks(where: "state = 0 AND id > ? ORDER BY id LIMIT ?", [.integer(row), .int(limit)], in: db)
     }
 
     /// A target's queued tasks, in arrival order, from row `first` through row `last`.
-    static func queued(
+    package static func queued(
         _ target: TargetID, from first: Int64 = 0, through last: Int64 = .max, in db: SQLiteDatabase
     ) throws -> [StoredTask] {
         try tasks(
             where: "target = ? AND target_kind = ? AND state = 0 AND id >= ? AND id <= ? ORDER BY id",
             [.text(target.storedText), .integer(target.storedKind), .integer(first), .integer(last)], in: db)
     }
+}
+
+/// Wall-clock Unix nanoseconds (one clock for the host).
+package func unixNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
 }

@@ -1,6 +1,7 @@
 import CTaskHostPlugin
 import Logging
 import Synchronization
+import TaskHostJSON
 import TaskHostScheduler
 
 /// The result of `taskhost plugin check`: one line per check.
@@ -16,9 +17,9 @@ public struct ConformanceReport: Sendable {
     public var checks: [Check] = []
     public var passed: Bool { !checks.contains { $0.passed == false } }
     /// Called with each check as it is recorded (a report that survives a plugin that crashes).
-    var progress: (@Sendable (Check) -> Void)?
+    package var progress: (@Sendable (Check) -> Void)?
 
-    mutating func record(_ name: String, _ passed: Bool?, _ detail: String) {
+    package mutating func record(_ name: String, _ passed: Bool?, _ detail: String) {
         let check = Check(name: name, passed: passed, detail: detail)
         checks.append(check)
         progress?(check)
@@ -39,16 +40,16 @@ public struct ConformanceReport: Sendable {
 }
 
 /// Counts the misbehaviour lines the host logs for a plugin, and keeps them.
-final class MisbehaviourRecorder: LogHandler, @unchecked Sendable {
-    let lines = Mutex<[String]>([])
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+package final class MisbehaviourRecorder: LogHandler, @unchecked Sendable {
+    package let lines = Mutex<[String]>([])
+    package var metadata: Logger.Metadata = [:]
+    package var logLevel: Logger.Level = .trace
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         if event.message.description.hasPrefix("plugin misbehaviour") {
             lines.withLock { $0.append(event.message.description) }
         }
@@ -199,10 +200,10 @@ public enum PluginConformance {
 
 /// A task sequence from an array.
 public struct TaskList<Payload: Sendable>: AsyncSequence, Sendable {
-    let items: [TaskItem<Payload>]
+    package let items: [TaskItem<Payload>]
     public init(_ items: [TaskItem<Payload>]) { self.items = items }
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: IndexingIterator<[TaskItem<Payload>]>
+        package var base: IndexingIterator<[TaskItem<Payload>]>
         public mutating func next() async -> TaskItem<Payload>? { base.next() }
     }
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: items.makeIterator()) }

@@ -1,14 +1,14 @@
 /// A small, strict JSON parser (RFC 8259) into ``JSONValue``, over UTF-8 bytes. It exists
 /// because decoding arbitrary JSON through `Decodable` throws and catches an error for every
 /// type it tries, which made parsing the pipeline's input lines its most expensive step.
-struct JSONParser {
-    struct Failure: Error, CustomStringConvertible {
-        var message: String
-        var offset: Int
-        var description: String { "\(message) at byte \(offset + 1)" }
+package struct JSONParser {
+    package struct Failure: Error, CustomStringConvertible {
+        package var message: String
+        package var offset: Int
+        package var description: String { "\(message) at byte \(offset + 1)" }
     }
 
-    static func parse(_ text: String) throws(Failure) -> JSONValue {
+    package static func parse(_ text: String) throws(Failure) -> JSONValue {
         var text = text
         let result: Result<JSONValue, Failure> = text.withUTF8 { bytes in
             var parser = JSONParser(bytes: bytes)

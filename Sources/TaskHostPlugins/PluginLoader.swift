@@ -1,6 +1,7 @@
 import CTaskHostPlugin
 import Foundation
 import Logging
+import TaskHostJSON
 
 #if canImport(Glibc)
     import Glibc
@@ -120,7 +121,7 @@ public struct PluginLoader: Sendable {
     }
 
     /// The path and its folders up to /, each with its depth (0: the file, 1: its folder).
-    static func chain(_ path: String) -> [(String, Int)] {
+    package static func chain(_ path: String) -> [(String, Int)] {
         var items = [(path, 0)]
         var current = path
         while let slash = current.lastIndex(of: "/") {
@@ -131,7 +132,7 @@ public struct PluginLoader: Sendable {
         return items
     }
 
-    static func absolute(_ path: String) -> String {
+    package static func absolute(_ path: String) -> String {
         if path.hasPrefix("/") { return path }
         guard let cwd = getcwd(nil, 0) else { return path }
         defer { free(cwd) }
@@ -139,7 +140,7 @@ public struct PluginLoader: Sendable {
         return (base == "/" ? "" : base) + "/" + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
     }
 
-    static func openError(path: String, dlerror: String) -> PluginError {
+    package static func openError(path: String, dlerror: String) -> PluginError {
         if dlerror.contains("invalid ELF header") || dlerror.contains("file too short")
             || dlerror.contains("not an ELF") || dlerror.contains("wrong ELF class")
         {
@@ -176,14 +177,14 @@ public struct PluginLoader: Sendable {
 /// A plugin whose table passed the load checks. Loaded libraries are never unloaded.
 public final class LoadedPlugin: @unchecked Sendable {
     public let path: String
-    let table: UnsafePointer<th_plugin>
+    package let table: UnsafePointer<th_plugin>
     public let name: String
     public let version: String
     public let summary: String?
     public let configSchema: String?
     /// The configuration's top-level keys when the schema lists them and closes the object
     /// (`"additionalProperties": false`); nil otherwise.
-    let closedKeys: Set<String>?
+    package let closedKeys: Set<String>?
     public let abiMajor: UInt32
     public let abiMinor: UInt32
     /// The optional capabilities the plugin offers, by versioned id.
@@ -192,11 +193,11 @@ public final class LoadedPlugin: @unchecked Sendable {
     public var hasValidate: Bool { table.pointee.validate != nil }
 
     /// The capability ids this host knows, with the minimal size of their structs.
-    static let knownCapabilities: [(id: String, minimumSize: Int)] = [
+    package static let knownCapabilities: [(id: String, minimumSize: Int)] = [
         (TH_CAPABILITY_CANCEL_V1, MemoryLayout<th_cancel_v1>.size)
     ]
 
-    init(path: String, table: UnsafePointer<th_plugin>) throws(PluginError) {
+    package init(path: String, table: UnsafePointer<th_plugin>) throws(PluginError) {
         let plugin = table.pointee
         let hostVersion = "\(TH_ABI_MAJOR).\(TH_ABI_MINOR)"
         let pluginVersion = "\(plugin.abi_major).\(plugin.abi_minor)"
@@ -303,7 +304,7 @@ public final class LoadedPlugin: @unchecked Sendable {
     /// A top-level key that the plugin's schema does not list although it closes the object
     /// (`"additionalProperties": false`): a typo that the plugin itself might silently ignore
     /// (a Swift `Decodable` configuration does). Nil when the schema does not close it.
-    func unknownKey(in json: String) -> String? {
+    package func unknownKey(in json: String) -> String? {
         guard let closedKeys,
             let config = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
             let key = config.keys.sorted().first(where: { !closedKeys.contains($0) })
@@ -353,6 +354,6 @@ private func executableFolder() -> String? {
 }
 
 /// The text of a NUL-terminated C buffer.
-func cText(_ buffer: [CChar]) -> String {
+package func cText(_ buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -1,5 +1,6 @@
 import CTaskHostFFI
 import FoundationEssentials
+import TaskHostJSON
 import TaskHostScheduler
 
 #if canImport(Glibc)
@@ -12,7 +13,7 @@ public enum FFIType: String, Sendable, CaseIterable {
     /// A byte buffer: passed as two C arguments, `const uint8_t *` and `uint64_t` length.
     case bytes
 
-    var ffiTypes: [UnsafeMutablePointer<ffi_type>] {
+    package var ffiTypes: [UnsafeMutablePointer<ffi_type>] {
         switch self {
         case .void: return [th_ffi_void()]
         case .bool, .uint8: return [th_ffi_uint8()]
@@ -71,99 +72,7 @@ public struct FFISignature: Sendable, Equatable {
 
 public struct FFIError: Error, CustomStringConvertible, Sendable {
     public var description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// A JSON value, for reading task fields into arguments.
-enum JSONValue: Decodable, Sendable {
-    case null, bool(Bool), number(Double), integer(Int64), string(String), array([JSONValue])
-    case object([String: JSONValue])
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Int64.self) {
-            self = .integer(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSONValue].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONValue].self))
-        }
-    }
-
-    var kind: String {
-        switch self {
-        case .null: "null"
-        case .bool: "a boolean"
-        case .number, .integer: "a number"
-        case .string: "a string"
-        case .array: "an array"
-        case .object: "an object"
-        }
-    }
-}
-
-/// A simple JSON path: `$`, `$.data.sku`, `$.items[0].id`.
-public struct JSONPath: Sendable, Equatable {
-    enum Step: Sendable, Equatable {
-        case key(String)
-        case index(Int)
-    }
-
-    public let text: String
-    let steps: [Step]
-
-    public init(parsing text: String) throws(FFIError) {
-        guard text.hasPrefix("$") else {
-            throw FFIError("'\(text)' is not a JSON path: start it with $, as in $.data.sku")
-        }
-        var steps: [Step] = []
-        var rest = Substring(text.dropFirst())
-        while !rest.isEmpty {
-            if rest.hasPrefix(".") {
-                rest = rest.dropFirst()
-                let key = rest.prefix { $0 != "." && $0 != "[" }
-                guard !key.isEmpty else { throw FFIError("'\(text)': empty key after '.'") }
-                steps.append(.key(String(key)))
-                rest = rest.dropFirst(key.count)
-            } else if rest.hasPrefix("[") {
-                guard let close = rest.firstIndex(of: "]"),
-                    let index = Int(rest[rest.index(after: rest.startIndex)..<close]),
-                    index >= 0
-                else { throw FFIError("'\(text)': expected [N] with N a non-negative integer") }
-                steps.append(.index(index))
-                rest = rest[rest.index(after: close)...]
-            } else {
-                throw FFIError("'\(text)': unexpected '\(rest.first!)'; use .key or [index]")
-            }
-        }
-        self.text = text
-        self.steps = steps
-    }
-
-    func evaluate(_ value: JSONValue, from start: Int = 0) -> JSONValue? {
-        var current = value
-        for step in steps[start...] {
-            switch (step, current) {
-            case (.key(let key), .object(let object)):
-                guard let next = object[key] else { return nil }
-                current = next
-            case (.index(let index), .array(let array)):
-                guard index < array.count else { return nil }
-                current = array[index]
-            default:
-                return nil
-            }
-        }
-        return current
-    }
+    package init(_ description: String) { self.description = description }
 }
 
 /// Calls a plain exported C function of an existing library through libffi, one call per task.
@@ -183,16 +92,16 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
     public let symbol: String
     public let signature: FFISignature
     public let arguments: [JSONPath]
-    let function: UnsafeMutableRawPointer
-    let cif: UnsafeMutablePointer<ffi_cif>
-    let argumentTypes: UnsafeMutablePointer<UnsafeMutablePointer<ffi_type>?>
-    let cArgumentCount: Int
+    package let function: UnsafeMutableRawPointer
+    package let cif: UnsafeMutablePointer<ffi_cif>
+    package let argumentTypes: UnsafeMutablePointer<UnsafeMutablePointer<ffi_type>?>
+    package let cArgumentCount: Int
     /// Where each argument's path starts, resolved once: most read the payload, the target id or
     /// the task id, and need no document around them.
-    let roots: [ArgumentRoot]
+    package let roots: [ArgumentRoot]
     /// Whether some argument reads the payload, which is then parsed as JSON.
-    let readsData: Bool
-    let outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)?
+    package let readsData: Bool
+    package let outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)?
 
     /// Opens `library`, resolves `symbol`, parses `signature` and `arguments`, prepares the cif.
     /// - Throws: ``PluginError`` naming the library, symbol, signature or argument at fault.
@@ -259,7 +168,7 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
         readsData = roots.contains { $0 == .data || $0 == .document }
     }
 
-    enum ArgumentRoot {
+    package enum ArgumentRoot {
         /// `$.data...`: evaluated from the second step on the parsed payload.
         case data
         case targetId
@@ -267,7 +176,7 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
         /// Anything else (`$`, `$.other`): evaluated on the whole `{"targetId", "id", "data"}`.
         case document
 
-        init(_ path: JSONPath) {
+        package init(_ path: JSONPath) {
             switch path.steps.first {
             case .key("data"): self = .data
             case .key("targetId") where path.steps.count == 1: self = .targetId
@@ -301,7 +210,7 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
 
     /// One call for `task`; returns the output. Without `formatting`, a float, double or string
     /// return is checked but not rendered (nobody reads it).
-    func call(_ task: TaskItem<String>, formatting: Bool = true) throws -> String? {
+    package func call(_ task: TaskItem<String>, formatting: Bool = true) throws -> String? {
         // Scalars live in 8-byte slots; strings and bytes in C buffers freed after the call.
         try withUnsafeTemporaryAllocation(byteCount: max(1, cArgumentCount) * 8, alignment: 8) { slots in
             try withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: max(1, cArgumentCount)) {

@@ -1,0 +1,236 @@
+import Foundation
+
+/// A JSON value: what the one JSON codec of TaskHost (``JSONParser``) reads.
+package enum JSONValue: Decodable, Sendable {
+    case null, bool(Bool), number(Double), integer(Int64), string(String), array([JSONValue])
+    case object([String: JSONValue])
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int64.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    package var kind: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .number, .integer: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
+
+/// A simple JSON path: `$`, `$.data.sku`, `$.items[0].id`.
+public struct JSONPath: Sendable, Equatable {
+    package enum Step: Sendable, Equatable {
+        case key(String)
+        case index(Int)
+    }
+
+    public let text: String
+
+    /// A path that cannot be read: the message says what is wrong and how to write it.
+    public struct SyntaxError: Error, CustomStringConvertible, Sendable {
+        public var description: String
+        init(_ description: String) { self.description = description }
+    }
+    package let steps: [Step]
+
+    public init(parsing text: String) throws(JSONPath.SyntaxError) {
+        guard text.hasPrefix("$") else {
+            throw SyntaxError("'\(text)' is not a JSON path: start it with $, as in $.data.sku")
+        }
+        var steps: [Step] = []
+        var rest = Substring(text.dropFirst())
+        while !rest.isEmpty {
+            if rest.hasPrefix(".") {
+                rest = rest.dropFirst()
+                let key = rest.prefix { $0 != "." && $0 != "[" }
+                guard !key.isEmpty else { throw SyntaxError("'\(text)': empty key after '.'") }
+                steps.append(.key(String(key)))
+                rest = rest.dropFirst(key.count)
+            } else if rest.hasPrefix("[") {
+                guard let close = rest.firstIndex(of: "]"),
+                    let index = Int(rest[rest.index(after: rest.startIndex)..<close]),
+                    index >= 0
+                else { throw SyntaxError("'\(text)': expected [N] with N a non-negative integer") }
+                steps.append(.index(index))
+                rest = rest[rest.index(after: close)...]
+            } else {
+                throw SyntaxError("'\(text)': unexpected '\(rest.first!)'; use .key or [index]")
+            }
+        }
+        self.text = text
+        self.steps = steps
+    }
+
+    package func evaluate(_ value: JSONValue, from start: Int = 0) -> JSONValue? {
+        var current = value
+        for step in steps[start...] {
+            switch (step, current) {
+            case (.key(let key), .object(let object)):
+                guard let next = object[key] else { return nil }
+                current = next
+            case (.index(let index), .array(let array)):
+                guard index < array.count else { return nil }
+                current = array[index]
+            default:
+                return nil
+            }
+        }
+        return current
+    }
+}
+
+/// A JSON object written field by field into bytes, keys in order.
+package struct JSONObjectWriter {
+    private(set) var bytes: [UInt8] = [123]  // "{"
+
+    package init() { bytes.reserveCapacity(256) }
+
+    private mutating func key(_ key: StaticString) {
+        if bytes.count > 1 { bytes.append(44) }  // ","
+        bytes.append(34)
+        key.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(34)
+        bytes.append(58)  // ":"
+    }
+
+    package mutating func add(_ name: StaticString, _ value: String?) {
+        key(name)
+        guard var value else { return bytes.append(contentsOf: [110, 117, 108, 108]) }  // null
+        value.withUTF8 { appendQuoted($0) }
+    }
+
+    package mutating func add(_ name: StaticString, _ value: Int64) {
+        key(name)
+        appendDecimal(value)
+    }
+
+    package mutating func add(_ name: StaticString, _ value: UInt64) {
+        key(name)
+        appendDecimal(Int64(bitPattern: value))
+    }
+
+    package mutating func add(_ name: StaticString, _ value: Int) { add(name, Int64(value)) }
+
+    package mutating func add(_ name: StaticString, raw: String) {
+        key(name)
+        bytes.append(contentsOf: raw.utf8)
+    }
+
+    private mutating func appendDecimal(_ value: Int64) {
+        withDecimal(value) { bytes.append(contentsOf: $0) }
+    }
+
+    private mutating func appendQuoted(_ utf8: UnsafeBufferPointer<UInt8>) {
+        bytes.append(34)
+        for byte in utf8 {
+            switch byte {
+            case 34: bytes.append(contentsOf: [92, 34])
+            case 92: bytes.append(contentsOf: [92, 92])
+            case 10: bytes.append(contentsOf: [92, 110])
+            case 13: bytes.append(contentsOf: [92, 114])
+            case 9: bytes.append(contentsOf: [92, 116])
+            case 0..<32:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: [92, 117, 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(34)
+    }
+
+    package var finished: [UInt8] {
+        var out = bytes
+        out.append(125)  // "}"
+        return out
+    }
+
+    package var text: String { String(decoding: finished, as: UTF8.self) }
+}
+
+package func quote(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
+
+extension JSONValue {
+    /// The value as compact JSON text.
+    package var serialized: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    package func write(into out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let flag): out += flag ? "true" : "false"
+        case .integer(let number): out += String(number)
+        case .number(let number): out += number.isFinite ? "\(number)" : "null"
+        case .string(let text): out += quote(text)
+        case .array(let items):
+            out += "["
+            for (index, item) in items.enumerated() {
+                if index > 0 { out += "," }
+                item.write(into: &out)
+            }
+            out += "]"
+        case .object(let object):
+            out += "{"
+            for (index, key) in object.keys.sorted().enumerated() {
+                if index > 0 { out += "," }
+                out += quote(key) + ":"
+                object[key]!.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+}
+
+/// Renders an integer in decimal into a stack buffer, without allocating.
+@inline(__always)
+package func withDecimal<R>(_ value: Int64, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
+        var magnitude = value.magnitude
+        var index = 24
+        repeat {
+            index -= 1
+            buffer[index] = UInt8(truncatingIfNeeded: 48 + magnitude % 10)
+            magnitude /= 10
+        } while magnitude > 0
+        if value < 0 {
+            index -= 1
+            buffer[index] = 45  // "-"
+        }
+        return body(UnsafeBufferPointer(rebasing: buffer[index...]))
+    }
+}
