@@ -9,15 +9,25 @@ package struct JSONParser {
     }
 
     package static func parse(_ text: String) throws(Failure) -> JSONValue {
+        try parse(text, spanOf: nil).value
+    }
+
+    /// Parses `text`, and tells where the value of the top-level object's member `key` lies in
+    /// it (byte offsets into its UTF-8), so that a caller can pass that value on byte for byte
+    /// (a task's `data`: its whitespace, number text and escapes as they came).
+    package static func parse(_ text: String, spanOf key: String?) throws(Failure) -> (
+        value: JSONValue, span: Range<Int>?
+    ) {
         var text = text
-        let result: Result<JSONValue, Failure> = text.withUTF8 { bytes in
+        let result: Result<(JSONValue, Range<Int>?), Failure> = text.withUTF8 { bytes in
             var parser = JSONParser(bytes: bytes)
+            parser.spanKey = key
             do throws(Failure) {
                 parser.skipSpace()
                 let value = try parser.value(depth: 0)
                 parser.skipSpace()
                 guard parser.index == bytes.count else { throw parser.fail("unexpected text after the value") }
-                return .success(value)
+                return .success((value, parser.span))
             } catch {
                 return .failure(error)
             }
@@ -25,8 +35,23 @@ package struct JSONParser {
         return try result.get()
     }
 
+    /// Whether `text` is exactly one JSON value with no CR or LF in it (whitespace around it and
+    /// inside it is allowed otherwise): what can stand in a JSON Lines record unaltered.
+    package static func isOneLineJSON(_ text: String) -> Bool {
+        let utf8 = text.utf8
+        // Most outputs that are not JSON fail at their first byte: no parse for them.
+        guard let first = utf8.first(where: { $0 != 32 && $0 != 9 }),
+            [123, 91, 34, 45, 116, 102, 110].contains(first) || (48...57).contains(first),
+            !utf8.contains(10), !utf8.contains(13)
+        else { return false }
+        return (try? parse(text)) != nil
+    }
+
     let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
+    /// The top-level member whose value's span is recorded in ``span``.
+    var spanKey: String?
+    var span: Range<Int>?
 
     init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
@@ -76,7 +101,9 @@ package struct JSONParser {
             guard index < bytes.count, bytes[index] == 58 else { throw fail("expected ':' after a key") }
             index += 1
             skipSpace()
+            let start = index
             members[key] = try value(depth: depth + 1)
+            if depth == 0, key == spanKey { span = start..<index }
             skipSpace()
             guard index < bytes.count else { throw fail("unexpected end of input in an object") }
             if bytes[index] == 44 {

@@ -130,6 +130,13 @@ package struct JSONObjectWriter {
 
     package mutating func add(_ name: StaticString, _ value: Int) { add(name, Int64(value)) }
 
+    /// Adds `value` as JSON, unaltered, when it is one JSON value on one line (no CR or LF, which
+    /// would break a JSON Lines file); as a JSON string otherwise.
+    package mutating func add(_ name: StaticString, jsonOrString value: String?) {
+        guard let value, JSONParser.isOneLineJSON(value) else { return add(name, value) }
+        add(name, raw: value)
+    }
+
     package mutating func add(_ name: StaticString, raw: String) {
         key(name)
         bytes.append(contentsOf: raw.utf8)
@@ -180,40 +187,6 @@ package func quote(_ text: String) -> String {
         }
     }
     return out + "\""
-}
-
-extension JSONValue {
-    /// The value as compact JSON text.
-    package var serialized: String {
-        var out = ""
-        write(into: &out)
-        return out
-    }
-
-    package func write(into out: inout String) {
-        switch self {
-        case .null: out += "null"
-        case .bool(let flag): out += flag ? "true" : "false"
-        case .integer(let number): out += String(number)
-        case .number(let number): out += number.isFinite ? "\(number)" : "null"
-        case .string(let text): out += quote(text)
-        case .array(let items):
-            out += "["
-            for (index, item) in items.enumerated() {
-                if index > 0 { out += "," }
-                item.write(into: &out)
-            }
-            out += "]"
-        case .object(let object):
-            out += "{"
-            for (index, key) in object.keys.sorted().enumerated() {
-                if index > 0 { out += "," }
-                out += quote(key) + ":"
-                object[key]!.write(into: &out)
-            }
-            out += "}"
-        }
-    }
 }
 
 /// Renders an integer in decimal into a stack buffer, without allocating.

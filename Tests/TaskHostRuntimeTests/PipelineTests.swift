@@ -90,10 +90,11 @@ import Testing
         let records = try Self.records(folder + "/out/results.jsonl")
         #expect(records.count == 400)
         #expect(Set(records.map { $0["id"] as! String }).count == 400)
-        // Echo answers with the task's data as JSON: the string "i" for the i-th task.
+        // Echo answers with the task's data as it came, "i" for the i-th task: JSON, so the results
+        // line holds it as JSON (the string i), not as a string of JSON.
         #expect(
             records.allSatisfy {
-                $0["status"] as? String == "succeeded" && $0["output"] as? String == "\"\(($0["seq"] as! Int) - 1)\""
+                $0["status"] as? String == "succeeded" && $0["output"] as? String == "\(($0["seq"] as! Int) - 1)"
             })
         // Per target: executions do not overlap, and start in order of arrival.
         let byTarget = Dictionary(grouping: records) { "\($0["targetId"]!)" }
@@ -438,7 +439,48 @@ extension PipelineTests {
         #expect(run.status == 0, "\(run.stderr)")
         let results = try Self.records(folder + "/results.jsonl")
         #expect(results.map { $0["seq"] as! Int } == [1, 2, 3, 4, 5])
-        #expect(results.allSatisfy { $0["output"] as? String == #"{"kind":"tick"}"# })
+        #expect(results.allSatisfy { $0["output"] as? [String: String] == ["kind": "tick"] })
+    }
+
+    @Test(
+        "A task's data reaches the executor byte for byte, and JSON output lands in the results as JSON",
+        arguments: ["memory", "durable"])
+    func dataByteForByte(queue: String) async throws {
+        let folder = Paths.scratch()
+        // Whitespace, key order, number text beyond Int64 and Double, escapes: all as they came.
+        let data = #"{"z":1,  "a":2,"big":18446744073709551615,"price":1.10,"e":1E2,"s":"\u00e9\t\/"}"#
+        let lines = [
+            #"{"targetId": "a", "data": \#(data)}"#,
+            #"{"targetId": "b", "data": "plain text, not JSON"}"#,
+            #"{"targetId": "c", "data": 12345678901234567890123}"#,
+            #"{"targetId": "d", "other": [1, 2.50]}"#,
+        ]
+        try Self.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            results: { path: results.jsonl }
+            \(queue == "memory" ? "queue: memory" : "")
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        let text = try String(contentsOfFile: folder + "/results.jsonl", encoding: .utf8)
+        let byTarget = Dictionary(
+            uniqueKeysWithValues: text.split(separator: "\n").map { line in
+                (line.firstRange(of: #""targetId":""#).map { String(line[$0.upperBound...].prefix(1)) } ?? "", line)
+            })
+        // Echo answers with its payload: the output shows what the executor received.
+        #expect(byTarget["a"]?.contains(#""output":\#(data)"#) == true, "\(text)")
+        // The string data is JSON text (a JSON string), so it stands as that string.
+        #expect(byTarget["b"]?.contains(#""output":"plain text, not JSON""#) == true, "\(text)")
+        #expect(byTarget["c"]?.contains(#""output":12345678901234567890123"#) == true, "\(text)")
+        // Without data, the executor receives the whole input line as it came.
+        #expect(byTarget["d"]?.contains(#""output":{"targetId": "d", "other": [1, 2.50]}"#) == true, "\(text)")
+        // Every line is still one JSON object.
+        #expect(try Self.records(folder + "/results.jsonl").count == 4)
     }
 
     @Test("A spool folder: each batch file runs, then moves to done/ or failed/")

@@ -22,8 +22,9 @@ struct InputDecoder: Sendable {
                 Rejection(reason: "the task is \(line.utf8.count) bytes, over maxTaskBytes \(maxTaskBytes)"))
         }
         let value: JSONValue
+        let dataSpan: Range<Int>?
         do {
-            value = try JSONParser.parse(line)
+            (value, dataSpan) = try JSONParser.parse(line, spanOf: "data")
         } catch {
             return .failure(Rejection(reason: "malformed JSON: \(error)"))
         }
@@ -77,7 +78,16 @@ struct InputDecoder: Sendable {
         }
         var priority = 0
         if case .integer(let number) = object["priority"] { priority = Int(clamping: number) }
-        let payload = (object["data"] ?? value).serialized
+        // The executor receives `data` byte for byte as it came (or the whole input without one).
+        let payload: String
+        if let dataSpan {
+            let utf8 = line.utf8
+            let start = utf8.index(utf8.startIndex, offsetBy: dataSpan.lowerBound)
+            let end = utf8.index(utf8.startIndex, offsetBy: dataSpan.upperBound)
+            payload = String(Substring(utf8[start..<end]))
+        } else {
+            payload = line
+        }
         batch?.added()
         return .success(
             TaskItem(

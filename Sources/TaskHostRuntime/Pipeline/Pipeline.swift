@@ -741,7 +741,7 @@ public final class Pipeline: Sendable {
         record.add("startedAt", raw: log.startedAt == 0 ? "null" : String(log.startedAt))
         record.add("finishedAt", raw: log.finishedAt == 0 ? "null" : String(log.finishedAt))
         record.add("error", error)
-        record.add("output", status == "succeeded" ? log.output : nil)
+        record.add("output", jsonOrString: status == "succeeded" ? log.output : nil)
         results.write(bytes: record.finished)
     }
 
