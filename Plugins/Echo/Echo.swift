@@ -28,6 +28,8 @@ struct Echo: TaskHostPlugin {
         var attempt: Int
         var payload: String
         var async: Bool
+        /// Milliseconds left before the attempt's deadline; nil without a timeout.
+        var remainingMs: Int64?
     }
 
     static let name = "echo"
@@ -62,7 +64,8 @@ struct Echo: TaskHostPlugin {
                 output: try describe(
                     Description(
                         targetId: task.targetId, targetInteger: task.targetInteger, id: task.id,
-                        sequence: task.sequence, attempt: task.attempt, payload: task.payload, async: false)))
+                        sequence: task.sequence, attempt: task.attempt, payload: task.payload, async: false,
+                        remainingMs: task.timeRemaining.map(Self.milliseconds))))
         }
         return .finished(output: try answer(task.payload))
     }
@@ -74,9 +77,14 @@ struct Echo: TaskHostPlugin {
             return try describe(
                 Description(
                     targetId: task.targetId, targetInteger: task.targetInteger, id: task.id, sequence: task.sequence,
-                    attempt: task.attempt, payload: task.payload, async: true))
+                    attempt: task.attempt, payload: task.payload, async: true,
+                    remainingMs: task.timeRemaining.map(Self.milliseconds)))
         }
         return try answer(task.payload)
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 
     private func describe(_ description: Description) throws -> String {

@@ -77,11 +77,17 @@ public struct PluginTask: Sendable {
     public var payload: String
     public var sequence: UInt64
     public var attempt: Int
+    /// The attempt's deadline on `CLOCK_MONOTONIC`, in nanoseconds (`th_task.deadline_ns`); nil
+    /// when the attempt has no timeout. Past it the host cancels the attempt.
+    public var deadlineNanoseconds: Int64?
+    /// The time left before ``deadlineNanoseconds``, read when called; nil without a timeout.
+    public var timeRemaining: Duration? { deadlineNanoseconds.map(remaining(until:)) }
     /// The target's text for a string target; nil for an integer one.
     @usableFromInline let targetText: String?
 
     @usableFromInline init(
-        targetInteger: Int64?, id: String?, payload: String, sequence: UInt64, attempt: Int, targetText: String?
+        targetInteger: Int64?, id: String?, payload: String, sequence: UInt64, attempt: Int, targetText: String?,
+        deadlineNanoseconds: Int64?
     ) {
         self.targetInteger = targetInteger
         self.id = id
@@ -89,7 +95,15 @@ public struct PluginTask: Sendable {
         self.sequence = sequence
         self.attempt = attempt
         self.targetText = targetText
+        self.deadlineNanoseconds = deadlineNanoseconds
     }
+}
+
+/// The time from now until a `CLOCK_MONOTONIC` deadline in nanoseconds (negative when past).
+func remaining(until deadline: Int64) -> Duration {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return .nanoseconds(deadline - (Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)))
 }
 
 /// One execution as the host lent it to ``TaskHostPlugin/executeImmediately(_:)``: a view of the
@@ -116,6 +130,10 @@ public struct BorrowedTask: ~Copyable {
     @inlinable public var sequence: UInt64 { raw.pointee.sequence }
     /// 1 for the first attempt.
     @inlinable public var attempt: Int { Int(raw.pointee.attempt) }
+    /// The attempt's deadline on `CLOCK_MONOTONIC`, in nanoseconds; nil without a timeout.
+    @inlinable public var deadlineNanoseconds: Int64? { raw.pointee.deadline_ns != 0 ? raw.pointee.deadline_ns : nil }
+    /// The time left before ``deadlineNanoseconds``, read when called; nil without a timeout.
+    public var timeRemaining: Duration? { deadlineNanoseconds.map(remaining(until:)) }
 
     /// Calls `body` with the payload's bytes, in place: valid only inside `body`.
     @inlinable public func withPayloadBytes<R, E: Error>(
@@ -129,7 +147,8 @@ public struct BorrowedTask: ~Copyable {
         let integer = raw.pointee.target_is_integer != 0
         return PluginTask(
             targetInteger: integer ? raw.pointee.target_integer : nil, id: id, payload: payload,
-            sequence: sequence, attempt: attempt, targetText: integer ? nil : targetId)
+            sequence: sequence, attempt: attempt, targetText: integer ? nil : targetId,
+            deadlineNanoseconds: deadlineNanoseconds)
     }
 }
 

@@ -356,7 +356,12 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
 package func withPluginTask<R>(
     _ task: TaskItem<String>, _ context: ExecutionContext, _ body: (UnsafePointer<th_task>) -> R
 ) -> R {
-    withUTF8(task.payload) { payload in
+    // The attempt's real deadline on the plugin's clock: the call starts now.
+    let deadline = context.timeout.map { timeout in
+        let (seconds, attoseconds) = timeout.components
+        return monotonicNanoseconds() &+ seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+    }
+    return withUTF8(task.payload) { payload in
         withUTF8(task.id ?? "") { id in
             switch task.targetId {
             case .string(let target):
@@ -365,7 +370,7 @@ package func withPluginTask<R>(
                         struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
                         sequence: context.sequence, target_id: th_str(target), target_is_integer: 0,
                         reserved0: 0, target_integer: 0, task_id: th_str(id), payload: th_str(payload),
-                        deadline_ns: 0)
+                        deadline_ns: deadline ?? 0)
                     return body(&pluginTask)
                 }
             case .integer(let integer):
@@ -374,7 +379,7 @@ package func withPluginTask<R>(
                         struct_size: UInt32(MemoryLayout<th_task>.size), attempt: UInt32(clamping: context.attempt),
                         sequence: context.sequence, target_id: th_str(target), target_is_integer: 1,
                         reserved0: 0, target_integer: integer, task_id: th_str(id), payload: th_str(payload),
-                        deadline_ns: 0)
+                        deadline_ns: deadline ?? 0)
                     return body(&pluginTask)
                 }
             }

@@ -75,13 +75,44 @@ public struct SchedulerHooks<Payload: Sendable>: Sendable {
     public var attemptStarted: (@Sendable (TaskItem<Payload>, ExecutionContext, _ queueWait: Duration) -> Void)?
     /// An attempt finished; `disposition` says what happens to the task next.
     public var attemptFinished: (@Sendable (AttemptRecord<Payload>) -> Void)?
+    /// An attempt ended and the policy decided what happens next (`disposition`; its
+    /// `executionTime` is set): called before the attempt's slot and its target are given to
+    /// another task, and awaited. A durable store records the outcome here, so that a task whose
+    /// target moved on is never run again after a crash.
+    ///
+    /// - Important: While it runs, the target and the slot stay busy. A retry it records may
+    ///   still end as ``AttemptDisposition/cancelled`` if a shutdown begins meanwhile (the task
+    ///   goes back to the head of its target, as recorded); every other disposition stands.
+    public var beforeRelease: (@Sendable (AttemptRecord<Payload>) async -> Void)?
+    /// What a task brings from before this run, read once at admission: attempts already made
+    /// (they count towards `maxAttempts`) and a time before which it must not start.
+    public var history: (@Sendable (TaskItem<Payload>) -> TaskHistory?)?
 
     public init(
         attemptStarted: (@Sendable (TaskItem<Payload>, ExecutionContext, Duration) -> Void)? = nil,
-        attemptFinished: (@Sendable (AttemptRecord<Payload>) -> Void)? = nil
+        attemptFinished: (@Sendable (AttemptRecord<Payload>) -> Void)? = nil,
+        beforeRelease: (@Sendable (AttemptRecord<Payload>) async -> Void)? = nil,
+        history: (@Sendable (TaskItem<Payload>) -> TaskHistory?)? = nil
     ) {
         self.attemptStarted = attemptStarted
         self.attemptFinished = attemptFinished
+        self.beforeRelease = beforeRelease
+        self.history = history
+    }
+}
+
+/// What a task brings from before this run (from a durable store): see ``SchedulerHooks/history``.
+public struct TaskHistory: Sendable, Hashable {
+    /// Attempts already made; the next one is `attempts + 1`.
+    public var attempts: Int
+    /// How long from admission the task must wait before it starts (a persisted backoff). It
+    /// holds its target's head and no slot meanwhile. Honoured when the task is the first of its
+    /// target that the scheduler holds, as a retried task is.
+    public var startAfter: Duration
+
+    public init(attempts: Int, startAfter: Duration = .zero) {
+        self.attempts = attempts
+        self.startAfter = startAfter
     }
 }
 

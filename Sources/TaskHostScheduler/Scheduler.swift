@@ -171,7 +171,8 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
     /// only when nothing observes its start or end but the state's counters (no hooks), and, for
     /// an asynchronous attempt, no timeout has to race it.
     private func detaches(synchronous: Bool) -> Bool {
-        hooks.attemptStarted == nil && !measuresExecution && (synchronous || configuration.timeout == nil)
+        hooks.attemptStarted == nil && !measuresExecution && hooks.beforeRelease == nil && hooks.history == nil
+            && (synchronous || configuration.timeout == nil)
     }
 
     /// Pulls and admits until a task must start in a runner, or the input ends. Tasks that queue
@@ -179,8 +180,11 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
     @inline(__always)
     private func pullOne<I: AsyncIteratorProtocol>(_ cursor: IntakeCursor<I>) async -> Pulled
     where I.Element == TaskItem<Payload> {
-        let synchronous = executor.supportsImmediateExecution
+        // An attempt whose end is recorded before its target is released (beforeRelease) may
+        // suspend there: it runs in a runner, which still tries the executor inline first.
+        let synchronous = executor.supportsImmediateExecution && hooks.beforeRelease == nil
         let detachable = detaches(synchronous: synchronous)
+        let history = hooks.history
         // Successes of detached attempts run here are recorded with the next admission (see
         // IntakeDebt); every way out of this loop records them first.
         defer { settleDebt(cursor) }
@@ -192,14 +196,15 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
                     if !cursor.hasRoom { return .end(nil) }
                 }
                 guard let task = try await cursor.iterator.next(isolation: nil) else { return .end(nil) }
-                let now = tracksReadyTime ? stamp() : nil
+                let prior = history?(task)
+                let now = tracksReadyTime || (prior?.startAfter ?? .zero) > .zero ? stamp() : nil
                 var wakeups = Wakeups<Payload>()
                 let owed = cursor.owed
                 cursor.owed = 0
                 let admission = state.withLock { state in
                     if owed > 0 { state.settleIntakeDebt(owed, &wakeups) }
                     let admission = state.admit(
-                        task, now: now, inline: true, detachable: detachable, &wakeups)
+                        task, now: now, inline: true, detachable: detachable, history: prior, &wakeups)
                     cursor.hasRoom = state.intakeHasRoom
                     return admission
                 }
@@ -263,15 +268,17 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
             case .start(let work):
                 let start = work.immediateTried ? work.startedAt : attemptStarting(work)
                 let result = await execute(work)
+                let decision = await decide(work, result, startedAt: start)
                 guard case .holding = runner.executed() else {
                     // The intake went back to the spawner while this attempt was suspended.
-                    return await finishAsWorker(work, result, startedAt: start)
+                    return await finishAsWorker(work, result, startedAt: start, decision: decision)
                 }
-                next = finish(work, result, startedAt: start, takeNext: true)
+                next = finish(work, result, startedAt: start, takeNext: true, decision: decision)
             case .startDetached(let task, let sequence):
                 let result: AttemptResult
                 do {
-                    try await executor.execute(task, context: ExecutionContext(sequence: sequence, attempt: 1))
+                    try await executor.execute(
+                        task, context: ExecutionContext(sequence: sequence, attempt: 1, timeout: configuration.timeout))
                     result = .success
                 } catch {
                     result = .failure(error)
@@ -314,8 +321,10 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
 
     /// A runner that lost the intake while its attempt was suspended: it records the attempt and
     /// goes on as a worker until nothing is ready.
-    private func finishAsWorker(_ work: Work, _ result: AttemptResult, startedAt: Duration?) async {
-        if let next = finish(work, result, startedAt: startedAt, takeNext: true) {
+    private func finishAsWorker(_ work: Work, _ result: AttemptResult, startedAt: Duration?, decision: Decision? = nil)
+        async
+    {
+        if let next = finish(work, result, startedAt: startedAt, takeNext: true, decision: decision) {
             await self.work(from: next, parkWhenIdle: false)
         }
     }
@@ -350,7 +359,7 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
     private func runDetached<I>(
         _ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?, cursor: IntakeCursor<I>
     ) {
-        let context = ExecutionContext(sequence: sequence, attempt: 1)
+        let context = ExecutionContext(sequence: sequence, attempt: 1, timeout: configuration.timeout)
         let outcome = executor.executeImmediately(task, context: context)
         if case .succeeded = outcome, owesSuccesses(of: task.pool) {
             owe(cursor)
@@ -375,7 +384,7 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
     /// Runs a task the intake admitted to an idle target, without a task switch.
     private func runInline(_ work: Work) {
         let start = attemptStarting(work)
-        switch executor.executeImmediately(work.entry.task, context: work.context) {
+        switch executor.executeImmediately(work.entry.task, context: context(of: work)) {
         case .succeeded:
             _ = finish(work, .success, startedAt: start, takeNext: false)
         case .failed(let error):
@@ -403,7 +412,8 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
         while let work = next {
             let start = work.immediateTried ? work.startedAt : attemptStarting(work)
             let result = await execute(work)
-            next = finish(work, result, startedAt: start, takeNext: true)
+            let decision = await decide(work, result, startedAt: start)
+            next = finish(work, result, startedAt: start, takeNext: true, decision: decision)
             if next == nil, parkWhenIdle { next = await park() }
         }
     }
@@ -421,7 +431,7 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
     @inline(__always)
     private func execute(_ work: Work) async -> AttemptResult {
         let task = work.entry.task
-        let context = work.context
+        let context = context(of: work)
         if executor.supportsImmediateExecution, !work.immediateTried {
             switch executor.executeImmediately(task, context: context) {
             case .succeeded: return .success
@@ -451,6 +461,43 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
         }
     }
 
+    /// What the executor is told of an attempt: its sequence, number and timeout.
+    @inline(__always)
+    private func context(of work: Work) -> ExecutionContext {
+        var context = work.context
+        context.timeout = configuration.timeout
+        return context
+    }
+
+    /// The policy's decision on an attempt that ended, recorded by ``SchedulerHooks/beforeRelease``
+    /// while the attempt still holds its slot and its target; nil without that hook.
+    struct Decision {
+        /// nil: a success; `.some(nil)`: cut off by shutdown; otherwise the failure's verdict.
+        var verdict: Verdict??
+        var draw: Double
+    }
+
+    private func decide(_ work: Work, _ result: AttemptResult, startedAt: Duration?) async -> Decision? {
+        guard let beforeRelease = hooks.beforeRelease else { return nil }
+        let now = stamp()
+        var decision = Decision(verdict: nil, draw: 0)
+        var error: (any Error)?
+        var disposition = AttemptDisposition.succeeded
+        if case .failure(let failure) = result {
+            error = failure
+            if configuration.retry.jitter > 0 { decision.draw = random() }
+            let draw = decision.draw
+            let verdict = state.withLock { $0.verdict(attempts: work.entry.attempts, error: failure, random: draw) }
+            decision.verdict = .some(verdict)
+            disposition = state.withLock { $0.disposition(of: verdict) }
+        }
+        await beforeRelease(
+            AttemptRecord(
+                task: work.entry.task, context: context(of: work), disposition: disposition, error: error,
+                executionTime: startedAt.map { now - $0 } ?? .zero))
+        return decision
+    }
+
     @inline(__always)
     private func attemptStarting(_ work: Work) -> Duration? {
         if let started = hooks.attemptStarted {
@@ -463,18 +510,25 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
     }
 
     /// Records an attempt's end and, for a worker, takes its next task under the same lock.
-    private func finish(_ work: Work, _ result: AttemptResult, startedAt: Duration?, takeNext: Bool) -> Work? {
+    private func finish(
+        _ work: Work, _ result: AttemptResult, startedAt: Duration?, takeNext: Bool, decision: Decision? = nil
+    ) -> Work? {
         var now: Duration?
         var draw = 0.0
         if case .failure = result {
             now = stamp()
-            if configuration.retry.jitter > 0 { draw = random() }
+            if let decision {
+                draw = decision.draw
+            } else if configuration.retry.jitter > 0 {
+                draw = random()
+            }
         } else if startedAt != nil || tracksReadyTime {
             now = stamp()
         }
         var wakeups = Wakeups<Payload>()
+        let decided = decision?.verdict
         let (disposition, next) = state.withLock { state in
-            let disposition = state.complete(work, result: result, now: now, random: draw, &wakeups)
+            let disposition = state.complete(work, result: result, now: now, random: draw, decided: decided, &wakeups)
             let next = takeNext ? state.takeNext() : nil
             state.wakeWorkers(&wakeups)
             return (disposition, next)
@@ -486,7 +540,7 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
             let elapsed = startedAt.flatMap { start in now.map { $0 - start } } ?? .zero
             finished(
                 AttemptRecord(
-                    task: work.entry.task, context: work.context, disposition: disposition, error: error,
+                    task: work.entry.task, context: context(of: work), disposition: disposition, error: error,
                     executionTime: elapsed))
         }
         return next

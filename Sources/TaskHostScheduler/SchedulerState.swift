@@ -29,6 +29,13 @@ struct Entry<Payload: Sendable>: Sendable {
     var readySince: Duration?
 }
 
+/// What the retry policy decided for a failed attempt.
+enum Verdict: Sendable {
+    case retry(after: Duration)
+    /// No attempt left (or a non-retryable error): dead letter or park, as configured.
+    case exhausted
+}
+
 /// A task handed to an executor: which target slot it holds and the entry itself.
 struct Dispatch<Payload: Sendable>: Sendable {
     var slot: Int32
@@ -463,6 +470,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         now: Duration?,
         inline: Bool,
         detachable: Bool,
+        history: TaskHistory? = nil,
         _ wakeups: inout Wakeups<Payload>
     ) -> Admission {
         let sequence = nextSequence
@@ -478,8 +486,23 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         }
         let slot = slot(for: task.targetId)
         let i = Int(slot)
-        let entry = Task(task: task, sequence: sequence, attempts: 0, readySince: now)
+        let entry = Task(task: task, sequence: sequence, attempts: history?.attempts ?? 0, readySince: now)
         queued += 1
+        if let history, history.startAfter > .zero, let now, targets[i].queue.isEmpty, targets[i].phase == .idle,
+            targets[i].running == 0
+        {
+            // Not to start before its time (a persisted backoff): the target waits it out holding
+            // no slot, as after a failed attempt.
+            targets[i].queue.append(entry)
+            targets[i].phase = .backoff
+            backoffCount += 1
+            targets[i].token &+= 1
+            addTimer(
+                TimerEntry(
+                    deadline: now + history.startAfter, slot: slot, generation: targets[i].generation,
+                    token: targets[i].token), &wakeups)
+            return .queued
+        }
         if inline, targets[i].queue.isEmpty, targets[i].phase == .idle, targets[i].running < perTargetLimit,
             readyCount == 0, handoff.isEmpty, running < cap, phase == .running, !poolFull(task.pool)
         {
@@ -599,6 +622,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         result: AttemptResult,
         now: Duration?,
         random: Double,
+        decided: Verdict?? = nil,
         _ wakeups: inout Wakeups<Payload>
     ) -> AttemptDisposition {
         let i = Int(work.slot)
@@ -613,7 +637,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
             summary.succeeded += 1
             disposition = .succeeded
         case .failure(let error):
-            disposition = fail(&entry, slot: work.slot, error: error, now: now, random: random, &wakeups)
+            disposition = fail(
+                &entry, slot: work.slot, error: error, now: now, random: random, decided: decided, &wakeups)
         }
         wakeIntakeIfRoom(&wakeups)
         settle(work.slot)
@@ -629,30 +654,46 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         }
     }
 
+    /// The retry policy's decision on a failed attempt: the one place it is made. `nil` while the
+    /// run shuts down (the task goes back to the head of its target).
+    func verdict(attempts: Int, error: any Error, random: Double) -> Verdict? {
+        if phase != .running { return nil }
+        if error is NonRetryableError || attempts >= retry.maxAttempts { return .exhausted }
+        if let retryAfter = error as? RetryAfterError { return .retry(after: min(retryAfter.delay, retry.maxDelay)) }
+        return .retry(after: retry.delay(beforeRetry: attempts, random: random))
+    }
+
+    /// The disposition a failed attempt is about to get (before its target is released), for
+    /// ``SchedulerHooks/beforeRelease``.
+    func disposition(of verdict: Verdict?) -> AttemptDisposition {
+        switch verdict {
+        case nil: .cancelled
+        case .retry(let delay): .retrying(after: delay)
+        case .exhausted: onExhausted == .park ? .parked : .deadLettered
+        }
+    }
+
     private mutating func fail(
         _ entry: inout Task,
         slot: Int32,
         error: any Error,
         now: Duration?,
         random: Double,
+        decided: Verdict??,
         _ wakeups: inout Wakeups<Payload>
     ) -> AttemptDisposition {
         let i = Int(slot)
-        if phase != .running {
+        // A verdict already recorded (beforeRelease) stands, but for a retry that shutdown
+        // overtook: that task goes back to the head of its target, as recorded.
+        var verdict = decided ?? verdict(attempts: entry.attempts, error: error, random: random)
+        if phase != .running, case .retry = verdict { verdict = nil }
+        guard let verdict else {
             // Shutdown: the task goes back to the head of its target, with its attempts.
             requeueAtHead(entry, slot: slot)
             return .cancelled
         }
         var delay: Duration?
-        if error is NonRetryableError {
-            delay = nil
-        } else if entry.attempts < retry.maxAttempts {
-            if let retryAfter = error as? RetryAfterError {
-                delay = min(retryAfter.delay, retry.maxDelay)
-            } else {
-                delay = retry.delay(beforeRetry: entry.attempts, random: random)
-            }
-        }
+        if case .retry(let after) = verdict { delay = after }
         if let delay {
             summary.retries += 1
             entry.readySince = now.map { $0 + delay }

@@ -483,6 +483,40 @@ extension PipelineTests {
         #expect(try Self.records(folder + "/results.jsonl").count == 4)
     }
 
+    @Test(
+        "A plugin is told each attempt's real deadline (th_task.deadline_ns), 0 without a timeout",
+        arguments: ["memory", "durable"], [true, false])
+    func deadlineReachesThePlugin(queue: String, timeout: Bool) async throws {
+        let folder = Paths.scratch()
+        try Self.write(
+            #"{"targetId": "a", "data": 1}"# + "\n" + #"{"targetId": "b", "data": 2}"# + "\n",
+            to: folder + "/tasks.jsonl")
+        try Self.write(
+            """
+            executors:
+              sync: { plugin: Echo, config: { describe: true } }
+              async: { plugin: Echo, config: { describe: true, delayMs: 1 } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: sync, match: { field: "$.data", routes: { "2": async } } }
+            results: { path: results.jsonl }
+            \(timeout ? "timeoutMs: 30000" : "")
+            \(queue == "memory" ? "queue: memory" : "")
+            """, to: folder + "/pipeline.yaml")
+        let run = try await Self.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        let outputs = try Self.records(folder + "/results.jsonl").compactMap { $0["output"] as? [String: Any] }
+        #expect(outputs.count == 2)
+        for output in outputs {
+            let remaining = output["remainingMs"] as? Int
+            if timeout {
+                // Counted from the call: a little under the 30 s timeout, never more.
+                #expect(remaining.map { $0 > 20_000 && $0 <= 30_000 } == true, "\(output)")
+            } else {
+                #expect(remaining == nil, "\(output)")
+            }
+        }
+    }
+
     @Test("A spool folder: each batch file runs, then moves to done/ or failed/")
     func spoolDirectory() async throws {
         let folder = Paths.scratch()

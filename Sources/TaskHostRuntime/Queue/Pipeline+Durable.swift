@@ -218,7 +218,10 @@ extension Pipeline {
                 let slot = run.queue.running?.begin(row: row, attempt: attempt)
                 if slot == nil { lease() }
                 defer { if let slot { run.queue.running?.end(slot) } }
-                try await runAttempt(task, context: ExecutionContext(sequence: context.sequence, attempt: attempt)) {
+                try await runAttempt(
+                    task,
+                    context: ExecutionContext(sequence: context.sequence, attempt: attempt, timeout: config.timeout)
+                ) {
                     if slot != nil { lease() }
                 }
             } catch {
