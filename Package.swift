@@ -76,7 +76,13 @@ let package = Package(
             swiftSettings: hotPathFlags
         ),
         // The store: the embedded durable queue (SQLite) and its journal of running attempts.
-        .target(name: "TaskHostStore", dependencies: ["TaskHostScheduler", "CSQLite", "CTaskHostSystem"]),
+        .target(
+            name: "TaskHostStore",
+            dependencies: [
+                "TaskHostScheduler", "CSQLite", "CTaskHostSystem",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
         // The configuration: a pipeline file read into typed values, every error at its file:line:column.
         .target(
             name: "TaskHostConfig",
