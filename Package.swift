@@ -141,7 +141,7 @@ let package = Package(
             name: "TaskHostRuntimeTests",
             dependencies: [
                 "TaskHostRuntime", "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostConfig",
-                "TaskHostStore",
+                "TaskHostStore", .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Fixtures"]
         ),

@@ -136,7 +136,7 @@ struct TargetsCommand: AsyncParsableCommand {
     var target: String
 
     func run() async throws {
-        guard let verb = QueueAdmin.TargetVerb(rawValue: verb) else {
+        guard let verb = TargetVerb(rawValue: verb) else {
             printError("unknown command '\(verb)'\n  use park, release or drain")
             throw ExitCode(2)
         }
@@ -144,7 +144,7 @@ struct TargetsCommand: AsyncParsableCommand {
         let target = self.target
         let result = try operate { () throws(ConfigError) in try admin.target(verb, target) }
         print("\(target): \(result)")
-        if result.hasPrefix("not parked") { throw ExitCode(1) }
+        if !result.succeeded { throw ExitCode(1) }
     }
 }
 

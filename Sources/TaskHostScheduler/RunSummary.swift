@@ -41,7 +41,7 @@ public struct UnfinishedTask<Payload: Sendable>: Sendable {
 }
 
 /// How an attempt ended, as told to ``SchedulerHooks/attemptFinished``.
-public enum AttemptDisposition: Sendable {
+public enum AttemptDisposition: Sendable, Hashable {
     case succeeded
     /// Failed; the task will be retried after the delay, holding its target's head.
     case retrying(after: Duration)

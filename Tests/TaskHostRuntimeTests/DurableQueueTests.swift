@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 import TaskHostConfig
 import TaskHostJSON
@@ -715,6 +716,80 @@ import Testing
         #expect(results.first?["attempts"] as? Int == 2)
         let started = (results.first?["startedAt"] as? Int ?? 0) / 1_000_000
         #expect(Int64(started) >= notBefore, "the retry started before its deadline")
+    }
+
+    @Test("A backlog on one target never holds another target's tasks back, whatever the buffer size")
+    func backlogDoesNotBlockOtherTargets() async throws {
+        let folder = Paths.scratch()
+        let lines =
+            (0..<1000).map { #"{"targetId": "A", "id": "a\#($0)", "data": \#($0)}"# }
+            + (0..<5).map { #"{"targetId": "B", "id": "b\#($0)", "data": \#($0)}"# }
+        try P.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            scheduler: { maxConcurrency: 4, bufferSize: 100 }
+            executors:
+              echo: { plugin: Echo, config: { delayMs: 2 } }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            results: { path: results.jsonl }
+            """, to: folder + "/pipeline.yaml")
+        let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        // The results file is in order of completion: A's tasks run one at a time, B's could run
+        // beside them from the start. Read in global arrival order, B's tasks came after all 1,000
+        // of A's, whose backlog is ten times the buffer.
+        let order = try P.records(folder + "/results.jsonl").map { $0["id"] as? String ?? "" }
+        #expect(order.count == 1005)
+        let positions = order.enumerated().filter { $0.element.hasPrefix("b") }.map(\.offset)
+        #expect(positions.count == 5)
+        #expect(positions.allSatisfy { $0 < 100 }, "B finished at \(positions)")
+        // A's tasks kept their order.
+        #expect(order.filter { $0.hasPrefix("a") } == (0..<1000).map { "a\($0)" })
+    }
+
+    @Test("A crash after an attempt's result line but before its outcome is committed: the re-run has a higher attempt")
+    func crashBeforeOutcomeCommit() async throws {
+        let folder = Paths.scratch()
+        var settings = QueueSettings(path: folder + "/queue.db")
+        settings.retainFinished = .seconds(60)
+        let row: Int64
+        do {
+            let queue = try DurableQueue(settings: settings, host: true)
+            let run = DurableRun(
+                queue: queue, executors: ["x"], window: 4, logger: Logger(label: "test"), onFailure: { _ in })
+            _ = try run.recover()
+            try queue.transaction { db in
+                try DurableQueue.insert(
+                    [
+                        NewTask(
+                            source: "s", seq: 1, taskId: "once", target: .string("t"), executor: "x", priority: 0,
+                            payload: "{}", raw: "{}", batch: nil)
+                    ], into: db, now: unixMilliseconds())
+            }
+            let stored = try #require(try queue.transaction { db in try db.queued(after: 0, limit: 10) }.first)
+            row = stored.row
+            let record = DurableRecord(row: row, attempts: 0, notBefore: 0, crashes: 0)
+            run.leased(record, attempt: 1)
+            // The attempt ran, its result line was written; the host dies before the commit.
+        }
+        let queue = try DurableQueue(settings: settings, host: true)
+        let run = DurableRun(
+            queue: queue, executors: ["x"], window: 4, logger: Logger(label: "test"), onFailure: { _ in })
+        #expect(try run.recover() == 1)
+        let stored = try #require(try queue.transaction { db in try db.queued(after: 0, limit: 10) }.first)
+        #expect(stored.row == row)
+        #expect(stored.attempts == 1)
+        #expect(stored.crashes == 1)
+        // The scheduler counts on from the attempts made: the re-run is attempt 2.
+        let history = run.history(of: DurableRecord(row: row, attempts: stored.attempts, notBefore: 0, crashes: 1))
+        #expect(history.attempts == 1)
+
+        // Committed, the outcome clears the journal: nothing is counted at the next start.
+        let record = DurableRecord(row: row, attempts: 1, notBefore: 0, crashes: 1)
+        run.leased(record, attempt: 2)
+        await run.record(.succeeded(output: nil), of: record, attempt: 2, target: .string("t"))
+        #expect(queue.running?.leftovers() == [])
     }
 
     @Test("A spool batch cut by kill -9 resumes from its checkpoint and is moved to done/ once all ran")

@@ -86,12 +86,14 @@ import Testing
         let executor = try executor(
             "Command", config: #"{"program": "/bin/sleep", "args": ["30"], "timeoutMs": 60000}"#, outcomes: outcomes)
         let clock = TestClock()
+        // The plugin is told the attempt's deadline on the real clock (th_task.deadline_ns): 50 s
+        // away, so the test clock's timeout cancels it first, at once.
         let scheduler = Scheduler(
-            executor: executor, configuration: SchedulerConfiguration(timeout: .seconds(1)), clock: clock)
+            executor: executor, configuration: SchedulerConfiguration(timeout: .seconds(50)), clock: clock)
         let summary = await withTaskGroup(of: RunSummary<String>.self) { group in
             group.addTask { await scheduler.run(TaskList([TaskItem(targetId: "a", payload: "")])) }
             while clock.sleepers == 0 { await Task.yield() }
-            clock.advance(by: .seconds(1))
+            clock.advance(by: .seconds(50))
             return await group.next()!
         }
         #expect(summary.deadLettered == 1)

@@ -257,7 +257,8 @@ public final class Pipeline: Sendable {
         let stopper = StopSignal()
         let durable = queue.map { queue in
             DurableRun(
-                queue: queue, executors: config.executors.map(\.name), logger: logger,
+                queue: queue, executors: config.executors.map(\.name),
+                window: DurableRun.window(bufferSize: config.bufferSize), logger: logger,
                 onFailure: { _ in
                     stop.request()
                     stop.request()
@@ -287,22 +288,20 @@ public final class Pipeline: Sendable {
                 return out
             }
         }
-        let hooks = SchedulerHooks<PipelineTask>(
-            attemptStarted: { _, _, wait in metrics.queueWait.record(wait) },
-            attemptFinished: { [self] record in finished(record, durable: durable) })
+        // One path for both queues: the scheduler decides every policy; the durable queue only
+        // records and restores, through these hooks.
+        let hooks =
+            durable.map { durableHooks($0) }
+            ?? SchedulerHooks<PipelineTask>(
+                attemptStarted: { _, _, wait in metrics.queueWait.record(wait) },
+                attemptFinished: { [self] record in finished(record, durable: nil) })
+        var configuration = SchedulerConfiguration(
+            maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
+            timeout: config.timeout, onExhausted: config.onExhausted)
+        // Pool 0 is unused; executor i's tasks run in pool i + 1, under its own cap.
+        configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
         let scheduler = Scheduler(
-            executor: RunExecutor(pipeline: self, durable: durable),
-            configuration: durable != nil
-                ? durableSchedulerConfiguration()
-                : {
-                    var configuration = SchedulerConfiguration(
-                        maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
-                        timeout: config.timeout, onExhausted: config.onExhausted)
-                    // Pool 0 is unused; executor i's tasks run in pool i + 1, under its own cap.
-                    configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
-                    return configuration
-                }(),
-            hooks: hooks)
+            executor: RunExecutor(router: router, durable: durable), configuration: configuration, hooks: hooks)
         let schedulerBox = Box<Scheduler<RunExecutor, ContinuousClock>?>(scheduler)
         // Commands an operator left while this host was starting (or while none ran).
         if let durable { await applyCommands(durable, scheduler: scheduler) }
@@ -407,12 +406,10 @@ public final class Pipeline: Sendable {
             // scheduler held, those of parked targets, those not read yet.
             out.leftQueued = summary.unfinished.count
             out.parked = summary.parked
-            if let queue, durable.failure.withLock({ $0 == nil }) {
+            if let queue, !durable.hasFailed {
                 await compact(durable)
-                if let left = try? await queue.perform({ db in
-                    try db.integer("SELECT count(*) FROM tasks WHERE state IN (0, 1)")
-                }) {
-                    out.leftQueued = Int(left)
+                if let left = try? await queue.perform({ db in try db.countOpen() }) {
+                    out.leftQueued = left
                 }
                 queue.checkpointWAL()
             }
@@ -440,7 +437,7 @@ public final class Pipeline: Sendable {
         out.admitted = summary.admitted
         out.succeeded = summary.succeeded
         out.deadLettered = summary.deadLettered
-        out.retries = summary.retries - (durable.map { $0.notDue.load(ordering: .relaxed) } ?? 0)
+        out.retries = summary.retries
         out.rejected = counters.rejected.load(ordering: .relaxed)
         out.perSource = counters.perSource
         out.seconds = (ContinuousClock.now - started).seconds
@@ -448,10 +445,7 @@ public final class Pipeline: Sendable {
     }
 
     static func queuedCount(_ durable: DurableRun) async -> Int? {
-        let count = try? await durable.queue.perform { db in
-            try db.integer("SELECT count(*) FROM tasks WHERE state = 0")
-        }
-        return count.map { Int($0) }
+        try? await durable.queue.perform { db in try db.countQueued() }
     }
 
     // MARK: Sources
@@ -680,36 +674,31 @@ public final class Pipeline: Sendable {
 
     // MARK: Sinks
 
-    private func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?) {
+    /// An attempt's end as the scheduler reports it: metrics, and with `queue: memory` the result
+    /// line, the dead letter and the batch (the durable queue records those before the target is
+    /// released, in ``record(_:run:)``, but for an operator's drain).
+    func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?) {
         if record.executionTime > .zero { metrics.execution.record(record.executionTime) }
-        // On the durable queue, the durable path wrote the lines of the attempts it ran.
-        let written = durable != nil && record.task.payload.durable != nil
         // After the queue failed, what the scheduler does with the tasks it holds is not their
         // outcome: they stay queued, their batches stay open.
-        if written, durable?.failure.withLock({ $0 != nil }) == true { return }
+        if durable?.hasFailed == true { return }
+        let recorded = durable != nil && !(record.error is DrainedError)
         switch record.disposition {
         case .succeeded:
             metrics.succeeded.increment()
-            if !written { writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil) }
+            guard !recorded else { return }
+            writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil)
             record.task.payload.batch?.final(failed: false)
         case .deadLettered:
             metrics.deadLettered.increment()
-            if written, !(record.error is DrainedError) {
-                counters.finished.add(1, ordering: .relaxed)
-                record.task.payload.batch?.final(failed: true)
-                return
-            }
+            guard !recorded else { return }
             let error = record.error.map { "\($0)" } ?? "dead-lettered"
-            let attempts = record.task.payload.durable?.attempts.load(ordering: .relaxed) ?? record.context.attempt
+            let attempts = record.context.attempt
             writeResult(record.task, status: "deadLettered", attempts: attempts, error: error)
             // A durable drain wrote the dead letter and the row's state with the command.
-            if !written { writeDeadLetter(record.task, error: error, attempts: attempts) }
+            if durable == nil { writeDeadLetter(record.task, error: error, attempts: attempts) }
             record.task.payload.batch?.final(failed: true)
         case .retrying:
-            if let retry = record.error as? RetryAfterError, retry.underlying is NotDueYet {
-                durable?.notDue.add(1, ordering: .relaxed)
-                return
-            }
             metrics.retries.increment()
         case .parked, .cancelled:
             return

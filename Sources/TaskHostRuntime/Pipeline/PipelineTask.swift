@@ -39,21 +39,23 @@ public struct PipelineTask: Sendable {
     }
 }
 
-/// A durable task's row and attempt count, carried beside it through the scheduler.
+/// A durable task's row and what its earlier runs left, carried beside it through the scheduler.
 final class DurableRecord: Sendable {
     let row: Int64
-    /// Attempts made so far, across runs.
-    let attempts: Atomic<Int>
+    /// Attempts made before this run (the scheduler counts on from them).
+    let attempts: Int
     /// Unix milliseconds before which the task must not run (its persisted backoff).
     let notBefore: Int64
     /// Attempts during which the host died, across runs.
-    let crashes: Atomic<Int>
+    let crashes: Int
+    /// The running attempt's slot in the journal, -1 when none.
+    let journalSlot = Atomic<Int>(-1)
 
     init(row: Int64, attempts: Int, notBefore: Int64, crashes: Int) {
         self.row = row
-        self.attempts = Atomic(attempts)
+        self.attempts = attempts
         self.notBefore = notBefore
-        self.crashes = Atomic(crashes)
+        self.crashes = crashes
     }
 }
 

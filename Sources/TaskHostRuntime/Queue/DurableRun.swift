@@ -7,107 +7,62 @@ import TaskHostPlugins
 import TaskHostScheduler
 import TaskHostStore
 
-/// The state of one run on the durable queue: what was fed to the scheduler, the parked
-/// targets, the batch files in flight, and the wake-up of the feed.
+/// The durable queue at the edges of one run: what the sources append, the feed that hands the
+/// scheduler rows by target, what each attempt leaves (its lease before it runs, its outcome
+/// before its target moves on), and the operators' commands. The scheduler decides every policy
+/// (retries, backoff, timeouts, park, dead letters); this only records and restores.
 final class DurableRun: Sendable {
     let queue: DurableQueue
     let executorIndex: [String: Int]
     let logger: Logger
 
     struct FeedState {
-        /// The last row read from the queue (rows are read in arrival order).
-        var lastFed: Int64 = 0
-        /// The last row handed to the scheduler (or skipped for a parked target).
-        var lastYielded: Int64 = 0
-        /// Rows read and not yet handed on.
-        var buffer: [StoredTask] = []
-        var index = 0
-        /// Parked targets, with the first row the feed skipped for each (left in the queue).
-        var parked: [TargetID: Int64?] = [:]
-        /// Drained targets: their rows up to this one were dead-lettered by the drain.
-        var drainedThrough: [TargetID: Int64] = [:]
-        /// Rows of released targets, handed on before the rest.
-        var refeed: [StoredTask] = []
+        var feed: TargetFeed<StoredTask>
         var sourcesDone = false
         var stopped = false
         var generation: UInt64 = 0
         var waiter: CheckedContinuation<Void, Never>?
-
-        /// The next row to hand on, skipping parked and drained targets' rows; nil when none is read.
-        mutating func pop() -> StoredTask? {
-            while true {
-                let row: StoredTask
-                if !refeed.isEmpty {
-                    row = refeed.removeFirst()
-                } else if index < buffer.count {
-                    row = buffer[index]
-                    index += 1
-                    lastYielded = max(lastYielded, row.row)
-                } else {
-                    buffer.removeAll(keepingCapacity: true)
-                    index = 0
-                    return nil
-                }
-                if let skipped = parked[row.target] {
-                    if skipped == nil { parked[row.target] = .some(row.row) }
-                    continue
-                }
-                if let drained = drainedThrough[row.target], row.row <= drained { continue }
-                return row
-            }
-        }
     }
 
-    let feed = Mutex(FeedState())
+    let feed: Mutex<FeedState>
     /// Batch files of spool sources still in flight, by "source/name".
     let trackers = Mutex<[String: BatchTracker]>([:])
     /// Set when the queue failed (a full disk): the run stops with this error.
     let failure = Mutex<QueueError?>(nil)
-    /// Set once a shutdown began: an attempt cut off goes back to the queue unchanged.
-    let stopping = Atomic<Bool>(false)
-    /// Tasks fed before their persisted backoff ended (not retries: they did not run).
-    let notDue = Atomic<Int>(0)
-    /// Rows whose attempts an operator's release reset, for the scheduler's copy of them.
-    let resetAttempts = Mutex<Set<Int64>>([])
+    /// Rows whose crash count an operator's release reset, for the scheduler's copy of them.
+    let resetCrashes = Mutex<Set<Int64>>([])
     /// Tasks during which the host died run one at a time (see ``HostCrashes``).
     let suspects = SuspectGate()
     let onFailure: @Sendable (QueueError) -> Void
 
+    /// - Parameter window: rows of one target the scheduler holds at most (``TargetFeed``).
     init(
-        queue: DurableQueue, executors: [String], logger: Logger, onFailure: @escaping @Sendable (QueueError) -> Void
+        queue: DurableQueue, executors: [String], window: Int, logger: Logger,
+        onFailure: @escaping @Sendable (QueueError) -> Void
     ) {
         self.queue = queue
         self.executorIndex = Dictionary(executors.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         self.logger = logger
         self.onFailure = onFailure
+        feed = Mutex(FeedState(feed: TargetFeed(window: window)))
     }
 
+    /// The window of one target for a scheduler buffer of `bufferSize` tasks: a quarter of it, so
+    /// that no target fills the buffer, at most 256 rows (a refill reads them in one query).
+    static func window(bufferSize: Int) -> Int { max(1, min(256, bufferSize / 4)) }
+
     /// Puts back the tasks a dead host was running, counting the attempts it cut off (and each
-    /// as a crash: a graceful stop puts its cut-off tasks back itself), and loads the parked
+    /// as a crash: a graceful stop records its cut-off tasks itself), and loads the parked
     /// targets. Returns how many tasks were put back.
     func recover() throws(QueueError) -> Int {
-        // Attempts that finish inline are not leased: the journal names those a crash cut off.
+        // The journal names the attempts whose outcome was not committed: inline ones, and those
+        // that ended but whose outcome a crash kept from the queue.
         let cutOff = queue.running?.leftovers() ?? []
-        let (reclaimed, parked) = try queue.transaction { db -> (Int, [TargetID]) in
-            // A leased attempt was counted when it was leased (and is in the journal too).
-            var reclaimed = try db.run("UPDATE tasks SET state = 0, crashes = crashes + 1 WHERE state = 1")
-            for entry in cutOff {
-                // Counted once: a crash before the journal is cleared finds the count made.
-                reclaimed += try db.run(
-                    "UPDATE tasks SET attempts = ?, crashes = crashes + 1 WHERE id = ? AND state = 0 AND attempts < ?",
-                    [.int(entry.attempt), .integer(entry.row), .int(entry.attempt)])
-            }
-            let statement = try db.statement("SELECT target_kind, target FROM targets WHERE parked = 1")
-            var parked: [TargetID] = []
-            while try statement.step() {
-                if let target = TargetID(kind: statement.int(0), text: statement.text(1)) { parked.append(target) }
-            }
-            return (reclaimed, parked)
-        }
-        // Counted: a crash before this line finds them counted.
+        let (reclaimed, parked) = try queue.transaction { db in try db.recover(cutOff: cutOff) }
+        // Counted: a crash after this line finds them counted.
         queue.running?.clear()
         feed.withLock { state in
-            for target in parked { state.parked[target] = .some(nil) }
+            for target in parked { state.feed.park(target) }
         }
         return reclaimed
     }
@@ -123,6 +78,8 @@ final class DurableRun: Sendable {
         }
     }
 
+    var hasFailed: Bool { failure.withLock { $0 != nil } }
+
     /// Queues a write without waiting for it; a failure stops the run (never silently dropped).
     func write(_ body: @escaping (SQLiteDatabase) throws -> Void) {
         queue.submit(body) { [self] error in
@@ -130,7 +87,10 @@ final class DurableRun: Sendable {
         }
     }
 
-    /// New rows were committed (by a source, a release, or another process): wake the feed.
+    // MARK: The feed
+
+    /// Wakes the feed: new rows were committed (by a source, a release, or another process), or
+    /// a target has room for a refill.
     func arrived() {
         let waiter = feed.withLock { state -> CheckedContinuation<Void, Never>? in
             state.generation &+= 1
@@ -146,7 +106,6 @@ final class DurableRun: Sendable {
     }
 
     func stop() {
-        stopping.store(true, ordering: .releasing)
         feed.withLock { $0.stopped = true }
         arrived()
     }
@@ -162,68 +121,116 @@ final class DurableRun: Sendable {
         }
     }
 
-    /// The next row to hand to the scheduler, in arrival order; nil when the feed is over.
+    /// The next row for the scheduler (``TargetFeed``); nil when the feed is over: the sources
+    /// are done and every row was handed, but those of parked targets.
     func nextRow() async -> StoredTask? {
         while true {
-            enum Next {
-                case row(StoredTask)
-                case read(after: Int64, generation: UInt64, done: Bool)
+            enum Step {
+                case next(TargetFeed<StoredTask>.Next, generation: UInt64, done: Bool)
                 case end
             }
-            let next = feed.withLock { state -> Next in
+            let step = feed.withLock { state -> Step in
                 if state.stopped { return .end }
-                if let row = state.pop() { return .row(row) }
-                return .read(after: state.lastFed, generation: state.generation, done: state.sourcesDone)
+                return .next(
+                    state.feed.next(), generation: state.generation,
+                    done: state.sourcesDone && !state.feed.isHoldingBack)
             }
-            switch next {
-            case .end:
-                return nil
-            case .row(let row):
-                return row
-            case .read(let after, let generation, let done):
-                if failure.withLock({ $0 != nil }) { return nil }
-                let rows: [StoredTask]
-                do {
-                    rows = try await queue.perform { db in try DurableQueue.queued(after: after, limit: 512, in: db) }
-                } catch {
-                    fail(error)
-                    return nil
-                }
-                if let last = rows.last {
-                    feed.withLock { state in
-                        state.lastFed = max(state.lastFed, last.row)
-                        state.buffer.append(contentsOf: rows)
+            guard case .next(let next, let generation, let done) = step else { return nil }
+            if hasFailed { return nil }
+            do {
+                switch next {
+                case .row(let row):
+                    return row
+                case .refill(let target, let from, let through, let limit):
+                    let rows = try await queue.perform { db in
+                        try db.queued(target, from: from, through: through, limit: limit)
                     }
-                    continue
+                    feed.withLock { $0.feed.refilled(target, rows: rows, limit: limit) }
+                case .read(let after):
+                    let rows = try await queue.perform { db in try db.queued(after: after, limit: 512) }
+                    if !rows.isEmpty {
+                        feed.withLock { $0.feed.read(rows) }
+                        continue
+                    }
+                    if done { return nil }
+                    await waitForArrival(after: generation)
                 }
-                if done { return nil }
-                await waitForArrival(after: generation)
+            } catch {
+                fail(error)
+                return nil
             }
         }
+    }
+
+    /// A handed row became final: its target may take more rows.
+    func rowFinished(_ target: TargetID) {
+        if feed.withLock({ $0.feed.finished(target) }) { arrived() }
+    }
+
+    // MARK: Attempts
+
+    /// What a row brings from before: its attempts and what is left of its backoff.
+    func history(of record: DurableRecord) -> TaskHistory {
+        let left = record.notBefore - unixMilliseconds()
+        return TaskHistory(attempts: record.attempts, startAfter: left > 0 ? .milliseconds(left) : .zero)
+    }
+
+    /// Attempts during which the host died, for this row (an operator's release resets them).
+    func crashes(of record: DurableRecord) -> Int {
+        resetCrashes.withLock { $0.contains(record.row) } ? 0 : record.crashes
+    }
+
+    /// An attempt starts: journaled (no SQLite write), so that a crash from here until its
+    /// outcome is committed counts it.
+    func leased(_ record: DurableRecord, attempt: Int) {
+        if let slot = queue.running?.begin(row: record.row, attempt: attempt) {
+            record.journalSlot.store(slot, ordering: .relaxed)
+        } else {
+            // The journal is full: the row itself records the attempt.
+            record.journalSlot.store(-1, ordering: .relaxed)
+            markRunning(record, attempt: attempt)
+        }
+    }
+
+    /// An attempt that did not finish inline: the queue shows it running.
+    func markRunning(_ record: DurableRecord, attempt: Int) {
+        let now = unixMilliseconds()
+        write { db in try db.markRunning(record.row, attempt: attempt, at: now) }
+    }
+
+    /// Commits how an attempt ended; only then is its journal entry cleared, so a crash before the
+    /// commit counts the attempt and the next run carries a higher attempt number.
+    func record(_ outcome: RecordedOutcome, of record: DurableRecord, attempt: Int, target: TargetID) async {
+        if hasFailed { return }
+        let now = unixMilliseconds()
+        do {
+            try await queue.perform { db in
+                try db.record(outcome, row: record.row, attempt: attempt, target: target, at: now)
+            }
+        } catch {
+            fail(error)
+            return
+        }
+        let slot = record.journalSlot.exchange(-1, ordering: .relaxed)
+        if slot >= 0 { queue.running?.end(slot) }
     }
 
     // MARK: Operator commands
 
-    /// Marks a target parked: the feed leaves its later rows in the queue.
     func parked(_ target: TargetID) {
-        feed.withLock { state in
-            if state.parked[target] == nil { state.parked[target] = .some(nil) }
-        }
+        feed.withLock { $0.feed.park(target) }
     }
 
-    /// Un-parks a target; the rows the feed skipped are fed next. Call inside a queue transaction.
-    func released(_ target: TargetID, in db: SQLiteDatabase) throws {
-        let (skipped, lastYielded) = feed.withLock { state -> (Int64??, Int64) in
-            defer { state.parked[target] = nil }
-            return (state.parked[target], state.lastYielded)
-        }
-        guard case .some(.some(let first)) = skipped else { return }
-        let rows = try DurableQueue.queued(target, from: first, through: lastYielded, in: db)
-        feed.withLock { $0.refeed.append(contentsOf: rows) }
+    func released(_ target: TargetID) {
+        if feed.withLock({ $0.feed.release(target) }) { arrived() }
+    }
+
+    func drained(_ target: TargetID, through row: Int64) {
+        if feed.withLock({ $0.feed.drained(target, through: row) }) { arrived() }
     }
 }
 
-/// The scheduler's input on the durable queue: committed rows, in arrival order.
+/// The scheduler's input on the durable queue: committed rows, by target.
 struct QueueFeed: AsyncSequence, Sendable {
     typealias Element = TaskItem<PipelineTask>
     let run: DurableRun
@@ -236,18 +243,13 @@ struct QueueFeed: AsyncSequence, Sendable {
         mutating func next() async -> TaskItem<PipelineTask>? {
             while let row = await run.nextRow() {
                 if let task = makeTask(row) { return task }
+                run.rowFinished(row.target)
             }
             return nil
         }
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(run: run, makeTask: makeTask) }
-}
-
-/// Thrown for a task fed before its persisted backoff ends: the scheduler holds its target and
-/// tries again after the rest of the delay, without running it.
-struct NotDueYet: Error, CustomStringConvertible {
-    var description: String { "backing off" }
 }
 
 /// Lets one suspect at a time run: a task during which the host died (see ``HostCrashes``). When

@@ -139,166 +139,108 @@ struct HostCrashes: Error, CustomStringConvertible {
     }
 }
 
-/// The pipeline's executor: the router itself in memory, or the durable path, which records
-/// each attempt in the queue before its slot and target are released.
+/// The pipeline's executor: the router, and on the durable queue the edge where an attempt meets
+/// the store (a deferred attempt shows as running; a task that crashed the host too often is not
+/// run again; tasks during which the host died run one at a time).
 struct RunExecutor: TaskItemExecutor {
     typealias Payload = PipelineTask
-    let pipeline: Pipeline
+    let router: PipelineExecutor
     let durable: DurableRun?
 
-    var supportsImmediateExecution: Bool { durable == nil }
+    var supportsImmediateExecution: Bool { true }
 
     func executeImmediately(_ task: TaskItem<PipelineTask>, context: ExecutionContext) -> ImmediateOutcome {
-        pipeline.router.executeImmediately(task, context: context)
+        guard let durable, let record = task.payload.durable else {
+            return router.executeImmediately(task, context: context)
+        }
+        let crashes = durable.crashes(of: record)
+        if crashes >= HostCrashes.limit {
+            // Not run again, so that a task that crashes the host cannot do it forever.
+            return .failed(NonRetryableError(HostCrashes(crashes: crashes)))
+        }
+        // A suspect waits for the gate: asynchronously.
+        if crashes > 0 { return .deferred }
+        let outcome = router.executeImmediately(task, context: context)
+        if case .deferred = outcome { durable.markRunning(record, attempt: context.attempt) }
+        return outcome
     }
 
     func execute(_ task: TaskItem<PipelineTask>, context: ExecutionContext) async throws {
-        if let durable, let record = task.payload.durable {
-            try await pipeline.executeDurably(task, record: record, context: context, run: durable)
-        } else {
-            try await pipeline.router.execute(task, context: context)
+        guard let durable, let record = task.payload.durable, durable.crashes(of: record) > 0 else {
+            return try await router.execute(task, context: context)
         }
+        if durable.crashes(of: record) >= HostCrashes.limit {
+            throw NonRetryableError(HostCrashes(crashes: durable.crashes(of: record)))
+        }
+        try await durable.suspects.enter()
+        defer { durable.suspects.leave() }
+        // Journaled once it really runs: a crash while it waited for the gate is not its own.
+        durable.leased(record, attempt: context.attempt)
+        switch router.executeImmediately(task, context: context) {
+        case .succeeded: return
+        case .failed(let error): throw error
+        case .deferred: durable.markRunning(record, attempt: context.attempt)
+        }
+        try await router.execute(task, context: context)
     }
 }
 
 extension Pipeline {
-    /// The scheduler's settings for a durable run: the durable path decides retries (it counts
-    /// attempts across restarts and persists each backoff deadline) and applies the timeout.
-    func durableSchedulerConfiguration() -> SchedulerConfiguration {
-        var configuration = SchedulerConfiguration(
-            maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize,
-            retry: RetryPolicy(maxAttempts: .max, backoff: .fixed(.zero), maxDelay: .seconds(10 * 365 * 86400)),
-            timeout: nil, onExhausted: config.onExhausted)
-        configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
-        return configuration
+    /// The scheduler's hooks on the durable queue: a task's history at admission, its lease when
+    /// an attempt starts, its outcome (and result line) committed before its target moves on.
+    func durableHooks(_ run: DurableRun) -> SchedulerHooks<PipelineTask> {
+        let metrics = self.metrics
+        return SchedulerHooks(
+            attemptStarted: { task, context, wait in
+                metrics.queueWait.record(wait)
+                // A suspect is journaled when it passes the gate (RunExecutor); a task refused for
+                // its crashes does not run.
+                if let record = task.payload.durable, run.crashes(of: record) == 0 {
+                    run.leased(record, attempt: context.attempt)
+                }
+            },
+            attemptFinished: { [self] record in finished(record, durable: run) },
+            beforeRelease: { [self] record in await self.record(record, run: run) },
+            history: { task in task.payload.durable.map { run.history(of: $0) } })
     }
 
-    /// One attempt of a durable task. An attempt that does not finish inline is leased in the
-    /// queue when it defers; every outcome (and its result line) is committed before this
-    /// returns, so a task whose slot was given to another is never run again after a crash.
-    func executeDurably(
-        _ task: TaskItem<PipelineTask>, record: DurableRecord, context: ExecutionContext, run: DurableRun
-    ) async throws {
-        let row = record.row
-        if let failure = run.failure.withLock({ $0 }) {
-            // The queue failed (a full disk): nothing more runs, the task stays queued.
-            throw NonRetryableError(failure)
-        }
-        let now = unixMilliseconds()
-        if record.notBefore > now {
-            throw RetryAfterError(after: .milliseconds(record.notBefore - now), NotDueYet())
-        }
-        if run.resetAttempts.withLock({ $0.remove(row) != nil }) {
-            record.attempts.store(0, ordering: .relaxed)
-            record.crashes.store(0, ordering: .relaxed)
-        }
-        var attempt = record.attempts.load(ordering: .relaxed)
-        var failure: (any Error)?
-        let crashes = record.crashes.load(ordering: .relaxed)
-        if crashes >= HostCrashes.limit {
-            // Not run again, so that a task that crashes the host cannot do it forever.
-            failure = NonRetryableError(HostCrashes(crashes: crashes))
-        } else {
-            do {
-                if crashes > 0 { try await run.suspects.enter() }
-                defer { if crashes > 0 { run.suspects.leave() } }
-                attempt = record.attempts.add(1, ordering: .relaxed).newValue
-                let made = attempt
-                let lease = {
-                    // Leased (not waited for): the queue shows the task running, and a crash before
-                    // its end counts the attempt.
-                    run.write { db in
-                        try db.run(
-                            "UPDATE tasks SET state = 1, attempts = ?, started_at = ? WHERE id = ?",
-                            [.int(made), .integer(now), .integer(row)])
-                    }
-                }
-                // An attempt that finishes inline is only journaled (no SQLite write): a crash
-                // inside it is counted by the next host from the journal.
-                let slot = run.queue.running?.begin(row: row, attempt: attempt)
-                if slot == nil { lease() }
-                defer { if let slot { run.queue.running?.end(slot) } }
-                try await runAttempt(
-                    task,
-                    context: ExecutionContext(sequence: context.sequence, attempt: attempt, timeout: config.timeout)
-                ) {
-                    if slot != nil { lease() }
-                }
-            } catch {
-                failure = error
+    /// What an attempt leaves on the durable queue, as the scheduler decided it: its result line
+    /// and dead letter, then its row, committed (the sinks are flushed before the commit).
+    func record(_ attempt: AttemptRecord<PipelineTask>, run: DurableRun) async {
+        let task = attempt.task
+        guard let record = task.payload.durable else { return }
+        // Attempts made: one refused for the host's crashes (HostCrashes) did not run.
+        let refused = (attempt.error as? NonRetryableError)?.underlying is HostCrashes
+        let number = attempt.context.attempt - (refused ? 1 : 0)
+        let message = attempt.error.map { "\($0)" } ?? ""
+        let outcome: RecordedOutcome
+        var final = false
+        switch attempt.disposition {
+        case .succeeded:
+            if !run.hasFailed { writeResult(task, status: "succeeded", attempts: number, error: nil) }
+            outcome = .succeeded(output: task.payload.log.snapshot.output)
+            final = true
+        case .retrying(let delay):
+            outcome = .retry(notBefore: unixMilliseconds() + Int64((delay.seconds * 1000).rounded(.up)), error: message)
+        case .parked:
+            run.parked(task.targetId)
+            outcome = .parked(error: message)
+        case .deadLettered:
+            if !run.hasFailed {
+                writeResult(task, status: "deadLettered", attempts: number, error: message)
+                writeDeadLetter(task, error: message, attempts: number)
             }
-        }
-        if failure != nil, run.stopping.load(ordering: .acquiring), Task.isCancelled || failure is CancellationError {
+            outcome = .dead(error: message)
+            final = true
+        case .cancelled:
             // Cut off by shutdown: back to the head of its target, with its attempt count.
-            run.write { db in try db.run("UPDATE tasks SET state = 0 WHERE id = ?", [.integer(row)]) }
-            throw failure!
+            outcome = .cutOff
         }
-        let log = task.payload.log.snapshot
-        do {
-            guard let failure else {
-                writeResult(task, status: "succeeded", attempts: attempt, error: nil)
-                try await run.queue.perform { db in
-                    try db.run(
-                        "UPDATE tasks SET state = 2, attempts = ?, finished_at = ?, output = ?, error = NULL WHERE id = ?",
-                        [.int(attempt), .integer(unixMilliseconds()), .optional(log.output), .integer(row)])
-                }
-                return
-            }
-            let message = "\(failure)"
-            let retry = config.retry
-            if !(failure is NonRetryableError), attempt < retry.maxAttempts {
-                let delay =
-                    (failure as? RetryAfterError).map { min($0.delay, retry.maxDelay) }
-                    ?? retry.delay(beforeRetry: attempt, random: Double.random(in: 0..<1))
-                let notBefore = unixMilliseconds() + Int64(delay.seconds * 1000)
-                try await run.queue.perform { db in
-                    try db.run(
-                        "UPDATE tasks SET state = 0, attempts = ?, not_before = ?, error = ? WHERE id = ?",
-                        [.int(attempt), .integer(notBefore), .text(message), .integer(row)])
-                }
-                throw RetryAfterError(after: delay, failure)
-            }
-            if config.onExhausted == .park {
-                run.parked(task.targetId)
-                try await run.queue.perform { db in
-                    try db.run(
-                        "UPDATE tasks SET state = 0, attempts = ?, error = ? WHERE id = ?",
-                        [.int(attempt), .text(message), .integer(row)])
-                    try DurableQueue.setParked(task.targetId, true, reason: message, in: db)
-                }
-                throw NonRetryableError(failure)
-            }
-            writeResult(task, status: "deadLettered", attempts: attempt, error: message)
-            writeDeadLetter(task, error: message, attempts: attempt)
-            try await run.queue.perform { db in
-                try db.run(
-                    "UPDATE tasks SET state = 3, attempts = ?, finished_at = ?, error = ? WHERE id = ?",
-                    [.int(attempt), .integer(unixMilliseconds()), .text(message), .integer(row)])
-            }
-            throw NonRetryableError(failure)
-        } catch let error as QueueError {
-            run.fail(error)
-            throw NonRetryableError(error)
+        await run.record(outcome, of: record, attempt: number, target: task.targetId)
+        if final, !run.hasFailed {
+            run.rowFinished(task.targetId)
+            task.payload.batch?.final(failed: attempt.disposition != .succeeded)
         }
-    }
-
-    /// Runs one attempt through the router, inline when the executor can, under the timeout.
-    private func runAttempt(
-        _ task: TaskItem<PipelineTask>, context: ExecutionContext, deferred: () -> Void
-    ) async throws {
-        switch router.executeImmediately(task, context: context) {
-        case .succeeded: return
-        case .failed(let error): throw error
-        case .deferred: deferred()
-        }
-        guard let timeout = config.timeout else {
-            return try await router.execute(task, context: context)
-        }
-        let router = self.router
-        let outcome = await withTimeout(timeout, clock: ContinuousClock()) {
-            try await router.execute(task, context: context)
-        }
-        try outcome.get()
     }
 
     /// A queued row as the scheduler's task; nil (and a dead letter) when its executor is gone.
@@ -309,11 +251,8 @@ extension Pipeline {
             counters.finished.add(1, ordering: .relaxed)
             stored.batch.flatMap { name in run.trackers.withLock { $0[stored.source + "/" + name] } }?.final(
                 failed: true)
-            run.write { db in
-                try db.run(
-                    "UPDATE tasks SET state = 3, finished_at = ?, error = ? WHERE id = ?",
-                    [.integer(unixMilliseconds()), .text(error), .integer(stored.row)])
-            }
+            let now = unixMilliseconds()
+            run.write { db in try db.recordDead(stored.row, error: error, at: now) }
             return nil
         }
         let tracker = stored.batch.flatMap { name in run.trackers.withLock { $0[stored.source + "/" + name] } }
@@ -338,18 +277,9 @@ extension Pipeline {
         for source in config.sources where source.kind == .directory {
             let folder = source.path!
             let entries = try run.queue.transaction { db -> [(String, Int, Int)] in
-                let statement = try db.statement("SELECT file FROM checkpoints WHERE source = ?")
-                try statement.bind([.text(source.name)])
-                var files: [String] = []
-                while try statement.step() { files.append(statement.text(0) ?? "") }
-                return try files.map { file in
-                    let pending = try db.integer(
-                        "SELECT count(*) FROM tasks WHERE source = ? AND batch = ? AND state IN (0, 1)",
-                        [.text(source.name), .text(file)])
-                    let failed = try db.integer(
-                        "SELECT count(*) FROM tasks WHERE source = ? AND batch = ? AND state = 3",
-                        [.text(source.name), .text(file)])
-                    return (file, Int(pending ?? 0), Int(failed ?? 0))
+                try db.checkpointedFiles(of: source.name).map { file in
+                    let (pending, failed) = try db.batchCounts(source: source.name, batch: file)
+                    return (file, pending, failed)
                 }
             }
             for (name, pending, failed) in entries where FileManager.default.fileExists(atPath: folder + "/" + name) {
@@ -378,10 +308,7 @@ extension Pipeline {
             }
             if let run {
                 run.trackers.withLock { _ = $0.removeValue(forKey: source.name + "/" + name) }
-                run.write { db in
-                    try db.run(
-                        "DELETE FROM checkpoints WHERE source = ? AND file = ?", [.text(source.name), .text(name)])
-                }
+                run.write { db in try db.deleteCheckpoint(source: source.name, file: name) }
             }
         }
     }
@@ -392,22 +319,9 @@ extension Pipeline {
         seq: UInt64, offset: Int64, complete: Bool
     ) {
         do {
-            let (seq, checkpoint) = try await run.queue.perform { db -> (Int64?, Checkpoint?) in
-                let seq = try db.integer("SELECT next_seq FROM sources WHERE name = ?", [.text(source)])
-                guard let file else { return (seq, nil) }
-                let statement = try db.statement(
-                    "SELECT device, inode, offset, complete FROM checkpoints WHERE source = ? AND file = ?")
-                defer { statement.reset() }
-                try statement.bind([.text(source), .text(file)])
-                guard try statement.step() else { return (seq, nil) }
-                return (
-                    seq,
-                    Checkpoint(
-                        source: source, file: file, device: statement.int(0), inode: statement.int(1),
-                        offset: statement.int(2), complete: statement.int(3) != 0)
-                )
+            let (next, checkpoint) = try await run.queue.perform { db -> (UInt64, Checkpoint?) in
+                (try db.nextSequence(of: source), try file.flatMap { try db.checkpoint(source: source, file: $0) })
             }
-            let next = UInt64(max(1, seq ?? 1))
             guard let checkpoint, let path = file else { return (next, 0, false) }
             let full = config.sources.first { $0.name == source }.flatMap { $0.kind == .directory ? $0.path : nil }
             let identity = fileIdentity(full.map { $0 + "/" + path } ?? path)
@@ -444,20 +358,13 @@ extension Pipeline {
     func applyCommands(_ run: DurableRun, scheduler: Scheduler<RunExecutor, ContinuousClock>) async {
         do {
             try await run.queue.perform { db in
-                let statement = try db.statement(
-                    "SELECT id, verb, target_kind, target FROM commands WHERE applied = 0 ORDER BY id")
-                var commands: [(Int64, String, TargetID)] = []
-                while try statement.step() {
-                    if let target = TargetID(kind: statement.int(2), text: statement.text(3)) {
-                        commands.append((statement.int(0), statement.text(1) ?? "", target))
-                    }
-                }
-                for (id, verb, target) in commands {
-                    let result = try self.apply(verb, target, run: run, scheduler: scheduler, db: db)
+                for (id, verb, target) in try db.pendingCommands() {
+                    let result = try verb.map { try self.apply($0, target, run: run, scheduler: scheduler, db: db) }
+                    let text = result?.description ?? "unknown command"
                     self.logger.info(
-                        "operator command", metadata: ["command": "\(verb) \(target)", "result": "\(result)"])
-                    try db.run(
-                        "UPDATE commands SET applied = 1, result = ? WHERE id = ?", [.text(result), .integer(id)])
+                        "operator command",
+                        metadata: ["command": "\(verb?.rawValue ?? "?") \(target)", "result": "\(text)"])
+                    try db.answer(command: id, with: text)
                 }
             }
         } catch {
@@ -466,94 +373,49 @@ extension Pipeline {
         run.arrived()
     }
 
+    /// One command: the queue's part (shared with the offline tools), then the scheduler's and the
+    /// feed's.
     private func apply(
-        _ verb: String, _ target: TargetID, run: DurableRun, scheduler: Scheduler<RunExecutor, ContinuousClock>,
+        _ verb: TargetVerb, _ target: TargetID, run: DurableRun, scheduler: Scheduler<RunExecutor, ContinuousClock>,
         db: SQLiteDatabase
-    ) throws -> String {
-        let isParked = try QueueTools.isParked(target, in: db)
-        switch verb {
-        case "park":
-            try DurableQueue.setParked(target, true, reason: "parked by operator", in: db)
+    ) throws -> TargetCommandOutcome {
+        let head = verb == .release ? try db.queued(target, limit: 1).first : nil
+        let (outcome, drained) = try db.apply(verb, target)
+        switch outcome {
+        case .parked:
             run.parked(target)
             scheduler.park(target)
-            return "parked"
-        case "release":
-            guard isParked else { return "not parked" }
-            try DurableQueue.setParked(target, false, reason: nil, in: db)
+        case .released:
+            // The head's fresh attempts: in the queue (done), and for the scheduler's copy of it.
+            if let head { run.resetCrashes.withLock { _ = $0.insert(head.row) } }
             scheduler.release(target)
-            if let head = try QueueTools.head(of: target, in: db) {
-                try db.run("UPDATE tasks SET attempts = 0, crashes = 0, not_before = 0 WHERE id = ?", [.integer(head)])
-                run.resetAttempts.withLock { _ = $0.insert(head) }
-            }
-            try run.released(target, in: db)
-            return "released"
-        case "drain":
-            guard isParked else { return "not parked: park it first" }
-            // Every queued row of the target becomes a dead letter in this transaction, those the
-            // scheduler holds included (its drain then only counts them); the rows the feed left
-            // in the queue or has not handed on yet are told to their batches here.
-            let (skipped, lastYielded) = run.feed.withLock { state in
-                (state.parked[target] ?? nil, state.lastYielded)
-            }
-            let rows = try QueueTools.drain(target, in: db)
-            for row in rows { writeDeadLetter(row, error: "drained by operator") }
+            run.released(target)
+        case .drained:
+            // Every queued row of the target is a dead letter now, those the scheduler holds
+            // included (its drain only counts them); the batches of rows it does not hold are
+            // told here.
+            let (leftFrom, lastPassed) = run.feed.withLock { ($0.feed.leftFrom[target], $0.feed.lastPassed) }
+            for row in drained { writeDeadLetter(row, error: "drained by operator") }
             scheduler.drain(target)
-            for row in rows where row.row >= (skipped ?? .max) || row.row > lastYielded {
-                row.batch.flatMap { name in run.trackers.withLock { $0[row.source + "/" + name] } }?
-                    .final(failed: true)
+            for row in drained where row.row >= (leftFrom ?? .max) || row.row > lastPassed {
+                row.batch.flatMap { name in run.trackers.withLock { $0[row.source + "/" + name] } }?.final(failed: true)
             }
-            run.feed.withLock { state in
-                state.parked[target] = nil
-                if let last = rows.last?.row { state.drainedThrough[target] = last }
-            }
-            try DurableQueue.setParked(target, false, reason: nil, in: db)
-            return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
-        default:
-            return "unknown command \(verb)"
+            if let last = drained.last?.row { run.drained(target, through: last) }
+        case .notParked, .drainNeedsPark:
+            break
         }
+        return outcome
     }
 
     /// Deletes finished tasks older than the retention, and gives the pages back.
     func compact(_ run: DurableRun) async {
         let retain = Int64((run.queue.settings.retainFinished.seconds * 1000).rounded())
         do {
-            let removed = try await run.queue.perform { db in
-                let removed = try db.run(
-                    "DELETE FROM tasks WHERE state = 2 AND finished_at <= ?", [.integer(unixMilliseconds() - retain)])
-                try db.execute("PRAGMA incremental_vacuum(2000)")
-                return removed
-            }
+            let before = unixMilliseconds() - retain
+            let removed = try await run.queue.perform { db in try db.compact(finishedBefore: before) }
             if removed > 0 { logger.debug("queue compacted", metadata: ["removed": "\(removed)"]) }
         } catch {
             run.fail(error)
         }
-    }
-}
-
-/// Statements of the operator's tools, shared by `taskhost targets` and a running host.
-enum QueueTools {
-    static func isParked(_ target: TargetID, in db: SQLiteDatabase) throws -> Bool {
-        try db.integer(
-            "SELECT parked FROM targets WHERE target_kind = ? AND target = ?",
-            [.integer(target.storedKind), .text(target.storedText)]) == 1
-    }
-
-    /// The first queued row of a target.
-    static func head(of target: TargetID, in db: SQLiteDatabase) throws -> Int64? {
-        try db.integer(
-            "SELECT id FROM tasks WHERE target = ? AND target_kind = ? AND state = 0 ORDER BY id LIMIT 1",
-            [.text(target.storedText), .integer(target.storedKind)])
-    }
-
-    /// Dead-letters every queued row of a target; returns them.
-    static func drain(_ target: TargetID, in db: SQLiteDatabase) throws -> [StoredTask] {
-        let rows = try DurableQueue.queued(target, in: db)
-        let now = unixMilliseconds()
-        for row in rows {
-            try db.run(
-                "UPDATE tasks SET state = 3, finished_at = ?, error = 'drained by operator' WHERE id = ?",
-                [.integer(now), .integer(row.row)])
-        }
-        return rows
     }
 }

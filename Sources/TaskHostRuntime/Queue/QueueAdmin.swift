@@ -180,8 +180,21 @@ public final class QueueAdmin: Sendable {
 
     // MARK: Targets
 
-    public enum TargetVerb: String, Sendable, CaseIterable {
-        case park, release, drain
+    /// What a target command did, and who applied it.
+    package struct TargetCommandReport: Sendable, CustomStringConvertible {
+        /// nil when the running host did not answer in time (nothing was done).
+        package var outcome: TargetCommandOutcome?
+        /// The running host that applied it (-1: one whose pid was not written yet), or nil.
+        package var appliedBy: Int32?
+
+        package var description: String {
+            guard let outcome else { return "the running host did not answer within 10 s: nothing was done" }
+            guard let pid = appliedBy else { return outcome.description }
+            return "\(outcome) (applied by the running host\(pid > 0 ? ", pid \(pid)" : ""))"
+        }
+
+        /// Whether the command did what it was asked: the exit code's source.
+        package var succeeded: Bool { outcome?.succeeded ?? false }
     }
 
     /// A target id as typed: an integer when it reads as one and the queue knows it as one.
@@ -195,10 +208,10 @@ public final class QueueAdmin: Sendable {
 
     /// Parks, releases or drains a target. With a host running, the host applies it (to the
     /// tasks it holds too) and answers; otherwise it is applied to the queue here.
-    public func target(_ verb: TargetVerb, _ text: String) throws(ConfigError) -> String {
+    package func target(_ verb: TargetVerb, _ text: String) throws(ConfigError) -> TargetCommandReport {
         do {
             let target = try self.target(text)
-            guard let pid = hostPID else { return try applyOffline(verb, target) }
+            guard let pid = hostPID else { return TargetCommandReport(outcome: try applyOffline(verb, target)) }
             // -1: a host holds the lock but has not written its pid yet; it applies pending
             // commands when it starts.
             let id = try queue.transaction { db -> Int64 in
@@ -213,18 +226,18 @@ public final class QueueAdmin: Sendable {
                 let result = try queue.transaction { db in
                     try db.text("SELECT result FROM commands WHERE id = ? AND applied = 1", [.integer(id)])
                 }
-                if let result { return "\(result) (applied by the running host\(pid > 0 ? ", pid \(pid)" : ""))" }
+                if let result { return TargetCommandReport(outcome: TargetCommandOutcome(result), appliedBy: pid) }
                 if attempt % 20 == 19, let pid = hostPID, pid > 0 { kill(pid, SIGUSR1) }
                 if hostPID == nil, try withdraw(id) {
                     // The host stopped before applying it: apply it here.
-                    return try applyOffline(verb, target)
+                    return TargetCommandReport(outcome: try applyOffline(verb, target))
                 }
             }
-            if try withdraw(id) { return "the running host did not answer within 10 s: nothing was done" }
+            if try withdraw(id) { return TargetCommandReport(outcome: nil) }
             let result = try queue.transaction { db in
                 try db.text("SELECT result FROM commands WHERE id = ?", [.integer(id)])
             }
-            return "\(result ?? "applied") (applied by the running host)"
+            return TargetCommandReport(outcome: result.flatMap(TargetCommandOutcome.init), appliedBy: pid)
         } catch {
             throw wrap(error)
         }
@@ -237,33 +250,14 @@ public final class QueueAdmin: Sendable {
         }
     }
 
-    /// A command applied to the queue itself, with no host running.
-    private func applyOffline(_ verb: TargetVerb, _ target: TargetID) throws -> String {
+    /// A command applied to the queue itself, with no host running: the same statements a running
+    /// host applies.
+    private func applyOffline(_ verb: TargetVerb, _ target: TargetID) throws -> TargetCommandOutcome {
         let sink = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
-        let result = try queue.transaction { db -> String in
-            let parked = try QueueTools.isParked(target, in: db)
-            switch verb {
-            case .park:
-                try DurableQueue.setParked(target, true, reason: "parked by operator", in: db)
-                return "parked"
-            case .release:
-                guard parked else { return "not parked" }
-                try DurableQueue.setParked(target, false, reason: nil, in: db)
-                if let head = try QueueTools.head(of: target, in: db) {
-                    try db.run(
-                        "UPDATE tasks SET attempts = 0, crashes = 0, not_before = 0 WHERE id = ?", [.integer(head)])
-                }
-                return "released"
-            case .drain:
-                guard parked else { return "not parked: park it first" }
-                let rows = try QueueTools.drain(target, in: db)
-                for row in rows { sink?.write(bytes: deadLetterLine(row, error: "drained by operator")) }
-                try DurableQueue.setParked(target, false, reason: nil, in: db)
-                return "drained \(rows.count) queued task\(rows.count == 1 ? "" : "s")"
-            }
-        }
+        let (outcome, drained) = try queue.transaction { db in try db.apply(verb, target) }
+        for row in drained { sink?.write(bytes: deadLetterLine(row, error: "drained by operator")) }
         sink?.flush()
-        return result
+        return outcome
     }
 
     // MARK: Dead letters
