@@ -2,6 +2,8 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import Synchronization
 import TaskHostConfig
 import TaskHostPlugins
@@ -30,18 +32,23 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logging.bootstrapped()
+        // Signals are handled here, in one place, from the start: a tool's SIGUSR1 may reach a host
+        // that is still opening its queue.
+        let stop = PipelineStop()
+        let signals = Signals(stop: stop, logger: logger)
         let loaded: PipelineConfig
         let pipeline: Pipeline
         do {
             loaded = try ConfigLoader.load(path: config, environment: ProcessInfo.processInfo.environment)
-            pipeline = try Pipeline(config: loaded, loader: options.loader(config: loaded), logger: logger)
+            pipeline = try buildPipeline(configuration: loaded, loader: options.loader(config: loaded), logger: logger)
         } catch {
             printError(error.description)
             throw ExitCode(2)
         }
-        if loaded.metricsListen != nil { pipeline.bootstrapMetrics() }
-        let stop = PipelineStop()
-        let signals = Signals(stop: stop, logger: logger)
+        signals.forward(commands: pipeline)
+        if loaded.metricsListen != nil {
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: pipeline.metricsRegistry))
+        }
         let showProgress = !quiet && isatty(2) != 0
         let progress: (@Sendable (Pipeline.Progress) -> Void)? = showProgress ? printProgress : nil
         let summary = await pipeline.run(stop: stop, progress: progress)
@@ -96,6 +103,10 @@ struct CheckCommand: AsyncParsableCommand {
 final class Signals: @unchecked Sendable {
     static let forceExitAfter = 3
     let sources: [any DispatchSourceSignal]
+    let commands: any DispatchSourceSignal
+    /// The pipeline SIGUSR1 goes to, once built.
+    final class Target: Sendable { let pipeline = Mutex<Pipeline?>(nil) }
+    let target = Target()
     /// How many signals arrived.
     final class Count: Sendable { let value = Atomic<Int>(0) }
 
@@ -137,10 +148,23 @@ final class Signals: @unchecked Sendable {
             sources.append(source)
         }
         self.sources = sources
+        // SIGUSR1: `taskhost targets` and `taskhost enqueue` tell a running host to read its
+        // queue. Ignored until the pipeline is built (and with `queue: memory`).
+        signal(SIGUSR1, SIG_IGN)
+        commands = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: queue)
+        let target = self.target
+        commands.setEventHandler { target.pipeline.withLock { $0 }?.commandsArrived() }
+        commands.resume()
+    }
+
+    /// From now on SIGUSR1 reaches `pipeline`.
+    func forward(commands pipeline: Pipeline) {
+        target.pipeline.withLock { $0 = pipeline }
     }
 
     deinit {
         for source in sources { source.cancel() }
+        commands.cancel()
     }
 
     /// Writes why to standard error and exits at once, without running anything else.

@@ -359,9 +359,8 @@ public final class DurableQueue: @unchecked Sendable {
                 path: path, message: "another taskhost\(pid) is running on this queue",
                 remedy: "stop it first, or give this pipeline its own queue.path")
         }
-        // The tools wake a host with SIGUSR1 as soon as its pid is in the lock file: a host that
-        // is still starting must not die of it.
-        signal(SIGUSR1, SIG_IGN)
+        // The tools wake a host with SIGUSR1 as soon as its pid is in the lock file: the
+        // executable handles (or ignores) it from its start.
         ftruncate(descriptor, 0)
         let text = "\(getpid())\n"
         _ = text.withCString { write(descriptor, $0, strlen($0)) }

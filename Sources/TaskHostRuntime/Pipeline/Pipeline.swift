@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import Prometheus
+import ServiceLifecycle
 import Synchronization
 import TaskHostConfig
 import TaskHostJSON
@@ -13,6 +14,20 @@ import TaskHostStore
 #if canImport(Glibc)
     import Glibc
 #endif
+
+/// Builds what `taskhost run` runs: the pipeline a configuration describes, its plugins loaded,
+/// executors made, sinks and durable queue opened. Run it with ``Pipeline/run(stop:progress:)``;
+/// stop it with the ``PipelineStop`` given there.
+///
+/// - Throws: ``ConfigError`` naming the file, line and key at fault, and what to do.
+/// - Important: The library installs no signal handler and bootstraps no logging or metrics
+///   system: the caller does (route SIGINT/SIGTERM to ``PipelineStop/request()`` and SIGUSR1 to
+///   ``Pipeline/commandsArrived()``).
+public func buildPipeline(configuration: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError)
+    -> Pipeline
+{
+    try Pipeline(config: configuration, loader: loader, logger: logger)
+}
 
 /// A configured pipeline: its executors made, its sinks opened, ready to run.
 public final class Pipeline: Sendable {
@@ -27,6 +42,8 @@ public final class Pipeline: Sendable {
     let metrics: PipelineMetrics
     /// The durable queue (nil for `queue: memory`), opened and checked by `init`.
     let queue: DurableQueue?
+    /// Forwarded by the executable: see ``commandsArrived()``.
+    let commandWakeups = CommandWakeups()
 
     /// What a run did, for the summary and the exit code.
     public struct Summary: Sendable {
@@ -190,10 +207,15 @@ public final class Pipeline: Sendable {
             hint: hint)
     }
 
-    /// Routes swift-metrics (the metrics of the libraries TaskHost uses) into the registry that
-    /// `/metrics` serves. Call once per process.
-    public func bootstrapMetrics() {
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+    /// The registry that `/metrics` serves. The executable routes swift-metrics into it (the
+    /// library bootstraps no metrics system).
+    public var metricsRegistry: PrometheusCollectorRegistry { metrics.registry }
+
+    /// Tells a running pipeline that operator commands or tasks enqueued by another process wait
+    /// in its durable queue (`taskhost targets` and `taskhost enqueue` send the host SIGUSR1; the
+    /// executable forwards it here). Any thread; nothing for `queue: memory`.
+    public func commandsArrived() {
+        commandWakeups.continuation.yield()
     }
 
     /// Checks a configuration without running anything: every plugin loads and validates its
@@ -254,15 +276,12 @@ public final class Pipeline: Sendable {
         let started = ContinuousClock.now
         let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
         let metrics = self.metrics
-        let stopper = StopSignal()
+        let stoppers = Mutex<[StopSignal]>([])
         let durable = queue.map { queue in
             DurableRun(
                 queue: queue, executors: config.executors.map(\.name),
                 window: DurableRun.window(bufferSize: config.bufferSize), logger: logger,
-                onFailure: { _ in
-                    stop.request()
-                    stop.request()
-                })
+                onFailure: { _ in stop.requestNow() })
         }
         if let durable {
             let results = self.results
@@ -305,100 +324,146 @@ public final class Pipeline: Sendable {
         let schedulerBox = Box<Scheduler<RunExecutor, ContinuousClock>?>(scheduler)
         // Commands an operator left while this host was starting (or while none ran).
         if let durable { await applyCommands(durable, scheduler: scheduler) }
-        stop.attach { [config] immediately in
-            stopper.stop()
-            durable?.stop()
-            scheduler.shutdown(gracePeriod: immediately ? .zero : config.gracePeriod)
-        }
 
         // The durable queue's depth for /metrics and /status: its index of queued rows.
         let durableQueued: (@Sendable () async -> Int?)? = durable.map { durable in
             { @Sendable in await Pipeline.queuedCount(durable) }
         }
 
-        let schedulerSummary = await withTaskGroup(of: RunSummary<PipelineTask>?.self) { group in
-            group.addTask {
-                await withTaskGroup(of: Void.self) { sources in
-                    for source in self.config.sources {
-                        // One intake per source: its batches (and its checkpoint) commit in order.
-                        let intake = Intake(
-                            channel: channel, durable: durable, executorNames: self.config.executors.map(\.name))
-                        sources.addTask {
-                            await self.run(
-                                source, intake: intake, durable: durable, stopper: stopper, schedulerBox: schedulerBox)
-                        }
-                    }
-                }
-                channel.finish()
-                durable?.sourcesFinished()
-                return nil
-            }
-            if let durable {
-                // Operator commands (`taskhost targets`) and tasks enqueued by another process
-                // arrive with SIGUSR1; finished tasks are deleted after the retention.
-                group.addTask {
-                    let signals = AsyncStream<Void> { continuation in
-                        signal(SIGUSR1, SIG_IGN)
-                        let source = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-                        source.setEventHandler { continuation.yield() }
-                        source.resume()
-                        let box = UncheckedBox(source)
-                        continuation.onTermination = { _ in box.value.cancel() }
-                    }
-                    for await _ in signals {
-                        await self.applyCommands(durable, scheduler: scheduler)
-                    }
-                    return nil
-                }
-                group.addTask {
-                    let retain = durable.queue.settings.retainFinished
-                    let period = max(Duration.seconds(1), min(retain / 2, .seconds(60)))
-                    while (try? await Task.sleep(for: period)) != nil {
-                        await self.compact(durable)
-                    }
-                    return nil
+        // The parts of the run, in the order they start; they stop in the reverse order.
+        let outcome = Mutex<RunSummary<PipelineTask>?>(nil)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        func add(
+            _ name: String, ends: ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior = .cancelGroup,
+            _ body: @escaping @Sendable () async -> Void
+        ) {
+            services.append(.init(service: PipelineService(name, body), successTerminationBehavior: ends))
+        }
+        let results = self.results
+        let deadLetters = self.deadLetters
+        // The sinks: lines reach their files within a bounded delay, and all of them at the end.
+        add("sinks") {
+            await untilShutdown {
+                while (try? await Task.sleep(for: .milliseconds(200))) != nil {
+                    results?.flush()
+                    deadLetters?.flush()
                 }
             }
-            if let listen = config.metricsListen {
-                let counters = self.counters
-                let logger = self.logger
-                group.addTask {
-                    let router = operationsRouter(
-                        metrics: metrics, snapshot: { scheduler.snapshot() },
-                        perSource: { counters.perSource }, durableQueued: durableQueued)
-                    await serve(router, on: listen, logger: logger)
-                    return nil
+            results?.flush()
+            deadLetters?.flush()
+        }
+        // The plugin instances, destroyed once nothing runs any more.
+        add("executors") { [instances] in
+            await waitForShutdown()
+            for instance in instances { instance.destroy() }
+        }
+        if let listen = config.metricsListen {
+            let counters = self.counters
+            let logger = self.logger
+            add("operations endpoint") {
+                let router = operationsRouter(
+                    metrics: metrics, snapshot: { scheduler.snapshot() }, perSource: { counters.perSource },
+                    durableQueued: durableQueued)
+                await serve(router, on: listen, logger: logger)
+            }
+        }
+        if let durable {
+            // Operator commands (`taskhost targets`) and tasks enqueued by another process: the
+            // executable forwards SIGUSR1 (``commandsArrived()``).
+            add("command listener") { [commandWakeups] in
+                await untilShutdown {
+                    for await _ in commandWakeups.stream { await self.applyCommands(durable, scheduler: scheduler) }
                 }
             }
-            if let progress {
-                group.addTask {
-                    let total = durable == nil ? self.knownTotal() : nil
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(500))
+            // Finished tasks are deleted after the retention.
+            add("compaction") {
+                let retain = durable.queue.settings.retainFinished
+                let period = max(Duration.seconds(1), min(retain / 2, .seconds(60)))
+                await untilShutdown {
+                    while (try? await Task.sleep(for: period)) != nil { await self.compact(durable) }
+                }
+            }
+        }
+        // The scheduler: its input's end (and every task final) ends the run; a graceful stop
+        // stops the feed and gives running tasks the grace period.
+        add("scheduler", ends: .gracefullyShutdownGroup) { [config] in
+            let summary = await withGracefulShutdownHandler {
+                if let durable {
+                    return await scheduler.run(
+                        QueueFeed(run: durable, makeTask: { [self] stored in makeTask(stored, run: durable) }))
+                }
+                return await scheduler.run(Batches(channel: channel))
+            } onGracefulShutdown: {
+                durable?.stop()
+                scheduler.shutdown(gracePeriod: config.gracePeriod)
+            }
+            outcome.withLock { $0 = summary }
+        }
+        if let progress {
+            add("progress") {
+                let total = durable == nil ? self.knownTotal() : nil
+                await untilShutdown {
+                    while (try? await Task.sleep(for: .milliseconds(500))) != nil {
                         let done =
                             self.counters.finished.load(ordering: .relaxed)
                             + self.counters.rejected.load(ordering: .relaxed)
                         progress(Progress(done: done, total: total, seconds: (ContinuousClock.now - started).seconds))
                     }
-                    return nil
                 }
             }
-            let summary: RunSummary<PipelineTask>
-            if let durable {
-                summary = await scheduler.run(
-                    QueueFeed(run: durable, makeTask: { [self] stored in makeTask(stored, run: durable) }))
-            } else {
-                summary = await scheduler.run(Batches(channel: channel))
-            }
-            stopper.stop()
-            channel.finish()
-            durable?.stop()
-            group.cancelAll()
-            var result: RunSummary<PipelineTask>? = summary
-            for await _ in group {}
-            result = summary
-            return result
         }
+        // The sources, last: the first to stop. Each ends by itself when its input does; the last
+        // one to end closes the scheduler's input.
+        let sourcesLeft = Atomic<Int>(config.sources.count)
+        for source in config.sources {
+            // One intake per source: its batches (and its checkpoint) commit in order.
+            let intake = Intake(channel: channel, durable: durable, executorNames: config.executors.map(\.name))
+            let stopper = StopSignal()
+            stoppers.withLock { $0.append(stopper) }
+            add("source \(source.name)", ends: .ignore) {
+                await withGracefulShutdownHandler {
+                    await self.run(
+                        source, intake: intake, durable: durable, stopper: stopper, schedulerBox: schedulerBox)
+                } onGracefulShutdown: {
+                    stopper.stop()
+                }
+                if sourcesLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                    channel.finish()
+                    durable?.sourcesFinished()
+                }
+            }
+        }
+        if config.sources.isEmpty {
+            channel.finish()
+            durable?.sourcesFinished()
+        }
+
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .notice)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: quiet))
+        let (requests, requested) = AsyncStream<Bool>.makeStream()
+        stop.attach(
+            graceful: { requested.yield(false) },
+            now: { [stoppers] in
+                for stopper in stoppers.withLock({ $0 }) { stopper.stop() }
+                durable?.stop()
+                scheduler.shutdown(gracePeriod: .zero)
+                requested.yield(true)
+            })
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                do {
+                    try await group.run()
+                } catch {
+                    self.logger.error("the run failed: \(error)")
+                }
+                requested.finish()
+            }
+            tasks.addTask {
+                for await _ in requests { await group.triggerGracefulShutdown() }
+            }
+        }
+        let schedulerSummary = outcome.withLock { $0 }
         guard let summary = schedulerSummary else { return Summary() }
         var out = Summary()
         if let durable {
@@ -433,7 +498,6 @@ public final class Pipeline: Sendable {
         }
         results?.flush()
         deadLetters?.flush()
-        for instance in instances { instance.destroy() }
         out.admitted = summary.admitted
         out.succeeded = summary.succeeded
         out.deadLettered = summary.deadLettered
@@ -545,20 +609,13 @@ public final class Pipeline: Sendable {
                 logger.info(
                     "accepting tasks over HTTP", metadata: ["source": "\(source.name)", "listen": "\(source.listen!)"])
                 let logger = self.logger
-                await withTaskGroup(of: Void.self) { server in
-                    server.addTask {
-                        let router = intakeRouter(
-                            source: source, isFull: { durable == nil && isFull() },
-                            isStopped: {
-                                stopper.isStopped.load(ordering: .acquiring)
-                                    || durable?.failure.withLock({ $0 != nil }) == true
-                            },
-                            admit: admitLines)
-                        await serve(router, on: source.listen!, logger: logger)
-                    }
-                    await stopper.wait()
-                    server.cancelAll()
-                }
+                // Served until the group's graceful shutdown reaches this source: the server then
+                // stops accepting and finishes the requests it has (it is not cancelled).
+                let router = intakeRouter(
+                    source: source, isFull: { durable == nil && isFull() },
+                    isStopped: { stopper.isStopped.load(ordering: .acquiring) || durable?.hasFailed == true },
+                    admit: admitLines)
+                await serve(router, on: source.listen!, logger: logger)
             }
         } catch {
             logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
@@ -734,32 +791,6 @@ public final class Pipeline: Sendable {
         results.write(bytes: record.finished)
     }
 
-}
-
-/// Lets a signal handler stop a running pipeline: first call drains, second stops at once.
-public final class PipelineStop: Sendable {
-    let state = Mutex<(calls: Int, action: (@Sendable (Bool) -> Void)?)>((0, nil))
-
-    public init() {}
-
-    /// Requests a stop; returns how many requests there were.
-    @discardableResult
-    public func request() -> Int {
-        let (count, action) = state.withLock { state in
-            state.calls += 1
-            return (state.calls, state.action)
-        }
-        action?(count > 1)
-        return count
-    }
-
-    func attach(_ action: @escaping @Sendable (Bool) -> Void) {
-        let calls = state.withLock { state in
-            state.action = action
-            return state.calls
-        }
-        if calls > 0 { action(calls > 1) }
-    }
 }
 
 /// A value passed across a concurrency boundary that its type does not know is safe.
