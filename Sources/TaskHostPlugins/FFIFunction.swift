@@ -359,3 +359,17 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
         }
     }
 }
+
+extension FFIFunctionExecutor: AnsweringExecutor {
+    package func answerImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> Answer {
+        do {
+            return .output(try call(task))
+        } catch {
+            return .failed(error)
+        }
+    }
+
+    package func answer(_ task: TaskItem<String>, context: ExecutionContext) async throws -> String? {
+        try call(task)
+    }
+}

@@ -24,7 +24,7 @@ public struct PluginOutcome: Sendable, Equatable {
         output = Self.string(outcome.output)
     }
 
-    package init(status: Int32, message: String) {
+    package init(status: Int32, message: String?) {
         self.status = status
         retryAfterMilliseconds = -1
         self.message = message
@@ -261,6 +261,33 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
     public var supportsImmediateExecution: Bool { true }
 
     public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
+        switch attemptInline(task, context, wantsOutcome: outputs != nil) {
+        case .ok: return .succeeded
+        case .pending: return .deferred
+        case .outcome(let result):
+            outputs?(task, context, result)
+            return map(result).map { .failed($0) } ?? .succeeded
+        }
+    }
+
+    public func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
+        let result = await complete(task, context: context)
+        outputs?(task, context, result)
+        if let failure = map(result) { throw failure }
+    }
+
+    /// What an inline attempt came to: success (its outcome not decoded), an outcome, or pending.
+    package enum InlineResult {
+        case ok
+        case outcome(PluginOutcome)
+        case pending
+    }
+
+    /// Calls the plugin's execute; a pending execution's token is kept for ``complete(_:context:)``.
+    @inline(__always)
+    package func attemptInline(_ task: TaskItem<String>, _ context: ExecutionContext, wantsOutcome: Bool)
+        -> InlineResult
+    {
         // A token per call, reused on this thread while plugins complete synchronously: the common
         // path allocates nothing and touches no reference count. The cache's reference becomes the
         // plugin's for the call, and goes back to the cache after a synchronous result.
@@ -276,7 +303,7 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
             // The plugin keeps its reference until it completes; the table holds another.
             let call = token.takeUnretainedValue()
             pending.withLock { $0[Key(sequence: context.sequence, attempt: context.attempt)] = call }
-            return .deferred
+            return .pending
         }
         outcome.status = status
         if token._withUnsafeGuaranteedRef({ $0.isUntouched }) {
@@ -289,23 +316,24 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
                 "completed a token and also returned \(StatusName.of(status)) from execute (sequence \(context.sequence))"
             )
         }
-        if status == TH_OK, outputs == nil { return .succeeded }
-        let result = PluginOutcome(outcome)
-        outputs?(task, context, result)
-        return map(result).map { .failed($0) } ?? .succeeded
+        if status == TH_OK, !wantsOutcome { return .ok }
+        return .outcome(PluginOutcome(outcome))
     }
 
-    public func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
+    /// The outcome of an attempt: awaited when it is pending, started first when it was not tried
+    /// inline. A timeout or shutdown cancels it through the plugin's cancel; a plugin that does not
+    /// complete `abandonAfter` later is abandoned.
+    package func complete(_ task: TaskItem<String>, context: ExecutionContext) async -> PluginOutcome {
         let key = Key(sequence: context.sequence, attempt: context.attempt)
         var token = pending.withLock { $0.removeValue(forKey: key) }
         if token == nil {
-            switch executeImmediately(task, context: context) {
-            case .succeeded: return
-            case .failed(let error): throw error
-            case .deferred: token = pending.withLock { $0.removeValue(forKey: key) }
+            switch attemptInline(task, context, wantsOutcome: true) {
+            case .ok: return PluginOutcome(status: TH_OK, message: nil)
+            case .outcome(let result): return result
+            case .pending: token = pending.withLock { $0.removeValue(forKey: key) }
             }
         }
-        guard let token else { return }
+        guard let token else { return PluginOutcome(status: TH_OK, message: nil) }
         let which = "target \(task.targetId), sequence \(context.sequence), attempt \(context.attempt)"
         let result = await withTaskCancellationHandler {
             await token.wait()
@@ -330,11 +358,10 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
                 }
             }
         }
-        outputs?(task, context, result)
-        if let failure = map(result) { throw failure }
+        return result
     }
 
-    private func map(_ outcome: PluginOutcome) -> (any Error)? {
+    package func map(_ outcome: PluginOutcome) -> (any Error)? {
         if outcome.status == TH_OK { return nil }
         let failure = PluginFailure(plugin: instance.plugin.name, outcome: outcome)
         switch outcome.status {
@@ -480,5 +507,21 @@ package enum TokenCache {
     @inline(__always)
     package static func give(_ token: Unmanaged<CallToken>) {
         if let previous = th_swap_spare_token(token.toOpaque()) { Unmanaged<CallToken>.fromOpaque(previous).release() }
+    }
+}
+
+extension PluginExecutor: AnsweringExecutor {
+    package func answerImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> Answer {
+        switch attemptInline(task, context, wantsOutcome: true) {
+        case .ok: return .output(nil)
+        case .pending: return .deferred
+        case .outcome(let result): return map(result).map { .failed($0) } ?? .output(result.output)
+        }
+    }
+
+    package func answer(_ task: TaskItem<String>, context: ExecutionContext) async throws -> String? {
+        let result = await complete(task, context: context)
+        if let failure = map(result) { throw failure }
+        return result.output
     }
 }

@@ -32,7 +32,7 @@ public func buildPipeline(configuration: PipelineConfig, loader: PluginLoader, l
 /// A configured pipeline: its executors made, its sinks opened, ready to run.
 public final class Pipeline: Sendable {
     public let config: PipelineConfig
-    let executors: [any TaskItemExecutor<String>]
+    let executors: [any AnsweringExecutor]
     let instances: [PluginInstance]
     let router: PipelineExecutor
     let logger: Logger
@@ -92,14 +92,10 @@ public final class Pipeline: Sendable {
         self.logger = logger
         metrics = PipelineMetrics(durable: config.queue != nil)
         counters = Counters(sources: config.sources.map(\.name))
-        var executors: [any TaskItemExecutor<String>] = []
+        var executors: [any AnsweringExecutor] = []
         var instances: [PluginInstance] = []
-        let router = Box<PipelineExecutor?>(nil)
         for executor in config.executors {
-            let outputs: @Sendable (TaskItem<String>, ExecutionContext, String?) -> Void = { _, context, output in
-                router.value?.record(sequence: context.sequence, output: output)
-            }
-            switch try Self.prepare(executor, in: config, loader: loader, outputs: outputs) {
+            switch try Self.prepare(executor, in: config, loader: loader) {
             case .plugin(let plugin, let configuration):
                 let instance: PluginInstance
                 do {
@@ -108,10 +104,7 @@ public final class Pipeline: Sendable {
                     throw Self.fail(executor, in: config, error.message, nil)
                 }
                 instances.append(instance)
-                executors.append(
-                    PluginExecutor(instance: instance) { task, context, outcome in
-                        outputs(task, context, outcome.output ?? outcome.message)
-                    })
+                executors.append(PluginExecutor(instance: instance))
             case .function(let function):
                 executors.append(function)
             }
@@ -119,7 +112,6 @@ public final class Pipeline: Sendable {
         self.executors = executors
         self.instances = instances
         self.router = PipelineExecutor(executors: executors)
-        router.value = self.router
         results = try config.results.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
         deadLetters = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
         if let settings = config.queue {
@@ -141,10 +133,9 @@ public final class Pipeline: Sendable {
     }
 
     /// Loads, validates and resolves one executor; every failure names the configuration's key.
-    static func prepare(
-        _ executor: ExecutorConfig, in config: PipelineConfig, loader: PluginLoader,
-        outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)?
-    ) throws(ConfigError) -> Prepared {
+    static func prepare(_ executor: ExecutorConfig, in config: PipelineConfig, loader: PluginLoader)
+        throws(ConfigError) -> Prepared
+    {
         switch executor.kind {
         case .plugin(let reference, let configuration):
             let plugin: LoadedPlugin
@@ -173,7 +164,7 @@ public final class Pipeline: Sendable {
                 if path.contains("/") { try loader.checkPermissions(path) }
                 return .function(
                     try FFIFunctionExecutor(
-                        library: path, symbol: symbol, signature: signature, arguments: arguments, outputs: outputs))
+                        library: path, symbol: symbol, signature: signature, arguments: arguments))
             } catch {
                 // Pointed at the key at fault: the signature, an argument, the function or the library.
                 let part: String? =
@@ -222,7 +213,7 @@ public final class Pipeline: Sendable {
     /// configuration, every function resolves with its signature, every sink can be opened.
     public static func check(_ config: PipelineConfig, loader: PluginLoader) throws(ConfigError) {
         for executor in config.executors {
-            let prepared = try prepare(executor, in: config, loader: loader, outputs: nil)
+            let prepared = try prepare(executor, in: config, loader: loader)
             // A plugin without validate has create as its only check (taskhost_plugin.h): make an
             // instance and destroy it at once, as `run` would make one.
             if case .plugin(let plugin, let configuration) = prepared, !plugin.hasValidate {

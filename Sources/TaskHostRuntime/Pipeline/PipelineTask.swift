@@ -76,7 +76,6 @@ public final class AttemptLog: Sendable {
             $0.output = output
         }
     }
-    func output(_ text: String?) { state.withLock { $0.output = text } }
     var snapshot: (startedAt: Int64, finishedAt: Int64, output: String?) {
         state.withLock { ($0.startedAt, $0.finishedAt, $0.output) }
     }
@@ -137,45 +136,42 @@ public final class BatchTracker: Sendable {
     }
 }
 
-/// Routes each pipeline task to its executor and records what its attempts did.
+/// Routes each pipeline task to its executor and keeps what its attempt returned with the task
+/// (``AttemptLog``): timestamps and output, read by the results line.
 final class PipelineExecutor: TaskItemExecutor, Sendable {
     typealias Payload = PipelineTask
 
-    let executors: [any TaskItemExecutor<String>]
-    /// Attempt logs by admission sequence, for the executors' output callbacks.
-    let inFlight = Mutex<[UInt64: AttemptLog]>([:])
+    let executors: [any AnsweringExecutor]
 
-    init(executors: [any TaskItemExecutor<String>]) { self.executors = executors }
+    init(executors: [any AnsweringExecutor]) { self.executors = executors }
 
     var supportsImmediateExecution: Bool { true }
-
-    /// Called by the wrapped executors with each attempt's output.
-    func record(sequence: UInt64, output: String?) {
-        inFlight.withLock { $0[sequence] }?.output(output)
-    }
 
     private func inner(_ task: TaskItem<PipelineTask>) -> TaskItem<String> {
         TaskItem(targetId: task.targetId, payload: task.payload.payload, priority: task.priority, id: task.id)
     }
 
     func executeImmediately(_ task: TaskItem<PipelineTask>, context: ExecutionContext) -> ImmediateOutcome {
-        let executor = executors[task.payload.executor]
         task.payload.log.started()
-        inFlight.withLock { $0[context.sequence] = task.payload.log }
-        guard executor.supportsImmediateExecution else { return .deferred }
-        let outcome = executor.executeImmediately(inner(task), context: context)
-        if case .deferred = outcome { return outcome }
-        finish(task, context)
-        return outcome
+        switch executors[task.payload.executor].answerImmediately(inner(task), context: context) {
+        case .output(let output):
+            task.payload.log.finished(output: output)
+            return .succeeded
+        case .failed(let error):
+            task.payload.log.finished(output: nil)
+            return .failed(error)
+        case .deferred:
+            return .deferred
+        }
     }
 
     func execute(_ task: TaskItem<PipelineTask>, context: ExecutionContext) async throws {
-        defer { finish(task, context) }
-        try await executors[task.payload.executor].execute(inner(task), context: context)
-    }
-
-    private func finish(_ task: TaskItem<PipelineTask>, _ context: ExecutionContext) {
-        inFlight.withLock { _ = $0.removeValue(forKey: context.sequence) }
-        task.payload.log.state.withLock { $0.finishedAt = unixNanoseconds() }
+        do {
+            let output = try await executors[task.payload.executor].answer(inner(task), context: context)
+            task.payload.log.finished(output: output)
+        } catch {
+            task.payload.log.finished(output: nil)
+            throw error
+        }
     }
 }
