@@ -39,21 +39,10 @@ public struct ConformanceReport: Sendable {
     }
 }
 
-/// Counts the misbehaviour lines the host logs for a plugin, and keeps them.
-package final class MisbehaviourRecorder: LogHandler, @unchecked Sendable {
-    package let lines = Mutex<[String]>([])
-    package var metadata: Logger.Metadata = [:]
-    package var logLevel: Logger.Level = .trace
-    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    package func log(event: LogEvent) {
-        if event.message.description.hasPrefix("plugin misbehaviour") {
-            lines.withLock { $0.append(event.message.description) }
-        }
-    }
+/// Keeps the misbehaviour events of the instances a check makes.
+package final class MisbehaviourRecorder: Sendable {
+    package let events = Mutex<[PluginMisbehaviour]>([])
+    package func record(_ event: PluginMisbehaviour) { events.withLock { $0.append(event) } }
 }
 
 /// Exercises a plugin the way the host will: versions, bad and good configuration, concurrent
@@ -82,7 +71,7 @@ public enum PluginConformance {
                 ? "name and version must not be empty" : "name and version set")
 
         let recorder = MisbehaviourRecorder()
-        let logger = Logger(label: "taskhost.plugin-check") { _ in recorder }
+        let logger = Logger(label: "taskhost.plugin-check") { _ in SwiftLogNoOpLogHandler() }
 
         // Bad configuration must be refused, by validate and by create.
         let malformed = "{\"unterminated"
@@ -110,7 +99,8 @@ public enum PluginConformance {
         }
         let instance: PluginInstance
         do {
-            instance = try plugin.makeInstance(configuration: configuration, logger: logger)
+            instance = try plugin.makeInstance(
+                configuration: configuration, logger: logger, onMisbehaviour: { recorder.record($0) })
             report.record("create", true, "instance created with \(configuration)")
         } catch {
             report.record("create", false, error.description)
@@ -150,7 +140,7 @@ public enum PluginConformance {
                 + (stoppedEarly.load(ordering: .relaxed)
                     ? "; stopped at the first execution that timed out (sequence "
                         + "\(seen.filter { $0.value.contains(TH_TIMEOUT) }.keys.min() ?? 0))" : ""))
-        let misbehaviour = recorder.lines.withLock { $0 }
+        let misbehaviour = recorder.events.withLock { $0 }.map(\.description)
         report.record(
             "completion exactly once", once && misbehaviour.isEmpty,
             misbehaviour.isEmpty ? "every execution completed once" : misbehaviour.prefix(3).joined(separator: "; "))

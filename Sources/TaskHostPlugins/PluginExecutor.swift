@@ -52,14 +52,69 @@ package final class HostContext: Sendable {
     package let logger: Logger
     package let pluginName: String
     package let quarantine = Mutex(Quarantine())
+    /// Told of every misbehaviour, after it is logged: metrics, the conformance check.
+    package let observer: (@Sendable (PluginMisbehaviour) -> Void)?
 
-    package init(logger: Logger, pluginName: String) {
+    package init(logger: Logger, pluginName: String, observer: (@Sendable (PluginMisbehaviour) -> Void)? = nil) {
         self.logger = logger
         self.pluginName = pluginName
+        self.observer = observer
     }
 
-    package func misbehaviour(_ message: String) {
-        logger.error("plugin misbehaviour: \(message)", metadata: ["plugin": "\(pluginName)"])
+    package func misbehaviour(_ event: PluginMisbehaviour) {
+        logger.error(
+            "plugin misbehaviour: \(event)", metadata: ["plugin": "\(pluginName)", "misbehaviour": "\(event.kind)"])
+        observer?(event)
+    }
+}
+
+/// A plugin breaking a rule of the ABI (taskhost_plugin.h). The host survives it: it logs it,
+/// tells the instance's observer (the metrics count it; `taskhost plugin check` fails on it), and
+/// goes on as the case says.
+public enum PluginMisbehaviour: Sendable, Hashable, CustomStringConvertible {
+    /// complete() with a NULL token or outcome: ignored.
+    case nullCompletion(token: Bool)
+    /// complete() with TH_PENDING as the status: treated as TH_ERROR.
+    case pendingCompletion
+    /// A token completed twice, or after its execution was abandoned: the second is ignored.
+    case lateOrDoubleCompletion
+    /// A token completed, and a status also returned from execute: the completion stands.
+    case completionAndSynchronousStatus(status: Int32, sequence: UInt64)
+    /// No completion `after` a cancel (or the timeout or shutdown of a plugin without cancel):
+    /// the execution is abandoned, a later completion ignored.
+    case noCompletion(after: Duration, cancellable: Bool, target: String, sequence: UInt64, attempt: Int)
+    /// An outcome with a status the ABI does not define: a non-retryable failure.
+    case unknownStatus(Int32)
+
+    /// A short name, for metric labels.
+    public var kind: String {
+        switch self {
+        case .nullCompletion: "null_completion"
+        case .pendingCompletion: "pending_completion"
+        case .lateOrDoubleCompletion: "late_or_double_completion"
+        case .completionAndSynchronousStatus: "completion_and_status"
+        case .noCompletion: "no_completion"
+        case .unknownStatus: "unknown_status"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .nullCompletion(let token):
+            "complete() called with a NULL \(token ? "token" : "outcome")"
+        case .pendingCompletion:
+            "complete() with status TH_PENDING; treated as TH_ERROR"
+        case .lateOrDoubleCompletion:
+            "a token was completed twice, or after it was abandoned; the second completion is ignored"
+        case .completionAndSynchronousStatus(let status, let sequence):
+            "completed a token and also returned \(StatusName.of(status)) from execute (sequence \(sequence))"
+        case .noCompletion(let wait, let cancellable, let target, let sequence, let attempt):
+            "no completion \(wait) after "
+                + (cancellable ? "cancel" : "its timeout or shutdown (the plugin cannot be cancelled)")
+                + " (target \(target), sequence \(sequence), attempt \(attempt)); execution abandoned"
+        case .unknownStatus(let status):
+            "returned \(StatusName.of(status)) as an outcome"
+        }
     }
 }
 
@@ -165,9 +220,12 @@ public final class PluginInstance: @unchecked Sendable {
     package let cancel: UnsafePointer<th_cancel_v1>?
     private let destroyed = Atomic<Bool>(false)
 
-    package init(plugin: LoadedPlugin, configuration json: String, logger: Logger) throws(PluginError) {
+    package init(
+        plugin: LoadedPlugin, configuration json: String, logger: Logger,
+        onMisbehaviour: (@Sendable (PluginMisbehaviour) -> Void)? = nil
+    ) throws(PluginError) {
         self.plugin = plugin
-        let context = HostContext(logger: logger, pluginName: plugin.name)
+        let context = HostContext(logger: logger, pluginName: plugin.name, observer: onMisbehaviour)
         self.context = context
         let host = UnsafeMutablePointer<th_host_api>.allocate(capacity: 1)
         self.host = host
@@ -312,9 +370,7 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
         } else {
             // The plugin completed the token and also returned a result: its complete() kept the
             // plugin's reference in quarantine; the token is not reused.
-            instance.context.misbehaviour(
-                "completed a token and also returned \(StatusName.of(status)) from execute (sequence \(context.sequence))"
-            )
+            instance.context.misbehaviour(.completionAndSynchronousStatus(status: status, sequence: context.sequence))
         }
         if status == TH_OK, !wantsOutcome { return .ok }
         return .outcome(PluginOutcome(outcome))
@@ -334,7 +390,7 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
             }
         }
         guard let token else { return PluginOutcome(status: TH_OK, message: nil) }
-        let which = "target \(task.targetId), sequence \(context.sequence), attempt \(context.attempt)"
+        let (target, sequence, attempt) = ("\(task.targetId)", context.sequence, context.attempt)
         let result = await withTaskCancellationHandler {
             await token.wait()
         } onCancel: {
@@ -351,10 +407,9 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
             DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
                 if token.abandon(after: wait, plugin: name) {
                     context.misbehaviour(
-                        "no completion \(wait) after "
-                            + (cancellable
-                                ? "cancel" : "its timeout or shutdown (the plugin cannot be cancelled)")
-                            + " (\(which)); execution abandoned")
+                        .noCompletion(
+                            after: wait, cancellable: cancellable, target: target, sequence: sequence,
+                            attempt: attempt))
                 }
             }
         }
@@ -372,7 +427,7 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
         case TH_PERMANENT, TH_INVALID_CONFIG, TH_NOT_SUPPORTED:
             return NonRetryableError(failure)
         default:
-            instance.context.misbehaviour("returned \(StatusName.of(outcome.status)) as an outcome")
+            instance.context.misbehaviour(.unknownStatus(outcome.status))
             return NonRetryableError(failure)
         }
     }
@@ -453,19 +508,18 @@ private let hostComplete:
             guard let context else { return }
             let host = Unmanaged<HostContext>.fromOpaque(context).takeUnretainedValue()
             guard let token, let outcome else {
-                host.misbehaviour("complete() called with a NULL \(token == nil ? "token" : "outcome")")
+                host.misbehaviour(.nullCompletion(token: token == nil))
                 return
             }
             let unmanaged = Unmanaged<CallToken>.fromOpaque(UnsafeRawPointer(token))
             let call = unmanaged.takeUnretainedValue()
             var copy = outcome.pointee
             if copy.status == TH_PENDING {
-                host.misbehaviour("complete() with status TH_PENDING; treated as TH_ERROR")
+                host.misbehaviour(.pendingCompletion)
                 copy.status = TH_ERROR
             }
             guard call.complete(PluginOutcome(copy)) else {
-                host.misbehaviour(
-                    "a token was completed twice, or after it was abandoned; the second completion is ignored")
+                host.misbehaviour(.lateOrDoubleCompletion)
                 return
             }
             // The plugin's reference: kept a while so that a second completion is still detected.

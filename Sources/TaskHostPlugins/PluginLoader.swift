@@ -316,8 +316,12 @@ public final class LoadedPlugin: @unchecked Sendable {
     }
 
     /// Creates an instance from its configuration.
-    public func makeInstance(configuration json: String, logger: Logger) throws(PluginError) -> PluginInstance {
-        try PluginInstance(plugin: self, configuration: json, logger: logger)
+    /// Creates an instance with `json` as its configuration.
+    /// - Parameter onMisbehaviour: told of every ``PluginMisbehaviour`` of the instance, after it is logged.
+    public func makeInstance(
+        configuration json: String, logger: Logger, onMisbehaviour: (@Sendable (PluginMisbehaviour) -> Void)? = nil
+    ) throws(PluginError) -> PluginInstance {
+        try PluginInstance(plugin: self, configuration: json, logger: logger, onMisbehaviour: onMisbehaviour)
     }
 }
 

@@ -13,9 +13,10 @@ import Testing
 @Suite struct PluginExecutorTests {
     func executor(
         _ path: String, config: String = "{}", log: LogRecorder = LogRecorder(), outcomes: OutcomeRecorder,
-        abandonAfter: Duration = .seconds(5)
+        abandonAfter: Duration = .seconds(5), events: StateBox<[PluginMisbehaviour]> = StateBox([])
     ) throws -> PluginExecutor {
-        let instance = try loader().load(path).makeInstance(configuration: config, logger: log.logger)
+        let instance = try loader().load(path).makeInstance(
+            configuration: config, logger: log.logger, onMisbehaviour: { event in events.mutate { $0.append(event) } })
         return PluginExecutor(instance: instance, abandonAfter: abandonAfter, outcomes: outcomes.callback)
     }
 
@@ -72,7 +73,9 @@ import Testing
     func doubleCompletion() async throws {
         let outcomes = OutcomeRecorder()
         let log = LogRecorder()
-        let executor = try executor(try Compiler.fixture("double_complete"), log: log, outcomes: outcomes)
+        let events = StateBox<[PluginMisbehaviour]>([])
+        let executor = try executor(
+            try Compiler.fixture("double_complete"), log: log, outcomes: outcomes, events: events)
         let summary = await run(
             executor: executor, tasks: TaskList([TaskItem(targetId: "a", payload: "x")]), maxConcurrency: 1)
         #expect(summary.succeeded + summary.deadLettered == 1)
@@ -80,14 +83,17 @@ import Testing
         // The second completion may land just after the run: wait for the log line.
         for _ in 0..<10_000 where !log.all.contains(where: { $0.contains("completed twice") }) { await Task.yield() }
         #expect(log.all.contains { $0.contains("plugin misbehaviour") && $0.contains("completed twice") })
+        // The same event, typed, for the metrics and the conformance check.
+        #expect(events.value == [.lateOrDoubleCompletion])
     }
 
     @Test("A plugin that never completes: the timeout cancels it, then the execution is abandoned")
     func neverCompletes() async throws {
         let outcomes = OutcomeRecorder()
         let log = LogRecorder()
+        let events = StateBox<[PluginMisbehaviour]>([])
         let executor = try executor(
-            try Compiler.fixture("never_complete"), log: log, outcomes: outcomes, abandonAfter: .zero)
+            try Compiler.fixture("never_complete"), log: log, outcomes: outcomes, abandonAfter: .zero, events: events)
         let clock = TestClock()
         let scheduler = Scheduler(
             executor: executor, configuration: SchedulerConfiguration(timeout: .seconds(30)), clock: clock)
@@ -98,7 +104,9 @@ import Testing
             return await group.next()!
         }
         #expect(summary.deadLettered == 1)
+        for _ in 0..<10_000 where events.value.isEmpty { await Task.yield() }
         #expect(log.all.contains { $0.contains("abandoned") })
+        #expect(events.value.map(\.kind) == ["no_completion"])
     }
 
     @Test("A cancellable pending execution completes with TH_CANCELLED after its timeout")

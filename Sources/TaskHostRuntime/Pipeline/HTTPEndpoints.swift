@@ -75,6 +75,16 @@ final class PipelineMetrics: Sendable {
             descriptor: name("execution", "seconds", "Time in the executor per attempt"), buckets: buckets)
     }
 
+    /// Counts a plugin's misbehaviour (``PluginMisbehaviour``), by plugin and kind.
+    func misbehaviour(_ event: PluginMisbehaviour, plugin: String) {
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "taskhost", metricName: "plugin_misbehaviour", unitName: "total",
+                helpText: "Breaches of the plugin ABI the host survived (taskhost_plugin.h)"),
+            labels: [("plugin", plugin), ("kind", event.kind)]
+        ).increment()
+    }
+
     func update(from snapshot: SchedulerSnapshot) {
         running.set(Double(snapshot.running))
         queued.set(Double(snapshot.queued))

@@ -99,7 +99,11 @@ public final class Pipeline: Sendable {
             case .plugin(let plugin, let configuration):
                 let instance: PluginInstance
                 do {
-                    instance = try plugin.makeInstance(configuration: configuration, logger: logger)
+                    let metrics = self.metrics
+                    let name = executor.name
+                    instance = try plugin.makeInstance(
+                        configuration: configuration, logger: logger,
+                        onMisbehaviour: { metrics.misbehaviour($0, plugin: name) })
                 } catch {
                     throw Self.fail(executor, in: config, error.message, nil)
                 }
