@@ -91,12 +91,20 @@ let package = Package(
                 "TaskHostScheduler", "TaskHostJSON", "TaskHostStore", .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // The sources: one type per kind behind one protocol (TaskSource); only the HTTP source runs a server.
+        .target(
+            name: "TaskHostSources",
+            dependencies: [
+                "TaskHostConfig", "TaskHostStore", "TaskHostJSON", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
         // The application: wires sources, the store, the scheduler, the plugins and the sinks into a pipeline.
         .target(
             name: "TaskHostRuntime",
             dependencies: [
                 "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostStore", "TaskHostConfig",
-                "CTaskHostPlugin", "CTaskHostSystem",
+                "TaskHostSources", "CTaskHostPlugin", "CTaskHostSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -145,7 +153,7 @@ let package = Package(
             name: "TaskHostRuntimeTests",
             dependencies: [
                 "TaskHostRuntime", "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostConfig",
-                "TaskHostStore", .product(name: "Logging", package: "swift-log"),
+                "TaskHostStore", "TaskHostSources", .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Fixtures"]
         ),

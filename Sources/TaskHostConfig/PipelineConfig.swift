@@ -57,25 +57,46 @@ public struct SourceConfig: Sendable {
         case file, stdin, directory, http, interval
     }
 
+    /// Where a source's tasks come from: one case per kind, with that kind's settings.
+    public enum Input: Sendable {
+        /// A JSON Lines file, read once or followed as it grows.
+        case file(path: String, follow: Bool)
+        /// Standard input, as JSON Lines.
+        case stdin
+        /// A spool folder: each file is a batch, moved to done/ or failed/ once its tasks are final.
+        case directory(path: String)
+        /// POSTed JSON Lines, answered with each task's id.
+        case http(listen: String, token: String?, maxBodyBytes: Int)
+        /// A task template emitted on a schedule, `count` times (nil: forever).
+        case interval(schedule: Schedule, template: String, count: Int?)
+
+        public var kind: Kind {
+            switch self {
+            case .file: .file
+            case .stdin: .stdin
+            case .directory: .directory
+            case .http: .http
+            case .interval: .interval
+            }
+        }
+    }
+
+    /// When an interval source emits its template.
+    public enum Schedule: Sendable {
+        case every(Duration)
+        case cron(CronSchedule)
+    }
+
     public var name: String
-    public var kind: Kind
+    public var input: Input
     /// The executor of tasks that match no route (or of all tasks when there is no `match`).
     public var executor: String?
     public var targetId: JSONPath
     public var match: Match?
-    public var path: String?
-    public var follow: Bool
-    public var listen: String?
-    public var token: String?
-    public var maxBodyBytes: Int
     public var maxTaskBytes: Int
-    public var period: Duration?
-    public var cron: String?
-    /// The task an interval source emits, as JSON.
-    public var template: String?
-    /// How many tasks an interval source emits before it ends (nil: forever).
-    public var count: Int?
     public var location: PipelineConfig.Location
+
+    public var kind: Kind { input.kind }
 
     public struct Match: Sendable {
         public var field: JSONPath
@@ -483,9 +504,8 @@ package struct ConfigReader {
             return name
         }
         var source = SourceConfig(
-            name: name, kind: kind, executor: nil, targetId: JSONPath.targetId, match: nil,
-            path: nil, follow: false, listen: nil, token: nil, maxBodyBytes: 10 << 20, maxTaskBytes: 1 << 20,
-            period: nil, cron: nil, template: nil, count: nil, location: location(node, key))
+            name: name, input: .stdin, executor: nil, targetId: JSONPath.targetId, match: nil, maxTaskBytes: 1 << 20,
+            location: location(node, key))
         if let node = value("executor") { source.executor = try executorName(node, "\(key).executor") }
         if let node = value("targetId") { source.targetId = try jsonPath(node, "\(key).targetId") }
         if let node = value("match") {
@@ -506,48 +526,68 @@ package struct ConfigReader {
             throw fail(
                 node, "\(key).executor", "missing key 'executor'", hint: "name the executor of this source's tasks")
         }
-        if let node = value("path") { source.path = try string(node, "\(key).path") }
-        if let node = value("follow") { source.follow = try bool(node, "\(key).follow") }
-        if let node = value("listen") { source.listen = try address(node, "\(key).listen") }
-        if let node = value("token") { source.token = try string(node, "\(key).token") }
-        if let node = value("maxBodyBytes") { source.maxBodyBytes = try int(node, "\(key).maxBodyBytes", minimum: 1) }
         if let node = value("maxTaskBytes") { source.maxTaskBytes = try int(node, "\(key).maxTaskBytes", minimum: 1) }
-        if let node = value("periodMs") { source.period = .milliseconds(try int(node, "\(key).periodMs", minimum: 1)) }
-        if let node = value("cron") {
-            let text = try string(node, "\(key).cron")
-            do {
-                _ = try CronSchedule(parsing: text)
-            } catch {
-                throw fail(node, "\(key).cron", error.description)
-            }
-            source.cron = text
+        // The keys of this kind only: a key of another kind is an error, not silently ignored.
+        let own = Set(Self.sourceKeys[kind] ?? [])
+        for (name, other) in pairs where !Self.commonSourceKeys.contains(name) && !own.contains(name) {
+            let owners = Self.sourceKeys.filter { $0.value.contains(name) }.map(\.key.rawValue).sorted()
+            throw fail(
+                other, "\(key).\(name)", "'\(name)' is not a key of a \(kind.rawValue) source",
+                hint: "it belongs to \(owners.joined(separator: " and ")) sources; a \(kind.rawValue) source takes "
+                    + (Self.commonSourceKeys.dropFirst() + (Self.sourceKeys[kind] ?? [])).joined(separator: ", "))
         }
-        if let node = value("template") { source.template = try json(node, "\(key).template") }
-        if let node = value("count") { source.count = try int(node, "\(key).count", minimum: 1) }
-
+        func required(_ name: String, _ hint: String) throws(ConfigError) -> Node {
+            guard let found = value(name) else {
+                throw fail(node, "\(key).\(name)", "missing key '\(name)'", hint: hint)
+            }
+            return found
+        }
         switch kind {
-        case .file, .directory:
-            guard source.path != nil else {
-                throw fail(
-                    node, "\(key).path", "missing key 'path'",
-                    hint: "the \(kind == .file ? "JSON Lines file" : "spool folder") to read")
-            }
+        case .file:
+            let path = try string(try required("path", "the JSON Lines file to read"), "\(key).path")
+            let follow =
+                try value("follow").map { node throws(ConfigError) in try bool(node, "\(key).follow") } ?? false
+            source.input = .file(path: path, follow: follow)
+        case .directory:
+            source.input = .directory(path: try string(try required("path", "the spool folder to read"), "\(key).path"))
         case .http:
-            guard source.listen != nil else {
-                throw fail(node, "\(key).listen", "missing key 'listen'", hint: "an address like 127.0.0.1:8080")
-            }
+            let listen = try address(try required("listen", "an address like 127.0.0.1:8080"), "\(key).listen")
+            let token = try value("token").map { node throws(ConfigError) in try string(node, "\(key).token") }
+            let maxBody =
+                try value("maxBodyBytes").map { node throws(ConfigError) in
+                    try int(node, "\(key).maxBodyBytes", minimum: 1)
+                } ?? 10 << 20
+            source.input = .http(listen: listen, token: token, maxBodyBytes: maxBody)
         case .interval:
-            guard source.template != nil else {
-                throw fail(node, "\(key).template", "missing key 'template'", hint: "the task to emit, as a mapping")
-            }
-            guard (source.period == nil) != (source.cron == nil) else {
+            let template = try json(try required("template", "the task to emit, as a mapping"), "\(key).template")
+            let schedule: SourceConfig.Schedule
+            switch (value("periodMs"), value("cron")) {
+            case (let period?, nil):
+                schedule = .every(.milliseconds(try int(period, "\(key).periodMs", minimum: 1)))
+            case (nil, let cron?):
+                let text = try string(cron, "\(key).cron")
+                do {
+                    schedule = .cron(try CronSchedule(parsing: text))
+                } catch {
+                    throw fail(cron, "\(key).cron", error.description)
+                }
+            default:
                 throw fail(node, "\(key).periodMs", "give exactly one of 'periodMs' and 'cron'")
             }
+            let count = try value("count").map { node throws(ConfigError) in try int(node, "\(key).count", minimum: 1) }
+            source.input = .interval(schedule: schedule, template: template, count: count)
         case .stdin:
-            break
+            source.input = .stdin
         }
         return source
     }
+
+    /// Keys every source takes, and those of each kind.
+    static let commonSourceKeys = ["kind", "executor", "targetId", "match", "maxTaskBytes"]
+    static let sourceKeys: [SourceConfig.Kind: [String]] = [
+        .file: ["path", "follow"], .stdin: [], .directory: ["path"], .http: ["listen", "token", "maxBodyBytes"],
+        .interval: ["periodMs", "cron", "template", "count"],
+    ]
 
     func retryPolicy(_ node: Node) throws(ConfigError) -> RetryPolicy {
         var maxAttempts = 3

@@ -183,6 +183,15 @@ import Testing
                 "did you mean 'file'?"
             ),
             (
+                "executors:\n  echo: { plugin: Echo }\nsources:\n  a: { kind: file, path: x.jsonl, executor: echo, listen: \"127.0.0.1:1\" }\n",
+                "pipeline.yaml:4:59: sources.a.listen: 'listen' is not a key of a file source",
+                "it belongs to http sources; a file source takes executor, targetId, match, maxTaskBytes, path, follow"
+            ),
+            (
+                "executors:\n  echo: { plugin: Echo }\nsources:\n  a: { kind: interval, template: {}, periodMs: 5, cron: \"* * * * *\", executor: echo }\n",
+                "sources.a.periodMs", "give exactly one of 'periodMs' and 'cron'"
+            ),
+            (
                 "executors:\n  x: { plugin: NoSuchPlugin }\nsources:\n  a: { kind: stdin, executor: x }\n",
                 "pipeline.yaml:2:16: executors.x.plugin:", "no plugin named 'NoSuchPlugin'"
             ),

@@ -8,6 +8,7 @@ import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 /// The counters, gauges and histograms of SEMANTICS.md item 12, in a Prometheus registry.
@@ -132,84 +133,4 @@ func operationsRouter(
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: status.finished)))
     }
     return router
-}
-
-/// The `http` source: POST one task (a JSON object) or a batch (NDJSON) to `/` or `/tasks`.
-/// Answers 202 with the ids of the accepted tasks and the reasons of the rejected ones; 401 for
-/// a missing or wrong bearer token, 413 over `maxBodyBytes`, 429 with Retry-After while the
-/// scheduler's buffer is full, 503 once the pipeline stops.
-func intakeRouter(
-    source: SourceConfig, isFull: @escaping @Sendable () -> Bool, isStopped: @escaping @Sendable () -> Bool,
-    admit: @escaping @Sendable ([String]) async -> [(id: String?, error: String?)]
-) -> Router<BasicRequestContext> {
-    let router = Router()
-    let handler: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
-        func answer(_ status: HTTPResponse.Status, _ message: String, _ extra: HTTPFields = [:]) -> Response {
-            var body = JSONObjectWriter()
-            body.add("error", message)
-            var headers = extra
-            headers[.contentType] = "application/json"
-            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.finished)))
-        }
-        if let token = source.token {
-            guard request.headers[.authorization] == "Bearer \(token)" else {
-                return answer(.unauthorized, "missing or wrong bearer token", [.wwwAuthenticate: "Bearer"])
-            }
-        }
-        if isStopped() { return answer(.serviceUnavailable, "the pipeline is stopping") }
-        if isFull() {
-            return answer(.tooManyRequests, "the scheduler's buffer is full; retry later", [.retryAfter: "1"])
-        }
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > source.maxBodyBytes {
-            return answer(.contentTooLarge, "the body is \(length) bytes, over maxBodyBytes \(source.maxBodyBytes)")
-        }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: source.maxBodyBytes)
-        } catch {
-            return answer(.contentTooLarge, "the body is over maxBodyBytes \(source.maxBodyBytes)")
-        }
-        let text = String(buffer: body)
-        let lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map(String.init).filter {
-            !$0.allSatisfy(\.isWhitespace)
-        }
-        guard !lines.isEmpty else { return answer(.badRequest, "the body holds no task") }
-        let results = await admit(lines)
-        var out = JSONObjectWriter()
-        let accepted = results.compactMap { $0.error == nil ? $0.id : nil }.map(quote)
-        let rejected = results.enumerated().compactMap { index, result in
-            result.error.map { "{\"line\":\(index + 1),\"error\":\(quote($0))}" }
-        }
-        out.add("accepted", raw: "[" + accepted.joined(separator: ",") + "]")
-        out.add("rejected", raw: "[" + rejected.joined(separator: ",") + "]")
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        return Response(
-            status: accepted.isEmpty ? .badRequest : .accepted, headers: headers,
-            body: .init(byteBuffer: ByteBuffer(bytes: out.finished)))
-    }
-    router.post("/", use: handler)
-    router.post("/tasks", use: handler)
-    return router
-}
-
-/// Splits `host:port`.
-func hostAndPort(_ address: String) -> (String, Int) {
-    let colon = address.lastIndex(of: ":")!
-    return (String(address[..<colon]), Int(address[address.index(after: colon)...])!)
-}
-
-/// Runs a Hummingbird application until the surrounding task is cancelled.
-func serve(_ router: Router<BasicRequestContext>, on address: String, logger: Logger) async {
-    let (host, port) = hostAndPort(address)
-    var quiet = logger
-    quiet.logLevel = .warning
-    let app = Application(
-        router: router, configuration: .init(address: .hostname(host, port: port), serverName: "taskhost"),
-        logger: quiet)
-    do {
-        try await app.run()
-    } catch {
-        logger.error("cannot serve on \(address): \(error)")
-    }
 }

@@ -3,6 +3,7 @@ import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 /// Turns one input line into a pipeline task, or a reason to dead-letter it.

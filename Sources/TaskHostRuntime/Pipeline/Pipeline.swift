@@ -9,6 +9,7 @@ import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 #if canImport(Glibc)
@@ -229,11 +230,12 @@ public final class Pipeline: Sendable {
                 }
             }
         }
-        for source in config.sources where source.kind == .file && !source.follow {
-            guard FileManager.default.isReadableFile(atPath: source.path!) else {
+        for source in config.sources {
+            guard case .file(let path, follow: false) = source.input else { continue }
+            guard FileManager.default.isReadableFile(atPath: path) else {
                 throw ConfigError(
                     file: config.file, line: source.location.line, column: source.location.column,
-                    key: "\(source.location.key).path", message: "cannot read '\(source.path!)'",
+                    key: "\(source.location.key).path", message: "cannot read '\(path)'",
                     hint: "paths are relative to the folder taskhost runs in")
             }
         }
@@ -253,8 +255,7 @@ public final class Pipeline: Sendable {
     func knownTotal() -> Int? {
         var total = 0
         for source in config.sources {
-            guard source.kind == .file, !source.follow, let path = source.path,
-                let handle = FileHandle(forReadingAtPath: path)
+            guard case .file(let path, follow: false) = source.input, let handle = FileHandle(forReadingAtPath: path)
             else { return nil }
             defer { try? handle.close() }
             var endsWithNewline = true
@@ -316,7 +317,6 @@ public final class Pipeline: Sendable {
         configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
         let scheduler = Scheduler(
             executor: RunExecutor(router: router, durable: durable), configuration: configuration, hooks: hooks)
-        let schedulerBox = Box<Scheduler<RunExecutor, ContinuousClock>?>(scheduler)
         // Commands an operator left while this host was starting (or while none ran).
         if let durable { await applyCommands(durable, scheduler: scheduler) }
 
@@ -411,14 +411,20 @@ public final class Pipeline: Sendable {
         // one to end closes the scheduler's input.
         let sourcesLeft = Atomic<Int>(config.sources.count)
         for source in config.sources {
-            // One intake per source: its batches (and its checkpoint) commit in order.
-            let intake = Intake(channel: channel, durable: durable, executorNames: config.executors.map(\.name))
             let stopper = StopSignal()
             stoppers.withLock { $0.append(stopper) }
-            add("source \(source.name)", ends: .ignore) {
+            // One intake per source: its batches (and its checkpoint) commit in order.
+            let intake = PipelineIntake(
+                pipeline: self, source: source, channel: channel, durable: durable, stopper: stopper,
+                isFull: { scheduler.snapshot().intakeWaitingForRoom })
+            let reader = makeSource(source)
+            add("source \(source.name)", ends: .ignore) { [logger] in
                 await withGracefulShutdownHandler {
-                    await self.run(
-                        source, intake: intake, durable: durable, stopper: stopper, schedulerBox: schedulerBox)
+                    do {
+                        try await reader.run(into: intake, stopper: stopper, logger: logger)
+                    } catch {
+                        logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
+                    }
                 } onGracefulShutdown: {
                     stopper.stop()
                 }
@@ -507,223 +513,6 @@ public final class Pipeline: Sendable {
         try? await durable.queue.perform { db in try db.countQueued() }
     }
 
-    // MARK: Sources
-
-    private func run(
-        _ source: SourceConfig, intake: Intake, durable: DurableRun?, stopper: StopSignal,
-        schedulerBox: Box<Scheduler<RunExecutor, ContinuousClock>?>
-    )
-        async
-    {
-        let decoder = InputDecoder(
-            source: source, executors: config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
-        // On the durable queue, a file source resumes after its last committed line.
-        let file = source.kind == .file ? source.path : nil
-        var resume: (seq: UInt64, offset: Int64, complete: Bool)?
-        if let durable { resume = await resumePoint(source.name, file: file, run: durable) }
-        let sequence = Atomic<UInt64>((resume?.seq ?? 1) - 1)
-        let identity = file.flatMap(fileIdentity)
-        // Tasks go to the scheduler (or the queue) in batches, one per chunk read, at most 256: a
-        // hand-off per task would cost a task switch (or a commit) each.
-        let flush: @Sendable () async -> Void = { await intake.flush() }
-        let read = counters.sources[source.name]!
-        let accept: @Sendable (String, BatchTracker?, Checkpoint?) async -> (id: String?, error: String?) = {
-            [self] line, batch, checkpoint in
-            let seq = sequence.add(1, ordering: .relaxed).newValue
-            read.value.add(1, ordering: .relaxed)
-            switch decoder.decode(line, seq: seq, batch: batch) {
-            case .success(let item):
-                if intake.add(item, checkpoint: checkpoint) { await flush() }
-                return (item.id ?? "\(source.name)-\(seq)", nil)
-            case .failure(let rejection):
-                counters.rejected.add(1, ordering: .relaxed)
-                metrics.rejected.increment()
-                batch?.rejected()
-                deadLetters?.write(
-                    bytes: deadLetterLine(
-                        id: nil, target: nil, source: source.name, seq: seq, input: line, error: rejection.reason,
-                        attempts: 0))
-                intake.reject(
-                    NewTask(
-                        source: source.name, seq: seq, taskId: nil, target: nil, executor: nil, priority: 0,
-                        payload: nil, raw: line, batch: batch?.name, rejected: rejection.reason),
-                    checkpoint: checkpoint)
-                logger.warning(
-                    "task rejected",
-                    metadata: ["source": "\(source.name)", "seq": "\(seq)", "reason": "\(rejection.reason)"])
-                return (nil, rejection.reason)
-            }
-        }
-        let admit: @Sendable (String, BatchTracker?, Checkpoint?) async -> Bool = { line, batch, checkpoint in
-            _ = await accept(line, batch, checkpoint)
-            return !stopper.isStopped.load(ordering: .acquiring) && durable?.failure.withLock({ $0 == nil }) ?? true
-        }
-        do {
-            switch source.kind {
-            case .file:
-                let path = source.path!
-                if resume?.complete == true { break }
-                try await readLines(
-                    path: path, from: resume?.offset ?? 0, follow: source.follow, stopper: stopper, flush: flush
-                ) { line, end in
-                    let checkpoint = identity.map {
-                        Checkpoint(
-                            source: source.name, file: path, device: $0.device, inode: $0.inode, offset: end,
-                            complete: false)
-                    }
-                    return await admit(line, nil, durable == nil ? nil : checkpoint)
-                }
-            case .stdin:
-                let reader = DescriptorReader(descriptor: 0)
-                stopper.register(reader)
-                var splitter = LineSplitter()
-                while let chunk = await reader.read(), !chunk.isEmpty {
-                    if !(await splitter.feed(chunk, { line, _ in await admit(line, nil, nil) })) { break }
-                    await flush()
-                }
-                if let (last, _) = splitter.finish() { _ = await admit(last, nil, nil) }
-                await flush()
-            case .directory:
-                try await runSpool(source, durable: durable, stopper: stopper, intake: intake, admit: admit)
-            case .interval:
-                try await runInterval(source, stopper: stopper, admit: { await admit($0, $1, nil) }, flush: flush)
-            case .http:
-                let isFull: @Sendable () -> Bool = { [schedulerBox] in
-                    schedulerBox.value?.snapshot().intakeWaitingForRoom ?? false
-                }
-                let admitLines: @Sendable ([String]) async -> [(id: String?, error: String?)] = { lines in
-                    var results: [(id: String?, error: String?)] = []
-                    for line in lines { results.append(await accept(line, nil, nil)) }
-                    // On the durable queue, the answer (202) waits for the commit.
-                    if !(await intake.flush()) {
-                        let message = durable?.failure.withLock { $0?.message } ?? "the queue failed"
-                        return results.map { ($0.id, $0.error ?? "not queued: \(message)") }
-                    }
-                    return results
-                }
-                logger.info(
-                    "accepting tasks over HTTP", metadata: ["source": "\(source.name)", "listen": "\(source.listen!)"])
-                let logger = self.logger
-                // Served until the group's graceful shutdown reaches this source: the server then
-                // stops accepting and finishes the requests it has (it is not cancelled).
-                let router = intakeRouter(
-                    source: source, isFull: { durable == nil && isFull() },
-                    isStopped: { stopper.isStopped.load(ordering: .acquiring) || durable?.hasFailed == true },
-                    admit: admitLines)
-                await serve(router, on: source.listen!, logger: logger)
-            }
-        } catch {
-            logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
-        }
-    }
-
-    /// A spool folder: each file is a batch of JSON lines, moved to done/ or failed/ when all its
-    /// tasks are final. New files are picked up as they are closed or moved in (inotify). On the
-    /// durable queue each file is read from its checkpoint, and a batch survives restarts.
-    private func runSpool(
-        _ source: SourceConfig, durable: DurableRun?, stopper: StopSignal, intake: Intake,
-        admit: @escaping @Sendable (String, BatchTracker?, Checkpoint?) async -> Bool
-    ) async throws(ConfigError) {
-        let folder = source.path!
-        let manager = FileManager.default
-        for sub in ["done", "failed"] {
-            try? manager.createDirectory(atPath: folder + "/" + sub, withIntermediateDirectories: true)
-        }
-        guard let watch = Watch(path: folder, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO)) else {
-            throw ConfigError(
-                file: folder, line: nil, column: nil, key: "", message: "cannot watch the spool folder",
-                hint: "check that it exists and is readable")
-        }
-        let waiter = DescriptorReader(descriptor: -1)
-        stopper.register(waiter)
-        var seen = Set<String>()
-        // At start, the files already there; then only files named by an event: closed after
-        // writing, or moved in. A file still being written is never read half-way.
-        var names = (try? manager.contentsOfDirectory(atPath: folder)) ?? []
-        while !stopper.isStopped.load(ordering: .acquiring) {
-            names = names.sorted().filter { !$0.hasPrefix(".") && $0 != "done" && $0 != "failed" && !seen.contains($0) }
-            for name in names {
-                let path = folder + "/" + name
-                var isFolder: ObjCBool = false
-                guard manager.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue,
-                    seen.insert(name).inserted  // one file can be named by several events
-                else { continue }
-                let key = source.name + "/" + name
-                let resumed = durable?.trackers.withLock { $0[key] }
-                let tracker = resumed ?? spoolTracker(source, name: name, run: durable)
-                var offset: Int64 = 0
-                if let durable {
-                    let point = await resumePoint(source.name, file: name, run: durable)
-                    if resumed == nil { durable.trackers.withLock { $0[key] = tracker } }
-                    if point.complete {
-                        tracker.endOfFile()
-                        continue
-                    }
-                    offset = point.offset
-                }
-                let identity = fileIdentity(path)
-                let checkpoint: @Sendable (Int64, Bool) -> Checkpoint? = { end, complete in
-                    guard durable != nil, let identity else { return nil }
-                    return Checkpoint(
-                        source: source.name, file: name, device: identity.device, inode: identity.inode, offset: end,
-                        complete: complete)
-                }
-                do {
-                    try await readLines(
-                        path: path, from: offset, follow: false, stopper: stopper, flush: { await intake.flush() }
-                    ) { line, end in
-                        await admit(line, tracker, checkpoint(end, false))
-                    }
-                } catch {
-                    // Gone between the event and the read (a temporary file renamed away): not a batch.
-                    logger.debug("spool file skipped: \(error)")
-                    durable?.trackers.withLock { _ = $0.removeValue(forKey: key) }
-                    continue
-                }
-                if stopper.isStopped.load(ordering: .acquiring) { return }
-                if let done = checkpoint(identity?.size ?? 0, true) {
-                    intake.mark(done)
-                    guard await intake.flush() else { return }
-                }
-                tracker.endOfFile()
-            }
-            guard let events = await waiter.waitForEvents(on: watch.descriptor) else { return }
-            names = inotifyNames(events)
-        }
-    }
-
-    /// A task template emitted every period, or on a cron schedule (UTC).
-    private func runInterval(
-        _ source: SourceConfig, stopper: StopSignal, admit: @escaping @Sendable (String, BatchTracker?) async -> Bool,
-        flush: @escaping @Sendable () async -> Void
-    ) async throws(ConfigError) {
-        let schedule = try source.cron.map { text throws(ConfigError) in
-            do {
-                return try CronSchedule(parsing: text)
-            } catch {
-                throw ConfigError(
-                    file: config.file, line: nil, column: nil, key: "sources.\(source.name).cron", message: "\(error)")
-            }
-        }
-        var emitted = 0
-        while !stopper.isStopped.load(ordering: .acquiring), source.count.map({ emitted < $0 }) ?? true {
-            do {
-                if let period = source.period {
-                    try await Task.sleep(for: period)
-                } else if let schedule, let next = schedule.next(after: Date()) {
-                    try await Task.sleep(for: .seconds(next.timeIntervalSinceNow))
-                } else {
-                    return
-                }
-            } catch {
-                return
-            }
-            emitted += 1
-            if !(await admit(source.template!, nil)) { return }
-            await flush()
-        }
-    }
-
     // MARK: Sinks
 
     /// An attempt's end as the scheduler reports it: metrics, and with `queue: memory` the result
@@ -791,11 +580,6 @@ public final class Pipeline: Sendable {
 /// A value passed across a concurrency boundary that its type does not know is safe.
 struct UncheckedBox<Value>: @unchecked Sendable {
     let value: Value
-    init(_ value: Value) { self.value = value }
-}
-
-final class Box<Value>: @unchecked Sendable {
-    var value: Value
     init(_ value: Value) { self.value = value }
 }
 

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 /// The long-lived parts of a run, each a `Service` of one `ServiceGroup`. The group starts them in

@@ -4,6 +4,7 @@ import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 /// One task of a pipeline, as the scheduler carries it.
@@ -20,7 +21,7 @@ public struct PipelineTask: Sendable {
     /// Timestamps and output of the latest attempt.
     public let log: AttemptLog
     /// Set for tasks of a spool-directory batch file: told when the task is final.
-    public let batch: BatchTracker?
+    package let batch: BatchTracker?
     /// Set for a task of the durable queue: its row and what its earlier attempts left.
     let durable: DurableRecord?
 
@@ -78,61 +79,6 @@ public final class AttemptLog: Sendable {
     }
     var snapshot: (startedAt: Int64, finishedAt: Int64, output: String?) {
         state.withLock { ($0.startedAt, $0.finishedAt, $0.output) }
-    }
-}
-
-/// Counts the tasks of one batch file still in flight; runs `done` once all are final and the
-/// file was read to its end.
-public final class BatchTracker: Sendable {
-    struct State {
-        var pending = 0
-        var failed = 0
-        var readToEnd = false
-        var finished = false
-    }
-
-    let state = Mutex(State())
-    /// The batch file's name in its folder.
-    let name: String
-    let done: @Sendable (_ failed: Int) -> Void
-
-    init(name: String, done: @escaping @Sendable (Int) -> Void) {
-        self.name = name
-        self.done = done
-    }
-
-    /// A batch resumed from the durable queue: `pending` tasks still queued, `failed` dead.
-    func resume(pending: Int, failed: Int) {
-        state.withLock {
-            $0.pending += pending
-            $0.failed += failed
-        }
-    }
-
-    func added() { state.withLock { $0.pending += 1 } }
-
-    func final(failed: Bool) {
-        let fire: Int? = state.withLock { state in
-            state.pending -= 1
-            if failed { state.failed += 1 }
-            guard state.readToEnd, state.pending == 0, !state.finished else { return nil }
-            state.finished = true
-            return state.failed
-        }
-        if let fire { done(fire) }
-    }
-
-    /// A failure before admission (a malformed line of the batch).
-    func rejected() { state.withLock { $0.failed += 1 } }
-
-    func endOfFile() {
-        let fire: Int? = state.withLock { state in
-            state.readToEnd = true
-            guard state.pending == 0, !state.finished else { return nil }
-            state.finished = true
-            return state.failed
-        }
-        if let fire { done(fire) }
     }
 }
 

@@ -3,6 +3,7 @@ import Synchronization
 import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
+import TaskHostSources
 import TaskHostStore
 
 #if canImport(Glibc)

@@ -5,6 +5,7 @@ import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 /// The durable queue at the edges of one run: what the sources append, the feed that hands the

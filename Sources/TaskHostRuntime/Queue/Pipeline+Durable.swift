@@ -7,6 +7,7 @@ import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 /// Where one source's tasks go: straight to the scheduler (`queue: memory`), or committed to the
@@ -274,8 +275,8 @@ extension Pipeline {
     /// Batch files of spool sources that a previous run read (whole or in part): their trackers,
     /// with the tasks still queued, registered before the feed starts.
     func resumeSpools(_ run: DurableRun) throws(QueueError) {
-        for source in config.sources where source.kind == .directory {
-            let folder = source.path!
+        for source in config.sources {
+            guard case .directory(let folder) = source.input else { continue }
             let entries = try run.queue.transaction { db -> [(String, Int, Int)] in
                 try db.checkpointedFiles(of: source.name).map { file in
                     let (pending, failed) = try db.batchCounts(source: source.name, batch: file)
@@ -292,7 +293,7 @@ extension Pipeline {
 
     /// The tracker of one batch file: moves it to done/ or failed/ once its tasks are final.
     func spoolTracker(_ source: SourceConfig, name: String, run: DurableRun?) -> BatchTracker {
-        let folder = source.path!
+        guard case .directory(let folder) = source.input else { preconditionFailure("a batch of a spool source") }
         let path = folder + "/" + name
         let logger = self.logger
         return BatchTracker(name: name) { failed in
@@ -323,7 +324,10 @@ extension Pipeline {
                 (try db.nextSequence(of: source), try file.flatMap { try db.checkpoint(source: source, file: $0) })
             }
             guard let checkpoint, let path = file else { return (next, 0, false) }
-            let full = config.sources.first { $0.name == source }.flatMap { $0.kind == .directory ? $0.path : nil }
+            let full = config.sources.first { $0.name == source }.flatMap { found -> String? in
+                if case .directory(let folder) = found.input { return folder }
+                return nil
+            }
             let identity = fileIdentity(full.map { $0 + "/" + path } ?? path)
             guard let identity, identity.device == checkpoint.device, identity.inode == checkpoint.inode,
                 identity.size >= checkpoint.offset

@@ -3,6 +3,7 @@ import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
 import TaskHostScheduler
+import TaskHostSources
 import TaskHostStore
 
 #if canImport(Glibc)

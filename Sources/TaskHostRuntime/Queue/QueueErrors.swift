@@ -1,6 +1,7 @@
 import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
+import TaskHostSources
 import TaskHostStore
 
 extension ConfigError {

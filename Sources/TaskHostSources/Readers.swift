@@ -1,10 +1,6 @@
 import Dispatch
 import Foundation
 import Synchronization
-import TaskHostConfig
-import TaskHostJSON
-import TaskHostPlugins
-import TaskHostStore
 
 #if canImport(Glibc)
     import Glibc
@@ -13,12 +9,12 @@ import TaskHostStore
 /// Reads a file descriptor in chunks on a dispatch thread, so that a blocking read (a pipe, a
 /// terminal, a file being followed) never holds a thread of the cooperative pool. Waiting is
 /// `poll` on the descriptor and a wake-up pipe: no polling loop, and `stop()` ends a wait.
-final class DescriptorReader: Sendable {
-    let descriptor: Int32
-    let wake: (read: Int32, write: Int32)
-    let stopped = Atomic<Bool>(false)
+package final class DescriptorReader: Sendable {
+    package let descriptor: Int32
+    package let wake: (read: Int32, write: Int32)
+    package let stopped = Atomic<Bool>(false)
 
-    init(descriptor: Int32) {
+    package init(descriptor: Int32) {
         self.descriptor = descriptor
         var fds: [Int32] = [0, 0]
         _ = pipe(&fds)
@@ -34,14 +30,14 @@ final class DescriptorReader: Sendable {
         close(wake.write)
     }
 
-    func stop() {
+    package func stop() {
         stopped.store(true, ordering: .releasing)
         var byte: UInt8 = 1
         _ = write(wake.write, &byte, 1)
     }
 
     /// The next chunk; empty at end of file; nil when stopped or on an error.
-    func read(max: Int = 64 * 1024) async -> [UInt8]? {
+    package func read(max: Int = 64 * 1024) async -> [UInt8]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
@@ -54,13 +50,13 @@ final class DescriptorReader: Sendable {
     }
 
     /// Waits until `other` (an inotify descriptor) is readable, then drains it. False when stopped.
-    func waitForEvent(on other: Int32) async -> Bool {
+    package func waitForEvent(on other: Int32) async -> Bool {
         await waitForEvents(on: other) != nil
     }
 
     /// Waits until `other` (an inotify descriptor) is readable and returns what it read; nil when
     /// stopped.
-    func waitForEvents(on other: Int32) async -> [UInt8]? {
+    package func waitForEvents(on other: Int32) async -> [UInt8]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
@@ -112,14 +108,14 @@ final class DescriptorReader: Sendable {
 
 /// Splits bytes into lines (LF or CRLF); keeps a partial last line until more arrives. Each line
 /// comes with the offset of the byte after its newline, counted from `base` (a checkpoint).
-struct LineSplitter {
+package struct LineSplitter {
     private var pending: [UInt8] = []
     /// The offset of `pending[0]` in the input.
     private(set) var base: Int64 = 0
 
-    init(base: Int64 = 0) { self.base = base }
+    package init(base: Int64 = 0) { self.base = base }
 
-    mutating func feed(_ bytes: [UInt8], _ line: (String, Int64) async -> Bool) async -> Bool {
+    package mutating func feed(_ bytes: [UInt8], _ line: (String, Int64) async -> Bool) async -> Bool {
         pending.append(contentsOf: bytes)
         var start = 0
         while let newline = pending[start...].firstIndex(of: 10) {
@@ -144,7 +140,7 @@ struct LineSplitter {
     }
 
     /// The last line when the input did not end with a newline, with the offset of its end.
-    mutating func finish() -> (String, Int64)? {
+    package mutating func finish() -> (String, Int64)? {
         defer {
             base += Int64(pending.count)
             pending.removeAll()
@@ -155,10 +151,10 @@ struct LineSplitter {
 }
 
 /// inotify on a file or folder (Linux).
-final class Watch: Sendable {
-    let descriptor: Int32
+package final class Watch: Sendable {
+    package let descriptor: Int32
 
-    init?(path: String, mask: UInt32) {
+    package init?(path: String, mask: UInt32) {
         descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         guard descriptor >= 0 else { return nil }
         if inotify_add_watch(descriptor, path, mask) < 0 {
@@ -172,15 +168,13 @@ final class Watch: Sendable {
 
 /// Reads a file of JSON lines from `offset`; with `follow`, keeps reading what is appended (like
 /// `tail -f`). Each line comes with the offset of the byte after it.
-func readLines(
+package func readLines(
     path: String, from offset: Int64 = 0, follow: Bool, stopper: StopSignal, flush: () async -> Void,
     _ line: @escaping (String, Int64) async -> Bool
-) async throws(ConfigError) {
+) async throws(SourceError) {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC)
     guard descriptor >= 0 else {
-        throw ConfigError(
-            file: path, line: nil, column: nil, key: "", message: "cannot open (\(String(cString: strerror(errno))))",
-            hint: "check the source's path")
+        throw SourceError(path: path, message: "cannot open (\(String(cString: strerror(errno))))")
     }
     defer { close(descriptor) }
     if offset > 0 { lseek(descriptor, off_t(offset), SEEK_SET) }
@@ -208,20 +202,22 @@ func readLines(
 }
 
 /// The device and inode of a file: a checkpoint applies only to the same file.
-func fileIdentity(_ path: String) -> (device: Int64, inode: Int64, size: Int64)? {
+package func fileIdentity(_ path: String) -> (device: Int64, inode: Int64, size: Int64)? {
     var info = stat()
     guard stat(path, &info) == 0 else { return nil }
     return (Int64(info.st_dev), Int64(info.st_ino), Int64(info.st_size))
 }
 
 /// Readers to wake when the pipeline stops.
-final class StopSignal: Sendable {
-    let readers = Mutex<[DescriptorReader]>([])
-    let waiters = Mutex<[CheckedContinuation<Void, Never>]>([])
-    let isStopped = Atomic<Bool>(false)
+package final class StopSignal: Sendable {
+    package init() {}
+
+    package let readers = Mutex<[DescriptorReader]>([])
+    package let waiters = Mutex<[CheckedContinuation<Void, Never>]>([])
+    package let isStopped = Atomic<Bool>(false)
 
     /// Returns once the pipeline stops.
-    func wait() async {
+    package func wait() async {
         await withCheckedContinuation { continuation in
             let now = waiters.withLock { waiters -> Bool in
                 if isStopped.load(ordering: .acquiring) { return true }
@@ -232,7 +228,7 @@ final class StopSignal: Sendable {
         }
     }
 
-    func register(_ reader: DescriptorReader) {
+    package func register(_ reader: DescriptorReader) {
         let stopNow = readers.withLock { readers -> Bool in
             readers.append(reader)
             return isStopped.load(ordering: .acquiring)
@@ -240,7 +236,7 @@ final class StopSignal: Sendable {
         if stopNow { reader.stop() }
     }
 
-    func stop() {
+    package func stop() {
         let waiting = waiters.withLock { waiters -> [CheckedContinuation<Void, Never>] in
             isStopped.store(true, ordering: .releasing)
             defer { waiters.removeAll() }
@@ -252,7 +248,7 @@ final class StopSignal: Sendable {
 }
 
 /// The file names in a buffer of inotify events.
-func inotifyNames(_ bytes: [UInt8]) -> [String] {
+package func inotifyNames(_ bytes: [UInt8]) -> [String] {
     var names: [String] = []
     var offset = 0
     let header = MemoryLayout<inotify_event>.size
