@@ -2,17 +2,17 @@ import TaskHostJSON
 import TaskHostStore
 
 /// A configuration error: where (file, line, column, key), what was expected, and what to do.
-public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var file: String
-    public var line: Int?
-    public var column: Int?
+package struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+    package var file: String
+    package var line: Int?
+    package var column: Int?
     /// The key path at fault, like `sources.orders.kind`.
-    public var key: String
-    public var message: String
+    package var key: String
+    package var message: String
     /// What to do next, or nil when the message says it.
-    public var hint: String?
+    package var hint: String?
 
-    public init(file: String, line: Int?, column: Int?, key: String, message: String, hint: String? = nil) {
+    package init(file: String, line: Int?, column: Int?, key: String, message: String, hint: String? = nil) {
         self.file = file
         self.line = line
         self.column = column
@@ -21,7 +21,7 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
         self.hint = hint
     }
 
-    public var description: String {
+    package var description: String {
         var location = file
         if let line { location += ":\(line)" + (column.map { ":\($0)" } ?? "") }
         let subject = key.isEmpty ? "" : "\(key): "

@@ -5,7 +5,7 @@ import TaskHostStore
 /// A five-field cron expression (minute hour day-of-month month day-of-week), in UTC:
 /// `*`, numbers, lists `1,15`, ranges `1-5` and steps `*/10` or `0-30/5`. Sunday is 0 (or 7).
 /// As in cron, when both day fields are restricted a day matching either one matches.
-public struct CronSchedule: Sendable, Equatable {
+package struct CronSchedule: Sendable, Equatable {
     package let minutes: Set<Int>
     package let hours: Set<Int>
     package let days: Set<Int>
@@ -15,12 +15,12 @@ public struct CronSchedule: Sendable, Equatable {
     package let weekdaysRestricted: Bool
 
     /// An expression that cannot be read: the message quotes it and says what is wrong.
-    public struct SyntaxError: Error, CustomStringConvertible, Sendable {
-        public var description: String
+    package struct SyntaxError: Error, CustomStringConvertible, Sendable {
+        package var description: String
         package init(_ description: String) { self.description = description }
     }
 
-    public init(parsing text: String) throws(CronSchedule.SyntaxError) {
+    package init(parsing text: String) throws(CronSchedule.SyntaxError) {
         let fields = text.split(whereSeparator: \.isWhitespace).map(String.init)
         guard fields.count == 5 else {
             throw SyntaxError(
@@ -72,7 +72,7 @@ public struct CronSchedule: Sendable, Equatable {
     }
 
     /// The first matching minute strictly after `date`.
-    public func next(after date: Date) -> Date? {
+    package func next(after date: Date) -> Date? {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
         var candidate = calendar.date(bySetting: .second, value: 0, of: date.addingTimeInterval(60)) ?? date

@@ -5,60 +5,60 @@ import TaskHostStore
 import Yams
 
 /// A pipeline, as its configuration file describes it.
-public struct PipelineConfig: Sendable {
-    public var file: String
-    public var maxConcurrency: Int?
-    public var bufferSize: Int
-    public var executors: [ExecutorConfig]
-    public var sources: [SourceConfig]
-    public var retry: RetryPolicy
-    public var timeout: Duration?
-    public var onExhausted: ExhaustedPolicy
-    public var results: String?
-    public var deadLetter: String?
-    public var metricsListen: String?
-    public var pluginPath: [String]
-    public var gracePeriod: Duration
+package struct PipelineConfig: Sendable {
+    package var file: String
+    package var maxConcurrency: Int?
+    package var bufferSize: Int
+    package var executors: [ExecutorConfig]
+    package var sources: [SourceConfig]
+    package var retry: RetryPolicy
+    package var timeout: Duration?
+    package var onExhausted: ExhaustedPolicy
+    package var results: String?
+    package var deadLetter: String?
+    package var metricsListen: String?
+    package var pluginPath: [String]
+    package var gracePeriod: Duration
     /// The durable queue between the sources and the scheduler; nil for `queue: memory`.
-    public var queue: QueueSettings?
-    public var queueLocation: Location?
+    package var queue: QueueSettings?
+    package var queueLocation: Location?
 
     /// Where a value came from, for later errors (a plugin refusing its configuration).
-    public struct Location: Sendable, Equatable {
-        public var line: Int?
-        public var column: Int?
-        public var key: String
+    package struct Location: Sendable, Equatable {
+        package var line: Int?
+        package var column: Int?
+        package var key: String
     }
 }
 
-public struct ExecutorConfig: Sendable {
-    public enum Kind: Sendable {
+package struct ExecutorConfig: Sendable {
+    package enum Kind: Sendable {
         /// A plugin by name or path, with its configuration as JSON.
         case plugin(reference: String, configuration: String)
         /// A plain C function called through libffi.
         case function(library: String, symbol: String, signature: String, arguments: [String])
     }
 
-    public var name: String
-    public var kind: Kind
+    package var name: String
+    package var kind: Kind
     /// A cap for this executor's tasks, below the scheduler's.
-    public var maxConcurrency: Int?
+    package var maxConcurrency: Int?
     /// Where the executor's configuration is (its `config`, or the executor itself).
-    public var location: PipelineConfig.Location
+    package var location: PipelineConfig.Location
     /// Where the plugin is named (`plugin`), for a plugin that cannot be loaded.
-    public var referenceLocation: PipelineConfig.Location?
+    package var referenceLocation: PipelineConfig.Location?
     /// Where a function executor's `library`, `function` and `arguments` are, for an error of one
     /// of them (``location`` is its `signature`).
-    public var partLocations: [String: PipelineConfig.Location] = [:]
+    package var partLocations: [String: PipelineConfig.Location] = [:]
 }
 
-public struct SourceConfig: Sendable {
-    public enum Kind: String, Sendable, CaseIterable {
+package struct SourceConfig: Sendable {
+    package enum Kind: String, Sendable, CaseIterable {
         case file, stdin, directory, http, interval
     }
 
     /// Where a source's tasks come from: one case per kind, with that kind's settings.
-    public enum Input: Sendable {
+    package enum Input: Sendable {
         /// A JSON Lines file, read once or followed as it grows.
         case file(path: String, follow: Bool)
         /// Standard input, as JSON Lines.
@@ -70,7 +70,7 @@ public struct SourceConfig: Sendable {
         /// A task template emitted on a schedule, `count` times (nil: forever).
         case interval(schedule: Schedule, template: String, count: Int?)
 
-        public var kind: Kind {
+        package var kind: Kind {
             switch self {
             case .file: .file
             case .stdin: .stdin
@@ -82,38 +82,38 @@ public struct SourceConfig: Sendable {
     }
 
     /// When an interval source emits its template.
-    public enum Schedule: Sendable {
+    package enum Schedule: Sendable {
         case every(Duration)
         case cron(CronSchedule)
     }
 
-    public var name: String
-    public var input: Input
+    package var name: String
+    package var input: Input
     /// The executor of tasks that match no route (or of all tasks when there is no `match`).
-    public var executor: String?
-    public var targetId: JSONPath
-    public var match: Match?
-    public var maxTaskBytes: Int
-    public var location: PipelineConfig.Location
+    package var executor: String?
+    package var targetId: JSONPath
+    package var match: Match?
+    package var maxTaskBytes: Int
+    package var location: PipelineConfig.Location
 
-    public var kind: Kind { input.kind }
+    package var kind: Kind { input.kind }
 
-    public struct Match: Sendable {
-        public var field: JSONPath
+    package struct Match: Sendable {
+        package var field: JSONPath
         /// Field value (as text) to executor name.
-        public var routes: [String: String]
+        package var routes: [String: String]
     }
 }
 
 /// Reads a pipeline configuration file: YAML, or JSON (a subset of YAML).
-public enum ConfigLoader {
+package enum ConfigLoader {
     package static let topKeys = [
         "scheduler", "executors", "sources", "retry", "timeoutMs", "onExhausted", "results", "deadLetter", "metrics",
         "pluginPath", "shutdown", "queue",
     ]
 
     /// Loads and checks `path`. Environment references `${NAME}` are replaced from `environment`.
-    public static func load(path: String, environment: [String: String]) throws(ConfigError) -> PipelineConfig {
+    package static func load(path: String, environment: [String: String]) throws(ConfigError) -> PipelineConfig {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -126,7 +126,7 @@ public enum ConfigLoader {
         return try parse(text, file: path, environment: environment)
     }
 
-    public static func parse(_ text: String, file: String, environment: [String: String]) throws(ConfigError)
+    package static func parse(_ text: String, file: String, environment: [String: String]) throws(ConfigError)
         -> PipelineConfig
     {
         let root: Node?
@@ -645,5 +645,5 @@ package struct ConfigReader {
 
 extension JSONPath {
     /// `$.targetId`, the default target of a task.
-    public static let targetId: JSONPath = try! JSONPath(parsing: "$.targetId")
+    package static let targetId: JSONPath = try! JSONPath(parsing: "$.targetId")
 }

@@ -37,22 +37,22 @@ package enum JSONValue: Decodable, Sendable {
 }
 
 /// A simple JSON path: `$`, `$.data.sku`, `$.items[0].id`.
-public struct JSONPath: Sendable, Equatable {
+package struct JSONPath: Sendable, Equatable {
     package enum Step: Sendable, Equatable {
         case key(String)
         case index(Int)
     }
 
-    public let text: String
+    package let text: String
 
     /// A path that cannot be read: the message says what is wrong and how to write it.
-    public struct SyntaxError: Error, CustomStringConvertible, Sendable {
-        public var description: String
+    package struct SyntaxError: Error, CustomStringConvertible, Sendable {
+        package var description: String
         init(_ description: String) { self.description = description }
     }
     package let steps: [Step]
 
-    public init(parsing text: String) throws(JSONPath.SyntaxError) {
+    package init(parsing text: String) throws(JSONPath.SyntaxError) {
         guard text.hasPrefix("$") else {
             throw SyntaxError("'\(text)' is not a JSON path: start it with $, as in $.data.sku")
         }

@@ -8,7 +8,7 @@ import TaskHostScheduler
 #endif
 
 /// A C type of a function signature given in configuration.
-public enum FFIType: String, Sendable, CaseIterable {
+package enum FFIType: String, Sendable, CaseIterable {
     case void, bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64, float, double, string
     /// A byte buffer: passed as two C arguments, `const uint8_t *` and `uint64_t` length.
     case bytes
@@ -33,17 +33,17 @@ public enum FFIType: String, Sendable, CaseIterable {
 }
 
 /// A parsed signature: `int32(string, int64)`.
-public struct FFISignature: Sendable, Equatable {
-    public var returns: FFIType
-    public var arguments: [FFIType]
+package struct FFISignature: Sendable, Equatable {
+    package var returns: FFIType
+    package var arguments: [FFIType]
 
-    public init(returns: FFIType, arguments: [FFIType]) {
+    package init(returns: FFIType, arguments: [FFIType]) {
         self.returns = returns
         self.arguments = arguments
     }
 
     /// Parses `RETURN(ARG, ARG, ...)`; throws a message naming the bad part.
-    public init(parsing text: String) throws(FFIError) {
+    package init(parsing text: String) throws(FFIError) {
         let trimmed = text.filter { !$0.isWhitespace }
         guard let open = trimmed.firstIndex(of: "("), trimmed.last == ")" else {
             throw FFIError(
@@ -70,8 +70,8 @@ public struct FFISignature: Sendable, Equatable {
     }
 }
 
-public struct FFIError: Error, CustomStringConvertible, Sendable {
-    public var description: String
+package struct FFIError: Error, CustomStringConvertible, Sendable {
+    package var description: String
     package init(_ description: String) { self.description = description }
 }
 
@@ -85,13 +85,13 @@ public struct FFIError: Error, CustomStringConvertible, Sendable {
 ///
 /// - Important: The function is called concurrently for tasks of different targets; it must be
 ///   thread-safe for that. It runs inline on the scheduler's path, so it must not block for long.
-public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
-    public typealias Payload = String
+package final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
+    package typealias Payload = String
 
-    public let library: String
-    public let symbol: String
-    public let signature: FFISignature
-    public let arguments: [JSONPath]
+    package let library: String
+    package let symbol: String
+    package let signature: FFISignature
+    package let arguments: [JSONPath]
     package let function: UnsafeMutableRawPointer
     package let cif: UnsafeMutablePointer<ffi_cif>
     package let argumentTypes: UnsafeMutablePointer<UnsafeMutablePointer<ffi_type>?>
@@ -105,7 +105,7 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
 
     /// Opens `library`, resolves `symbol`, parses `signature` and `arguments`, prepares the cif.
     /// - Throws: ``PluginError`` naming the library, symbol, signature or argument at fault.
-    public init(
+    package init(
         library: String, symbol: String, signature text: String, arguments: [String],
         outputs: (@Sendable (TaskItem<String>, ExecutionContext, String?) -> Void)? = nil
     ) throws(PluginError) {
@@ -186,9 +186,9 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
         }
     }
 
-    public var supportsImmediateExecution: Bool { true }
+    package var supportsImmediateExecution: Bool { true }
 
-    public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
+    package func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
         do {
             let output = try call(task, formatting: outputs != nil)
             outputs?(task, context, output)
@@ -198,14 +198,14 @@ public final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
         }
     }
 
-    public func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
+    package func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
         let output = try call(task)
         outputs?(task, context, output)
     }
 
     /// The failure of one call: a conversion error (not retryable) or the function's status.
-    public struct CallFailure: Error, CustomStringConvertible, Sendable {
-        public var description: String
+    package struct CallFailure: Error, CustomStringConvertible, Sendable {
+        package var description: String
     }
 
     /// One call for `task`; returns the output. Without `formatting`, a float, double or string

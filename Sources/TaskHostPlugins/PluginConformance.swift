@@ -5,17 +5,17 @@ import TaskHostJSON
 import TaskHostScheduler
 
 /// The result of `taskhost plugin check`: one line per check.
-public struct ConformanceReport: Sendable {
-    public struct Check: Sendable {
-        public var name: String
+package struct ConformanceReport: Sendable {
+    package struct Check: Sendable {
+        package var name: String
         /// nil: skipped (not applicable).
-        public var passed: Bool?
-        public var detail: String
+        package var passed: Bool?
+        package var detail: String
     }
 
-    public var plugin: String
-    public var checks: [Check] = []
-    public var passed: Bool { !checks.contains { $0.passed == false } }
+    package var plugin: String
+    package var checks: [Check] = []
+    package var passed: Bool { !checks.contains { $0.passed == false } }
     /// Called with each check as it is recorded (a report that survives a plugin that crashes).
     package var progress: (@Sendable (Check) -> Void)?
 
@@ -25,16 +25,16 @@ public struct ConformanceReport: Sendable {
         progress?(check)
     }
 
-    public static func line(_ check: Check) -> String {
+    package static func line(_ check: Check) -> String {
         "  \(check.passed.map { $0 ? "PASS" : "FAIL" } ?? "SKIP")  \(check.name): \(check.detail)"
     }
 
-    public var result: String {
+    package var result: String {
         let failed = checks.filter { $0.passed == false }.count
         return failed == 0 ? "result: conforming" : "result: \(failed) check\(failed == 1 ? "" : "s") failed"
     }
 
-    public var text: String {
+    package var text: String {
         (["plugin check: \(plugin)"] + checks.map(Self.line) + [result]).joined(separator: "\n")
     }
 }
@@ -47,8 +47,8 @@ package final class MisbehaviourRecorder: Sendable {
 
 /// Exercises a plugin the way the host will: versions, bad and good configuration, concurrent
 /// tasks on distinct targets, completion exactly once, cancellation, error mapping.
-public enum PluginConformance {
-    public static func check(
+package enum PluginConformance {
+    package static func check(
         _ reference: String, loader: PluginLoader, configuration: String = "{}", payload: String = "{}",
         tasks: Int = 128, targets: Int = 32, progress: (@Sendable (ConformanceReport.Check) -> Void)? = nil
     ) async -> ConformanceReport {
@@ -189,12 +189,12 @@ public enum PluginConformance {
 }
 
 /// A task sequence from an array.
-public struct TaskList<Payload: Sendable>: AsyncSequence, Sendable {
+package struct TaskList<Payload: Sendable>: AsyncSequence, Sendable {
     package let items: [TaskItem<Payload>]
-    public init(_ items: [TaskItem<Payload>]) { self.items = items }
-    public struct AsyncIterator: AsyncIteratorProtocol {
+    package init(_ items: [TaskItem<Payload>]) { self.items = items }
+    package struct AsyncIterator: AsyncIteratorProtocol {
         package var base: IndexingIterator<[TaskItem<Payload>]>
-        public mutating func next() async -> TaskItem<Payload>? { base.next() }
+        package mutating func next() async -> TaskItem<Payload>? { base.next() }
     }
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: items.makeIterator()) }
+    package func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: items.makeIterator()) }
 }

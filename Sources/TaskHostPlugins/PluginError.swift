@@ -1,8 +1,8 @@
 import TaskHostJSON
 
 /// An error of the plugin host: what failed, where, and what to do about it.
-public struct PluginError: Error, CustomStringConvertible, Sendable, Equatable {
-    public enum Code: String, Sendable {
+package struct PluginError: Error, CustomStringConvertible, Sendable, Equatable {
+    package enum Code: String, Sendable {
         case notFound
         case notASharedLibrary
         case missingEntrySymbol
@@ -20,20 +20,20 @@ public struct PluginError: Error, CustomStringConvertible, Sendable, Equatable {
         case invalidArgument
     }
 
-    public var code: Code
+    package var code: Code
     /// The plugin file, library or configuration at fault.
-    public var path: String
+    package var path: String
     /// What went wrong, naming the symbol, version or key at fault.
-    public var message: String
+    package var message: String
     /// What to do next.
-    public var remedy: String
+    package var remedy: String
 
-    public init(_ code: Code, path: String, message: String, remedy: String) {
+    package init(_ code: Code, path: String, message: String, remedy: String) {
         self.code = code
         self.path = path
         self.message = message
         self.remedy = remedy
     }
 
-    public var description: String { "\(path): \(message). \(remedy)" }
+    package var description: String { "\(path): \(message). \(remedy)" }
 }

@@ -11,11 +11,11 @@ import TaskHostScheduler
 #endif
 
 /// What a plugin reported for one execution, copied out of its `th_outcome`.
-public struct PluginOutcome: Sendable, Equatable {
-    public var status: Int32
-    public var retryAfterMilliseconds: Int64
-    public var message: String?
-    public var output: String?
+package struct PluginOutcome: Sendable, Equatable {
+    package var status: Int32
+    package var retryAfterMilliseconds: Int64
+    package var message: String?
+    package var output: String?
 
     package init(_ outcome: th_outcome) {
         status = outcome.status
@@ -39,10 +39,10 @@ public struct PluginOutcome: Sendable, Equatable {
 }
 
 /// A failed plugin execution, as the scheduler sees it.
-public struct PluginFailure: Error, CustomStringConvertible, Sendable {
-    public var plugin: String
-    public var outcome: PluginOutcome
-    public var description: String {
+package struct PluginFailure: Error, CustomStringConvertible, Sendable {
+    package var plugin: String
+    package var outcome: PluginOutcome
+    package var description: String {
         "\(plugin): \(StatusName.of(outcome.status))" + (outcome.message.map { ": \($0)" } ?? "")
     }
 }
@@ -71,7 +71,7 @@ package final class HostContext: Sendable {
 /// A plugin breaking a rule of the ABI (taskhost_plugin.h). The host survives it: it logs it,
 /// tells the instance's observer (the metrics count it; `taskhost plugin check` fails on it), and
 /// goes on as the case says.
-public enum PluginMisbehaviour: Sendable, Hashable, CustomStringConvertible {
+package enum PluginMisbehaviour: Sendable, Hashable, CustomStringConvertible {
     /// complete() with a NULL token or outcome: ignored.
     case nullCompletion(token: Bool)
     /// complete() with TH_PENDING as the status: treated as TH_ERROR.
@@ -87,7 +87,7 @@ public enum PluginMisbehaviour: Sendable, Hashable, CustomStringConvertible {
     case unknownStatus(Int32)
 
     /// A short name, for metric labels.
-    public var kind: String {
+    package var kind: String {
         switch self {
         case .nullCompletion: "null_completion"
         case .pendingCompletion: "pending_completion"
@@ -98,7 +98,7 @@ public enum PluginMisbehaviour: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .nullCompletion(let token):
             "complete() called with a NULL \(token ? "token" : "outcome")"
@@ -212,8 +212,8 @@ package final class CallToken: Sendable {
 }
 
 /// A plugin instance: created from a configuration, destroyed once.
-public final class PluginInstance: @unchecked Sendable {
-    public let plugin: LoadedPlugin
+package final class PluginInstance: @unchecked Sendable {
+    package let plugin: LoadedPlugin
     package let instance: UnsafeMutableRawPointer?
     package let host: UnsafeMutablePointer<th_host_api>
     package let context: HostContext
@@ -271,7 +271,7 @@ public final class PluginInstance: @unchecked Sendable {
     }
 
     /// Calls the plugin's destroy. Call once, after every execution completed.
-    public func destroy() {
+    package func destroy() {
         guard !destroyed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         plugin.table.pointee.destroy(instance)
     }
@@ -283,15 +283,15 @@ public final class PluginInstance: @unchecked Sendable {
 /// hop (``executeImmediately(_:context:)``). A pending one is awaited in ``execute(_:context:)``;
 /// a timeout cancels it through `taskhost.cancel/1` when the plugin offers it, and an execution
 /// still not completed `abandonAfter` later is abandoned (logged; its late completion ignored).
-public final class PluginExecutor: TaskItemExecutor, Sendable {
-    public typealias Payload = String
+package final class PluginExecutor: TaskItemExecutor, Sendable {
+    package typealias Payload = String
 
     package struct Key: Hashable {
         package var sequence: UInt64
         package var attempt: Int
     }
 
-    public let instance: PluginInstance
+    package let instance: PluginInstance
     package let abandonAfter: Duration
     /// The plugin's execute and its instance, read once: the hot path touches no reference count.
     nonisolated(unsafe) let executeFunction:
@@ -305,7 +305,7 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
     /// - Parameters:
     ///   - abandonAfter: how long to wait for a completion after cancelling an execution.
     ///   - outcomes: called with every outcome (results sinks, conformance checks).
-    public init(
+    package init(
         instance: PluginInstance, abandonAfter: Duration = .seconds(5),
         outcomes: (@Sendable (TaskItem<String>, ExecutionContext, PluginOutcome) -> Void)? = nil
     ) {
@@ -316,9 +316,9 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
         self.outputs = outcomes
     }
 
-    public var supportsImmediateExecution: Bool { true }
+    package var supportsImmediateExecution: Bool { true }
 
-    public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
+    package func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
         switch attemptInline(task, context, wantsOutcome: outputs != nil) {
         case .ok: return .succeeded
         case .pending: return .deferred
@@ -328,7 +328,7 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
         }
     }
 
-    public func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
+    package func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
         let result = await complete(task, context: context)
         outputs?(task, context, result)
         if let failure = map(result) { throw failure }

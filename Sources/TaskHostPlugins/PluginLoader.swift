@@ -11,13 +11,13 @@ import TaskHostJSON
 ///
 /// A plugin is named by path (anything with a `/` or ending in `.so`) or by name, looked up as
 /// `lib<name>.so`, `<name>.so` and `<name>` in each folder of ``searchPath`` in order.
-public struct PluginLoader: Sendable {
+package struct PluginLoader: Sendable {
     /// Folders searched for plugins named without a path, in order.
-    public var searchPath: [String]
+    package var searchPath: [String]
     /// Load plugin files (or their folders) that group or others may write to.
-    public var allowInsecure: Bool
+    package var allowInsecure: Bool
 
-    public init(searchPath: [String], allowInsecure: Bool = false) {
+    package init(searchPath: [String], allowInsecure: Bool = false) {
         self.searchPath = searchPath
         self.allowInsecure = allowInsecure
     }
@@ -25,7 +25,7 @@ public struct PluginLoader: Sendable {
     /// The default search path: `extra` folders (command line, then config) first, then
     /// `TASKHOST_PLUGIN_PATH` (colon-separated), then the folder of the running executable and the
     /// package's build folders `.build/release` and `.build/debug`.
-    public static func searchPath(extra: [String] = [], environment: [String: String]) -> [String] {
+    package static func searchPath(extra: [String] = [], environment: [String: String]) -> [String] {
         var folders = extra
         if let path = environment["TASKHOST_PLUGIN_PATH"] {
             folders += path.split(separator: ":").map(String.init).filter { !$0.isEmpty }
@@ -37,7 +37,7 @@ public struct PluginLoader: Sendable {
     }
 
     /// The file a plugin reference names.
-    public func resolve(_ reference: String) throws(PluginError) -> String {
+    package func resolve(_ reference: String) throws(PluginError) -> String {
         guard !reference.isEmpty else {
             throw PluginError(
                 .notFound, path: reference, message: "the plugin's name is empty",
@@ -67,7 +67,7 @@ public struct PluginLoader: Sendable {
     }
 
     /// Loads a plugin and checks its table: ABI version, required functions, capabilities.
-    public func load(_ reference: String) throws(PluginError) -> LoadedPlugin {
+    package func load(_ reference: String) throws(PluginError) -> LoadedPlugin {
         let path = try resolve(reference)
         try checkPermissions(path)
         let handle: UnsafeMutableRawPointer
@@ -98,7 +98,7 @@ public struct PluginLoader: Sendable {
     /// folder above it, both along the path as given and along the path its links resolve to,
     /// must not be writable by group or others. A sticky folder above the plugin's own folder
     /// (like /tmp) is allowed: others cannot rename or remove what is in it.
-    public func checkPermissions(_ path: String) throws(PluginError) {
+    package func checkPermissions(_ path: String) throws(PluginError) {
         guard !allowInsecure else { return }
         var items = Self.chain(Self.absolute(path))
         if let resolved = realpath(path, nil) {
@@ -175,22 +175,22 @@ public struct PluginLoader: Sendable {
 }
 
 /// A plugin whose table passed the load checks. Loaded libraries are never unloaded.
-public final class LoadedPlugin: @unchecked Sendable {
-    public let path: String
+package final class LoadedPlugin: @unchecked Sendable {
+    package let path: String
     package let table: UnsafePointer<th_plugin>
-    public let name: String
-    public let version: String
-    public let summary: String?
-    public let configSchema: String?
+    package let name: String
+    package let version: String
+    package let summary: String?
+    package let configSchema: String?
     /// The configuration's top-level keys when the schema lists them and closes the object
     /// (`"additionalProperties": false`); nil otherwise.
     package let closedKeys: Set<String>?
-    public let abiMajor: UInt32
-    public let abiMinor: UInt32
+    package let abiMajor: UInt32
+    package let abiMinor: UInt32
     /// The optional capabilities the plugin offers, by versioned id.
-    public let capabilities: [String]
+    package let capabilities: [String]
     /// Whether the plugin checks a configuration without creating an instance.
-    public var hasValidate: Bool { table.pointee.validate != nil }
+    package var hasValidate: Bool { table.pointee.validate != nil }
 
     /// The capability ids this host knows, with the minimal size of their structs.
     package static let knownCapabilities: [(id: String, minimumSize: Int)] = [
@@ -282,7 +282,7 @@ public final class LoadedPlugin: @unchecked Sendable {
 
     /// Runs the plugin's own check of a configuration. Returns nil when valid (or when the plugin
     /// has no validate function), else the plugin's message.
-    public func validate(configuration json: String) -> String? {
+    package func validate(configuration json: String) -> String? {
         if let unknown = unknownKey(in: json) { return unknown }
         guard let validate = table.pointee.validate else { return nil }
         var buffer = [CChar](repeating: 0, count: 2048)
@@ -318,7 +318,7 @@ public final class LoadedPlugin: @unchecked Sendable {
     /// Creates an instance from its configuration.
     /// Creates an instance with `json` as its configuration.
     /// - Parameter onMisbehaviour: told of every ``PluginMisbehaviour`` of the instance, after it is logged.
-    public func makeInstance(
+    package func makeInstance(
         configuration json: String, logger: Logger, onMisbehaviour: (@Sendable (PluginMisbehaviour) -> Void)? = nil
     ) throws(PluginError) -> PluginInstance {
         try PluginInstance(plugin: self, configuration: json, logger: logger, onMisbehaviour: onMisbehaviour)
@@ -326,8 +326,8 @@ public final class LoadedPlugin: @unchecked Sendable {
 }
 
 /// Names of the ABI's status codes, for messages.
-public enum StatusName {
-    public static func of(_ status: Int32) -> String {
+package enum StatusName {
+    package static func of(_ status: Int32) -> String {
         switch status {
         case TH_OK: return "TH_OK"
         case TH_PENDING: return "TH_PENDING"

@@ -9,9 +9,9 @@ import TaskHostScheduler
 #endif
 
 /// Where and how a pipeline's durable queue is kept (`queue:` in the configuration).
-public struct QueueSettings: Sendable {
+package struct QueueSettings: Sendable {
     /// When a commit is on disk.
-    public enum Synchronous: String, Sendable, CaseIterable {
+    package enum Synchronous: String, Sendable, CaseIterable {
         /// A committed task survives a crash of the host (`kill -9`); the last commits before a
         /// power loss or kernel crash may be lost (SQLite WAL with `synchronous=NORMAL`).
         case normal
@@ -20,17 +20,17 @@ public struct QueueSettings: Sendable {
     }
 
     /// The SQLite file.
-    public var path: String
-    public var synchronous: Synchronous = .normal
+    package var path: String
+    package var synchronous: Synchronous = .normal
     /// Finished tasks stay this long (for `status` and inspection), then are deleted.
-    public var retainFinished: Duration = .seconds(300)
+    package var retainFinished: Duration = .seconds(300)
     /// The largest the file may grow; past it, intake stops with a clear error (as on a full disk).
-    public var maxSizeMB: Int?
+    package var maxSizeMB: Int?
 
-    public init(path: String) { self.path = path }
+    package init(path: String) { self.path = path }
 
     /// The default: `.taskhost/<config name>/queue.db` beside the configuration file.
-    public static func defaultPath(forConfig file: String) -> String {
+    package static func defaultPath(forConfig file: String) -> String {
         let url = URL(fileURLWithPath: file)
         let name = url.deletingPathExtension().lastPathComponent
         let folder = url.deletingLastPathComponent().path
@@ -41,12 +41,12 @@ public struct QueueSettings: Sendable {
 }
 
 /// A queue that cannot be used: it names the file and says what to do.
-public struct QueueError: Error, CustomStringConvertible, Sendable {
-    public var path: String
-    public var message: String
-    public var remedy: String
+package struct QueueError: Error, CustomStringConvertible, Sendable {
+    package var path: String
+    package var message: String
+    package var remedy: String
 
-    public var description: String { "\(path): \(message)\n  \(remedy)" }
+    package var description: String { "\(path): \(message)\n  \(remedy)" }
 
     package init(path: String, message: String, remedy: String) {
         self.path = path
@@ -186,8 +186,8 @@ package func unixMilliseconds() -> Int64 { unixNanoseconds() / 1_000_000 }
 /// The embedded durable queue: one SQLite file in WAL mode. Every write goes through one serial
 /// queue that commits whatever accumulated while the previous commit ran (group commit): a
 /// durable task costs a row, not a disk sync.
-public final class DurableQueue: @unchecked Sendable {
-    public let path: String
+package final class DurableQueue: @unchecked Sendable {
+    package let path: String
     package let settings: QueueSettings
     /// Used only on `serial` (and in `init`).
     private let db: SQLiteDatabase
@@ -217,7 +217,7 @@ public final class DurableQueue: @unchecked Sendable {
 
     /// Opens (creating it and its folder if needed) and checks the queue.
     /// - Parameter host: take the host lock; fails when another host runs on this queue.
-    public init(settings: QueueSettings, host: Bool) throws(QueueError) {
+    package init(settings: QueueSettings, host: Bool) throws(QueueError) {
         path = settings.path
         self.settings = settings
         let folder = (path as NSString).deletingLastPathComponent
@@ -368,7 +368,7 @@ public final class DurableQueue: @unchecked Sendable {
     }
 
     /// The pid of the host running on this queue, or nil when none is.
-    public func hostPID() -> Int32? {
+    package func hostPID() -> Int32? {
         let descriptor = open(lockPath, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }

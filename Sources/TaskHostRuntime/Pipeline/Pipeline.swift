@@ -24,15 +24,15 @@ import TaskHostStore
 /// - Important: The library installs no signal handler and bootstraps no logging or metrics
 ///   system: the caller does (route SIGINT/SIGTERM to ``PipelineStop/request()`` and SIGUSR1 to
 ///   ``Pipeline/commandsArrived()``).
-public func buildPipeline(configuration: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError)
+package func buildPipeline(configuration: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError)
     -> Pipeline
 {
     try Pipeline(config: configuration, loader: loader, logger: logger)
 }
 
 /// A configured pipeline: its executors made, its sinks opened, ready to run.
-public final class Pipeline: Sendable {
-    public let config: PipelineConfig
+package final class Pipeline: Sendable {
+    package let config: PipelineConfig
     let executors: [any AnsweringExecutor]
     let instances: [PluginInstance]
     let router: PipelineExecutor
@@ -47,24 +47,24 @@ public final class Pipeline: Sendable {
     let commandWakeups = CommandWakeups()
 
     /// What a run did, for the summary and the exit code.
-    public struct Summary: Sendable {
-        public var admitted = 0
-        public var succeeded = 0
-        public var deadLettered = 0
-        public var rejected = 0
-        public var parked = 0
-        public var cancelled = 0
-        public var retries = 0
+    package struct Summary: Sendable {
+        package var admitted = 0
+        package var succeeded = 0
+        package var deadLettered = 0
+        package var rejected = 0
+        package var parked = 0
+        package var cancelled = 0
+        package var retries = 0
         /// Durable queue: tasks left queued for the next run (shutdown, parked targets).
-        public var leftQueued = 0
-        public var perSource: [String: Int] = [:]
-        public var seconds = 0.0
+        package var leftQueued = 0
+        package var perSource: [String: Int] = [:]
+        package var seconds = 0.0
         /// The durable queue failed (a full disk, an unwritable file): the run stopped.
-        public var queueError: String?
+        package var queueError: String?
 
         /// 0: every task succeeded (or stays queued in the durable queue); 1: some were
         /// dead-lettered, parked, rejected or cancelled; 3: the durable queue failed.
-        public var exitCode: Int32 {
+        package var exitCode: Int32 {
             if queueError != nil { return 3 }
             return deadLettered + rejected + parked + cancelled == 0 ? 0 : 1
         }
@@ -88,7 +88,7 @@ public final class Pipeline: Sendable {
 
     /// Makes every executor (loading plugins, preparing functions) and opens the sinks. Every
     /// failure names the configuration's file, line and key.
-    public init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
+    package init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
         self.config = config
         self.logger = logger
         metrics = PipelineMetrics(durable: config.queue != nil)
@@ -205,18 +205,18 @@ public final class Pipeline: Sendable {
 
     /// The registry that `/metrics` serves. The executable routes swift-metrics into it (the
     /// library bootstraps no metrics system).
-    public var metricsRegistry: PrometheusCollectorRegistry { metrics.registry }
+    package var metricsRegistry: PrometheusCollectorRegistry { metrics.registry }
 
     /// Tells a running pipeline that operator commands or tasks enqueued by another process wait
     /// in its durable queue (`taskhost targets` and `taskhost enqueue` send the host SIGUSR1; the
     /// executable forwards it here). Any thread; nothing for `queue: memory`.
-    public func commandsArrived() {
+    package func commandsArrived() {
         commandWakeups.continuation.yield()
     }
 
     /// Checks a configuration without running anything: every plugin loads and validates its
     /// configuration, every function resolves with its signature, every sink can be opened.
-    public static func check(_ config: PipelineConfig, loader: PluginLoader) throws(ConfigError) {
+    package static func check(_ config: PipelineConfig, loader: PluginLoader) throws(ConfigError) {
         for executor in config.executors {
             let prepared = try prepare(executor, in: config, loader: loader)
             // A plugin without validate has create as its only check (taskhost_plugin.h): make an
@@ -245,10 +245,10 @@ public final class Pipeline: Sendable {
     /// asks for a shutdown (first call: drain with the grace period; second: at once).
     /// What the progress line shows: tasks finished, the total when every source is a file
     /// read once (its lines, counted up front), and the seconds so far.
-    public struct Progress: Sendable {
-        public var done: Int
-        public var total: Int?
-        public var seconds: Double
+    package struct Progress: Sendable {
+        package var done: Int
+        package var total: Int?
+        package var seconds: Double
     }
 
     /// The number of lines of the finite file sources, or nil when a source has no known end.
@@ -268,7 +268,7 @@ public final class Pipeline: Sendable {
         return total
     }
 
-    public func run(stop: PipelineStop, progress: (@Sendable (Progress) -> Void)? = nil) async -> Summary {
+    package func run(stop: PipelineStop, progress: (@Sendable (Progress) -> Void)? = nil) async -> Summary {
         let started = ContinuousClock.now
         let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
         let metrics = self.metrics

@@ -52,19 +52,19 @@ final class CommandWakeups: Sendable {
 /// What stops a run: a graceful stop (the group shuts down in order), or a stop at once (running
 /// tasks are cancelled too). The executable calls it from its signal handlers; the durable queue
 /// when it fails.
-public final class PipelineStop: Sendable {
+package final class PipelineStop: Sendable {
     struct State {
         var requests = 0
         var actions: (graceful: @Sendable () -> Void, now: @Sendable () -> Void)?
     }
     let state = Mutex(State())
 
-    public init() {}
+    package init() {}
 
     /// Requests a stop: the first call stops gracefully, the next ones at once. Returns how many
     /// requests there were.
     @discardableResult
-    public func request() -> Int {
+    package func request() -> Int {
         let (count, actions) = state.withLock { state in
             state.requests += 1
             return (state.requests, state.actions)
@@ -74,7 +74,7 @@ public final class PipelineStop: Sendable {
     }
 
     /// Requests a stop at once (two requests).
-    public func requestNow() {
+    package func requestNow() {
         request()
         request()
     }

@@ -8,18 +8,18 @@ import TaskHostSources
 import TaskHostStore
 
 /// One task of a pipeline, as the scheduler carries it.
-public struct PipelineTask: Sendable {
+package struct PipelineTask: Sendable {
     /// The source it came from, and its order of arrival there.
-    public var source: String
-    public var seq: UInt64
+    package var source: String
+    package var seq: UInt64
     /// Index of its executor in the pipeline.
-    public var executor: Int
+    package var executor: Int
     /// What the executor receives: the input's `data` (or the whole input when it has none), as JSON.
-    public var payload: String
+    package var payload: String
     /// The input line as it arrived, for dead letters.
-    public var raw: String
+    package var raw: String
     /// Timestamps and output of the latest attempt.
-    public let log: AttemptLog
+    package let log: AttemptLog
     /// Set for tasks of a spool-directory batch file: told when the task is final.
     package let batch: BatchTracker?
     /// Set for a task of the durable queue: its row and what its earlier attempts left.
@@ -61,7 +61,7 @@ final class DurableRecord: Sendable {
 }
 
 /// What the last attempt of a task did, in wall-clock Unix nanoseconds (one clock for the host).
-public final class AttemptLog: Sendable {
+package final class AttemptLog: Sendable {
     struct State {
         var startedAt: Int64 = 0
         var finishedAt: Int64 = 0

@@ -11,14 +11,14 @@ import TaskHostStore
 #endif
 
 /// Appends JSON lines to a file (or standard output for `-`), buffered, safe from any thread.
-public final class JSONLinesSink: Sendable {
-    public let path: String
+package final class JSONLinesSink: Sendable {
+    package let path: String
     let descriptor: Int32
     let buffer = Mutex<[UInt8]>([])
     static let flushAt = 64 * 1024
 
     /// Opens (creating folders) for appending. Throws a message naming the path.
-    public init(path: String) throws(ConfigError) {
+    package init(path: String) throws(ConfigError) {
         self.path = path
         if path == "-" {
             descriptor = 1
@@ -37,10 +37,10 @@ public final class JSONLinesSink: Sendable {
         }
     }
 
-    public func write(_ line: String) { write(bytes: Array(line.utf8)) }
+    package func write(_ line: String) { write(bytes: Array(line.utf8)) }
 
     /// Appends one line (the newline is added).
-    public func write(bytes line: [UInt8]) {
+    package func write(bytes line: [UInt8]) {
         let flush: [UInt8]? = buffer.withLock { buffer in
             buffer.append(contentsOf: line)
             buffer.append(10)
@@ -51,7 +51,7 @@ public final class JSONLinesSink: Sendable {
         if let flush { writeAll(flush) }
     }
 
-    public func flush() {
+    package func flush() {
         let pending = buffer.withLock { buffer -> [UInt8] in
             defer { buffer.removeAll(keepingCapacity: true) }
             return buffer

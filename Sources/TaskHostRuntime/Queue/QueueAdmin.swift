@@ -13,11 +13,11 @@ import TaskHostStore
 /// The operator's view of a pipeline's durable queue: enqueue, status, targets and dead letters.
 /// Safe while `taskhost run` works on the same queue: writes are short transactions, and a
 /// running host is told (SIGUSR1) to pick up new tasks and apply target commands.
-public final class QueueAdmin: Sendable {
-    public let config: PipelineConfig
+package final class QueueAdmin: Sendable {
+    package let config: PipelineConfig
     let queue: DurableQueue
 
-    public init(config: PipelineConfig) throws(ConfigError) {
+    package init(config: PipelineConfig) throws(ConfigError) {
         self.config = config
         guard let settings = config.queue else {
             throw ConfigError(
@@ -32,10 +32,10 @@ public final class QueueAdmin: Sendable {
         }
     }
 
-    public var path: String { queue.path }
+    package var path: String { queue.path }
 
     /// The pid of the host running on this queue, nil when none is.
-    public var hostPID: Int32? { queue.hostPID() }
+    package var hostPID: Int32? { queue.hostPID() }
 
     /// Wakes a running host: new tasks, or commands to apply.
     func notifyHost() {
@@ -44,14 +44,14 @@ public final class QueueAdmin: Sendable {
 
     // MARK: Enqueue
 
-    public struct EnqueueReport: Sendable {
-        public var accepted = 0
+    package struct EnqueueReport: Sendable {
+        package var accepted = 0
         /// Input lines (1-based) that could not be read, with the reason; kept as dead letters.
-        public var rejected: [(line: Int, reason: String)] = []
+        package var rejected: [(line: Int, reason: String)] = []
     }
 
     /// Adds tasks (JSON lines) as `source` would have: same routing, same target id path.
-    public func enqueue(lines: [String], source name: String?) throws(ConfigError) -> EnqueueReport {
+    package func enqueue(lines: [String], source name: String?) throws(ConfigError) -> EnqueueReport {
         guard let named = name.map({ name in config.sources.first { $0.name == name } }) ?? config.sources.first else {
             throw ConfigError(
                 file: config.file, line: nil, column: nil, key: "sources",
@@ -107,25 +107,25 @@ public final class QueueAdmin: Sendable {
 
     // MARK: Status
 
-    public struct Status: Sendable, Codable {
-        public var path: String
-        public var hostPID: Int32?
-        public var queued = 0
-        public var backingOff = 0
-        public var running = 0
-        public var succeeded = 0
-        public var deadLetters = 0
-        public var busyTargets: [String] = []
-        public var backedOffTargets: [String] = []
-        public var parkedTargets: [String] = []
+    package struct Status: Sendable, Codable {
+        package var path: String
+        package var hostPID: Int32?
+        package var queued = 0
+        package var backingOff = 0
+        package var running = 0
+        package var succeeded = 0
+        package var deadLetters = 0
+        package var busyTargets: [String] = []
+        package var backedOffTargets: [String] = []
+        package var parkedTargets: [String] = []
         /// The oldest waiting task: its row, target and age in seconds.
-        public var oldestRow: Int64?
-        public var oldestTarget: String?
-        public var oldestAgeSeconds: Double?
-        public var fileBytes: Int64 = 0
+        package var oldestRow: Int64?
+        package var oldestTarget: String?
+        package var oldestAgeSeconds: Double?
+        package var fileBytes: Int64 = 0
     }
 
-    public func status(listLimit: Int = 20) throws(ConfigError) -> Status {
+    package func status(listLimit: Int = 20) throws(ConfigError) -> Status {
         var status = Status(path: queue.path, hostPID: hostPID)
         let now = unixMilliseconds()
         do {
@@ -263,22 +263,22 @@ public final class QueueAdmin: Sendable {
 
     // MARK: Dead letters
 
-    public struct DeadLetter: Sendable, Codable {
-        public var row: Int64
-        public var id: String?
-        public var targetId: String?
-        public var source: String
-        public var seq: UInt64
-        public var attempts: Int
-        public var error: String?
-        public var input: String
+    package struct DeadLetter: Sendable, Codable {
+        package var row: Int64
+        package var id: String?
+        package var targetId: String?
+        package var source: String
+        package var seq: UInt64
+        package var attempts: Int
+        package var error: String?
+        package var input: String
     }
 
     /// Which dead letters a command acts on: all, some rows, or one target's.
-    public struct Selection: Sendable {
-        public var rows: [Int64] = []
-        public var target: String?
-        public init(rows: [Int64] = [], target: String? = nil) {
+    package struct Selection: Sendable {
+        package var rows: [Int64] = []
+        package var target: String?
+        package init(rows: [Int64] = [], target: String? = nil) {
             self.rows = rows
             self.target = target
         }
@@ -298,7 +298,7 @@ public final class QueueAdmin: Sendable {
         }
     }
 
-    public func deadLetters(_ selection: Selection = Selection(), limit: Int = 1000) throws(ConfigError) -> [DeadLetter]
+    package func deadLetters(_ selection: Selection = Selection(), limit: Int = 1000) throws(ConfigError) -> [DeadLetter]
     {
         do {
             let target = try selection.target.map { try self.target($0) }
@@ -325,7 +325,7 @@ public final class QueueAdmin: Sendable {
 
     /// Puts dead letters back at the end of their targets' queues with fresh attempts. Inputs
     /// that could not be read are left (they would fail again): fix them and enqueue them.
-    public func requeue(_ selection: Selection) throws(ConfigError) -> (requeued: Int, unreadable: Int) {
+    package func requeue(_ selection: Selection) throws(ConfigError) -> (requeued: Int, unreadable: Int) {
         do {
             let target = try selection.target.map { try self.target($0) }
             let result = try queue.transaction { db -> (Int, Int) in
@@ -351,7 +351,7 @@ public final class QueueAdmin: Sendable {
     }
 
     /// Deletes dead letters for good.
-    public func purge(_ selection: Selection) throws(ConfigError) -> Int {
+    package func purge(_ selection: Selection) throws(ConfigError) -> Int {
         do {
             let target = try selection.target.map { try self.target($0) }
             return try queue.transaction { db in
