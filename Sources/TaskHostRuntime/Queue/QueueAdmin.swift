@@ -298,7 +298,8 @@ package final class QueueAdmin: Sendable {
         }
     }
 
-    package func deadLetters(_ selection: Selection = Selection(), limit: Int = 1000) throws(ConfigError) -> [DeadLetter]
+    package func deadLetters(_ selection: Selection = Selection(), limit: Int = 1000) throws(ConfigError)
+        -> [DeadLetter]
     {
         do {
             let target = try selection.target.map { try self.target($0) }
