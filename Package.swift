@@ -117,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "TaskHostCLI",
             dependencies: [
-                "TaskHostRuntime", "TaskHostPlugins", "TaskHostConfig", "TaskHostStore",
+                "TaskHostRuntime", "TaskHostPlugins", "TaskHostConfig", "TaskHostStore", "TaskHostJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -112,6 +112,16 @@ package struct JSONObjectWriter {
         bytes.append(58)  // ":"
     }
 
+    /// A member whose name is only known at run time (log metadata).
+    package mutating func add(dynamic name: String, _ value: String?) {
+        if bytes.count > 1 { bytes.append(44) }  // ","
+        var name = name
+        name.withUTF8 { appendQuoted($0) }
+        bytes.append(58)  // ":"
+        guard var value else { return bytes.append(contentsOf: [110, 117, 108, 108]) }  // null
+        value.withUTF8 { appendQuoted($0) }
+    }
+
     package mutating func add(_ name: StaticString, _ value: String?) {
         key(name)
         guard var value else { return bytes.append(contentsOf: [110, 117, 108, 108]) }  // null

@@ -243,14 +243,13 @@ package final class LoadedPlugin: @unchecked Sendable {
         configSchema = plugin.config_schema.map { String(cString: $0) }
         var closed: Set<String>?
         if let schema = configSchema {
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(schema.utf8))) as? [String: Any] else {
+            guard case .object(let object) = try? JSONParser.parse(schema) else {
                 throw PluginError(
                     .invalidTable, path: path,
                     message: "th_plugin.config_schema is not a JSON object: \(schema.prefix(80))",
                     remedy: "Publish a JSON Schema object (like {\"type\":\"object\",\"properties\":{...}}), or NULL.")
             }
-            if object["additionalProperties"] as? Bool == false, let properties = object["properties"] as? [String: Any]
-            {
+            if case .bool(false) = object["additionalProperties"], case .object(let properties) = object["properties"] {
                 closed = Set(properties.keys)
             }
         }
@@ -306,7 +305,7 @@ package final class LoadedPlugin: @unchecked Sendable {
     /// (a Swift `Decodable` configuration does). Nil when the schema does not close it.
     package func unknownKey(in json: String) -> String? {
         guard let closedKeys,
-            let config = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
+            case .object(let config) = try? JSONParser.parse(json),
             let key = config.keys.sorted().first(where: { !closedKeys.contains($0) })
         else { return nil }
         let known = closedKeys.sorted()
