@@ -551,20 +551,6 @@ package final class DurableQueue: @unchecked Sendable {
         }
         return tasks
     }
-
-    /// Queued tasks after `row`, in arrival order.
-    package static func queued(after row: Int64, limit: Int, in db: SQLiteDatabase) throws -> [StoredTask] {
-        try tasks(where: "state = 0 AND id > ? ORDER BY id LIMIT ?", [.integer(row), .int(limit)], in: db)
-    }
-
-    /// A target's queued tasks, in arrival order, from row `first` through row `last`.
-    package static func queued(
-        _ target: TargetID, from first: Int64 = 0, through last: Int64 = .max, in db: SQLiteDatabase
-    ) throws -> [StoredTask] {
-        try tasks(
-            where: "target = ? AND target_kind = ? AND state = 0 AND id >= ? AND id <= ? ORDER BY id",
-            [.text(target.storedText), .integer(target.storedKind), .integer(first), .integer(last)], in: db)
-    }
 }
 
 /// Wall-clock Unix nanoseconds (one clock for the host).

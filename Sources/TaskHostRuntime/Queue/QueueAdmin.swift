@@ -69,8 +69,7 @@ package final class QueueAdmin: Sendable {
         let sink = try config.deadLetter.map { path throws(ConfigError) in try JSONLinesSink(path: path) }
         do {
             try queue.transaction { db in
-                var seq = UInt64(
-                    try db.integer("SELECT next_seq FROM sources WHERE name = ?", [.text(source.name)]) ?? 1)
+                var seq = try db.nextSequence(of: source.name)
                 var rows: [NewTask] = []
                 for (index, line) in lines.enumerated()
                 where !line.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) {
@@ -130,48 +129,21 @@ package final class QueueAdmin: Sendable {
         let now = unixMilliseconds()
         do {
             try queue.transaction { db in
-                let counts = try db.statement("SELECT state, count(*) FROM tasks GROUP BY state")
-                while try counts.step() {
-                    let count = Int(counts.int(1))
-                    switch TaskState(rawValue: counts.int(0)) {
-                    case .queued: status.queued = count
-                    case .running: status.running = count
-                    case .succeeded: status.succeeded = count
-                    case .dead: status.deadLetters = count
-                    case nil: break
-                    }
+                let counts = try db.countsByState()
+                status.queued = counts[.queued] ?? 0
+                status.running = counts[.running] ?? 0
+                status.succeeded = counts[.succeeded] ?? 0
+                status.deadLetters = counts[.dead] ?? 0
+                status.backingOff = try db.countBackingOff(at: now)
+                status.busyTargets = try db.busyTargets(limit: listLimit)
+                status.backedOffTargets = try db.backedOffTargets(at: now, limit: listLimit)
+                status.parkedTargets = try db.parkedTargetNames(limit: listLimit)
+                if let oldest = try db.oldestQueued() {
+                    status.oldestRow = oldest.row
+                    status.oldestTarget = oldest.target
+                    status.oldestAgeSeconds = Double(now - oldest.enqueuedAt) / 1000
                 }
-                status.backingOff = Int(
-                    try db.integer("SELECT count(*) FROM tasks WHERE state = 0 AND not_before > ?", [.integer(now)])
-                        ?? 0)
-                func targets(_ sql: String, _ bindings: [SQLiteValue] = []) throws -> [String] {
-                    let statement = try db.statement(sql)
-                    try statement.bind(bindings)
-                    var names: [String] = []
-                    while try statement.step() {
-                        let name = statement.text(1) ?? ""
-                        names.append(statement.int(0) == 1 ? name : "\"\(name)\"")
-                    }
-                    return names
-                }
-                status.busyTargets = try targets(
-                    "SELECT DISTINCT target_kind, target FROM tasks WHERE state = 1 LIMIT ?", [.int(listLimit)])
-                status.backedOffTargets = try targets(
-                    "SELECT DISTINCT target_kind, target FROM tasks WHERE state = 0 AND not_before > ? LIMIT ?",
-                    [.integer(now), .int(listLimit)])
-                status.parkedTargets = try targets(
-                    "SELECT target_kind, target FROM targets WHERE parked = 1 LIMIT ?", [.int(listLimit)])
-                let oldest = try db.statement(
-                    "SELECT id, target_kind, target, enqueued_at FROM tasks WHERE state = 0 ORDER BY id LIMIT 1")
-                if try oldest.step() {
-                    status.oldestRow = oldest.int(0)
-                    let name = oldest.text(2) ?? ""
-                    status.oldestTarget = oldest.int(1) == 1 ? name : "\"\(name)\""
-                    status.oldestAgeSeconds = Double(now - oldest.int(3)) / 1000
-                }
-                oldest.reset()
-                status.fileBytes =
-                    (try db.integer("PRAGMA page_count") ?? 0) * (try db.integer("PRAGMA page_size") ?? 4096)
+                status.fileBytes = try db.fileBytes()
             }
         } catch {
             throw ConfigError(error)
@@ -201,10 +173,8 @@ package final class QueueAdmin: Sendable {
     /// A target id as typed: an integer when it reads as one and the queue knows it as one.
     func target(_ text: String) throws -> TargetID {
         guard let number = Int64(text) else { return .string(text) }
-        let known = try queue.transaction { db in
-            try db.integer("SELECT count(*) FROM tasks WHERE target_kind = 0 AND target = ? LIMIT 1", [.text(text)])
-        }
-        return (known ?? 0) > 0 ? .string(text) : .integer(number)
+        let known = try queue.transaction { db in try db.knowsStringTarget(text) }
+        return known ? .string(text) : .integer(number)
     }
 
     /// Parks, releases or drains a target. With a host running, the host applies it (to the
@@ -215,19 +185,13 @@ package final class QueueAdmin: Sendable {
             guard let pid = hostPID else { return TargetCommandReport(outcome: try applyOffline(verb, target)) }
             // -1: a host holds the lock but has not written its pid yet; it applies pending
             // commands when it starts.
-            let id = try queue.transaction { db -> Int64 in
-                try db.run(
-                    "INSERT INTO commands(verb, target_kind, target) VALUES(?, ?, ?)",
-                    [.text(verb.rawValue), .integer(target.storedKind), .text(target.storedText)])
-                return db.lastInsertRowID
-            }
+            let id = try queue.transaction { db in try db.insertCommand(verb, target) }
             if pid > 0 { kill(pid, SIGUSR1) }
             for attempt in 0..<200 {
                 usleep(50_000)
-                let result = try queue.transaction { db in
-                    try db.text("SELECT result FROM commands WHERE id = ? AND applied = 1", [.integer(id)])
+                if let result = try queue.transaction({ db in try db.commandResult(id) }) {
+                    return TargetCommandReport(outcome: result, appliedBy: pid)
                 }
-                if let result { return TargetCommandReport(outcome: TargetCommandOutcome(result), appliedBy: pid) }
                 if attempt % 20 == 19, let pid = hostPID, pid > 0 { kill(pid, SIGUSR1) }
                 if hostPID == nil, try withdraw(id) {
                     // The host stopped before applying it: apply it here.
@@ -235,10 +199,8 @@ package final class QueueAdmin: Sendable {
                 }
             }
             if try withdraw(id) { return TargetCommandReport(outcome: nil) }
-            let result = try queue.transaction { db in
-                try db.text("SELECT result FROM commands WHERE id = ?", [.integer(id)])
-            }
-            return TargetCommandReport(outcome: result.flatMap(TargetCommandOutcome.init), appliedBy: pid)
+            let result = try queue.transaction { db in try db.commandResult(id, appliedOnly: false) }
+            return TargetCommandReport(outcome: result, appliedBy: pid)
         } catch {
             throw wrap(error)
         }
@@ -246,9 +208,7 @@ package final class QueueAdmin: Sendable {
 
     /// Takes back a command no host applied yet; false when a host applied it meanwhile.
     private func withdraw(_ id: Int64) throws -> Bool {
-        try queue.transaction { db in
-            try db.run("DELETE FROM commands WHERE id = ? AND applied = 0", [.integer(id)]) == 1
-        }
+        try queue.transaction { db in try db.withdrawCommand(id) }
     }
 
     /// A command applied to the queue itself, with no host running: the same statements a running
@@ -282,20 +242,6 @@ package final class QueueAdmin: Sendable {
             self.rows = rows
             self.target = target
         }
-
-        func clause(_ target: TargetID?) -> (String, [SQLiteValue]) {
-            var sql = "state = 3"
-            var bindings: [SQLiteValue] = []
-            if !rows.isEmpty {
-                sql += " AND id IN (\(rows.map { _ in "?" }.joined(separator: ", ")))"
-                bindings += rows.map { .integer($0) }
-            }
-            if let target {
-                sql += " AND target_kind = ? AND target = ?"
-                bindings += [.integer(target.storedKind), .text(target.storedText)]
-            }
-            return (sql, bindings)
-        }
     }
 
     package func deadLetters(_ selection: Selection = Selection(), limit: Int = 1000) throws(ConfigError)
@@ -303,21 +249,14 @@ package final class QueueAdmin: Sendable {
     {
         do {
             let target = try selection.target.map { try self.target($0) }
-            return try queue.transaction { db in
-                let (clause, bindings) = selection.clause(target)
-                let statement = try db.statement(
-                    "SELECT id, task_id, target_kind, target, source, seq, attempts, error, raw FROM tasks WHERE \(clause) ORDER BY id LIMIT ?"
-                )
-                try statement.bind(bindings + [.int(limit)])
-                var letters: [DeadLetter] = []
-                while try statement.step() {
-                    letters.append(
-                        DeadLetter(
-                            row: statement.int(0), id: statement.text(1), targetId: statement.text(3),
-                            source: statement.text(4) ?? "", seq: UInt64(statement.int(5)),
-                            attempts: Int(statement.int(6)), error: statement.text(7), input: statement.text(8) ?? ""))
-                }
-                return letters
+            let letters = try queue.transaction { db in
+                try db.deadLetters(DeadLetterSelection(rows: selection.rows, target: target), limit: limit)
+            }
+            return letters.map {
+                DeadLetter(
+                    row: $0.row, id: $0.id, targetId: $0.targetId, source: $0.source, seq: $0.seq,
+                    attempts: $0.attempts,
+                    error: $0.error, input: $0.input)
             }
         } catch {
             throw wrap(error)
@@ -329,20 +268,9 @@ package final class QueueAdmin: Sendable {
     package func requeue(_ selection: Selection) throws(ConfigError) -> (requeued: Int, unreadable: Int) {
         do {
             let target = try selection.target.map { try self.target($0) }
-            let result = try queue.transaction { db -> (Int, Int) in
-                let (clause, bindings) = selection.clause(target)
-                let unreadable = try db.integer(
-                    "SELECT count(*) FROM tasks WHERE \(clause) AND (target IS NULL OR executor IS NULL)", bindings)
-                let requeued = try db.run(
-                    """
-                    INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
-                        batch, enqueued_at)
-                    SELECT 0, source, seq, task_id, target_kind, target, executor, priority, payload, raw, NULL, ?
-                    FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL ORDER BY id
-                    """, [.integer(unixMilliseconds())] + bindings)
-                try db.run(
-                    "DELETE FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL", bindings)
-                return (requeued, Int(unreadable ?? 0))
+            let now = unixMilliseconds()
+            let result = try queue.transaction { db in
+                try db.requeue(DeadLetterSelection(rows: selection.rows, target: target), at: now)
             }
             notifyHost()
             return result
@@ -356,8 +284,7 @@ package final class QueueAdmin: Sendable {
         do {
             let target = try selection.target.map { try self.target($0) }
             return try queue.transaction { db in
-                let (clause, bindings) = selection.clause(target)
-                return try db.run("DELETE FROM tasks WHERE \(clause)", bindings)
+                try db.purge(DeadLetterSelection(rows: selection.rows, target: target))
             }
         } catch {
             throw wrap(error)

@@ -1,0 +1,179 @@
+import TaskHostScheduler
+
+/// A target as the operator's tools print it: an integer as its number, a string in quotes.
+package func displayName(kind: Int64, text: String) -> String { kind == 1 ? text : "\"\(text)\"" }
+
+/// Which dead letters a command acts on: all, some rows, or one target's.
+package struct DeadLetterSelection: Sendable {
+    package var rows: [Int64] = []
+    package var target: TargetID?
+
+    package init(rows: [Int64] = [], target: TargetID? = nil) {
+        self.rows = rows
+        self.target = target
+    }
+
+    fileprivate var clause: (String, [SQLiteValue]) {
+        var sql = "state = \(TaskState.dead.rawValue)"
+        var bindings: [SQLiteValue] = []
+        if !rows.isEmpty {
+            sql += " AND id IN (\(rows.map { _ in "?" }.joined(separator: ", ")))"
+            bindings += rows.map { .integer($0) }
+        }
+        if let target {
+            sql += " AND target_kind = ? AND target = ?"
+            bindings += [.integer(target.storedKind), .text(target.storedText)]
+        }
+        return (sql, bindings)
+    }
+}
+
+/// A dead letter as the tools list it.
+package struct StoredDeadLetter: Sendable {
+    package var row: Int64
+    package var id: String?
+    package var targetId: String?
+    package var source: String
+    package var seq: UInt64
+    package var attempts: Int
+    package var error: String?
+    package var input: String
+}
+
+/// The statements of the operator's tools (`taskhost status`, `targets`, `dead-letters`,
+/// `enqueue`), behind typed calls.
+extension SQLiteDatabase {
+    /// Tasks per state.
+    package func countsByState() throws -> [TaskState: Int] {
+        let statement = try self.statement("SELECT state, count(*) FROM tasks GROUP BY state")
+        defer { statement.reset() }
+        var counts: [TaskState: Int] = [:]
+        while try statement.step() {
+            if let state = TaskState(rawValue: statement.int(0)) { counts[state] = Int(statement.int(1)) }
+        }
+        return counts
+    }
+
+    /// Queued tasks waiting out a backoff at `now` (Unix ms).
+    package func countBackingOff(at now: Int64) throws -> Int {
+        Int(
+            try integer(
+                "SELECT count(*) FROM tasks WHERE state = \(TaskState.queued.rawValue) AND not_before > ?",
+                [.integer(now)]) ?? 0)
+    }
+
+    private func targetNames(_ sql: String, _ bindings: [SQLiteValue]) throws -> [String] {
+        let statement = try self.statement(sql)
+        defer { statement.reset() }
+        try statement.bind(bindings)
+        var names: [String] = []
+        while try statement.step() { names.append(displayName(kind: statement.int(0), text: statement.text(1) ?? "")) }
+        return names
+    }
+
+    package func busyTargets(limit: Int) throws -> [String] {
+        try targetNames(
+            "SELECT DISTINCT target_kind, target FROM tasks WHERE state = \(TaskState.running.rawValue) LIMIT ?",
+            [.int(limit)])
+    }
+
+    package func backedOffTargets(at now: Int64, limit: Int) throws -> [String] {
+        try targetNames(
+            """
+            SELECT DISTINCT target_kind, target FROM tasks
+            WHERE state = \(TaskState.queued.rawValue) AND not_before > ? LIMIT ?
+            """, [.integer(now), .int(limit)])
+    }
+
+    package func parkedTargetNames(limit: Int) throws -> [String] {
+        try targetNames("SELECT target_kind, target FROM targets WHERE parked = 1 LIMIT ?", [.int(limit)])
+    }
+
+    /// The oldest queued task: its row, target (as the tools print it) and enqueue time (Unix ms).
+    package func oldestQueued() throws -> (row: Int64, target: String, enqueuedAt: Int64)? {
+        let statement = try self.statement(
+            """
+            SELECT id, target_kind, target, enqueued_at FROM tasks WHERE state = \(TaskState.queued.rawValue)
+            ORDER BY id LIMIT 1
+            """)
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        return (statement.int(0), displayName(kind: statement.int(1), text: statement.text(2) ?? ""), statement.int(3))
+    }
+
+    package func fileBytes() throws -> Int64 {
+        (try integer("PRAGMA page_count") ?? 0) * (try integer("PRAGMA page_size") ?? 4096)
+    }
+
+    /// Whether the queue knows `text` as a string target.
+    package func knowsStringTarget(_ text: String) throws -> Bool {
+        (try integer("SELECT count(*) FROM tasks WHERE target_kind = 0 AND target = ? LIMIT 1", [.text(text)]) ?? 0)
+            > 0
+    }
+
+    // MARK: Commands for a running host
+
+    package func insertCommand(_ verb: TargetVerb, _ target: TargetID) throws -> Int64 {
+        try run(
+            "INSERT INTO commands(verb, target_kind, target) VALUES(?, ?, ?)",
+            [.text(verb.rawValue), .integer(target.storedKind), .text(target.storedText)])
+        return lastInsertRowID
+    }
+
+    /// The host's answer to a command, once applied (or whatever is recorded, `appliedOnly` false).
+    package func commandResult(_ id: Int64, appliedOnly: Bool = true) throws -> TargetCommandOutcome? {
+        try text(
+            "SELECT result FROM commands WHERE id = ?\(appliedOnly ? " AND applied = 1" : "")", [.integer(id)]
+        ).flatMap(TargetCommandOutcome.init)
+    }
+
+    /// Takes back a command no host applied yet; false when a host applied it meanwhile.
+    package func withdrawCommand(_ id: Int64) throws -> Bool {
+        try run("DELETE FROM commands WHERE id = ? AND applied = 0", [.integer(id)]) == 1
+    }
+
+    // MARK: Dead letters
+
+    package func deadLetters(_ selection: DeadLetterSelection, limit: Int) throws -> [StoredDeadLetter] {
+        let (clause, bindings) = selection.clause
+        let statement = try self.statement(
+            """
+            SELECT id, task_id, target_kind, target, source, seq, attempts, error, raw FROM tasks
+            WHERE \(clause) ORDER BY id LIMIT ?
+            """)
+        defer { statement.reset() }
+        try statement.bind(bindings + [.int(limit)])
+        var letters: [StoredDeadLetter] = []
+        while try statement.step() {
+            letters.append(
+                StoredDeadLetter(
+                    row: statement.int(0), id: statement.text(1), targetId: statement.text(3),
+                    source: statement.text(4) ?? "", seq: UInt64(statement.int(5)), attempts: Int(statement.int(6)),
+                    error: statement.text(7), input: statement.text(8) ?? ""))
+        }
+        return letters
+    }
+
+    /// Puts dead letters back at the end of their targets' queues with fresh attempts; inputs that
+    /// could not be read stay. Returns how many were requeued and how many are unreadable.
+    package func requeue(_ selection: DeadLetterSelection, at now: Int64) throws -> (requeued: Int, unreadable: Int) {
+        let (clause, bindings) = selection.clause
+        let unreadable = try integer(
+            "SELECT count(*) FROM tasks WHERE \(clause) AND (target IS NULL OR executor IS NULL)", bindings)
+        let requeued = try run(
+            """
+            INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
+                batch, enqueued_at)
+            SELECT \(TaskState.queued.rawValue), source, seq, task_id, target_kind, target, executor, priority,
+                payload, raw, NULL, ?
+            FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL ORDER BY id
+            """, [.integer(now)] + bindings)
+        try run("DELETE FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL", bindings)
+        return (requeued, Int(unreadable ?? 0))
+    }
+
+    package func purge(_ selection: DeadLetterSelection) throws -> Int {
+        let (clause, bindings) = selection.clause
+        return try run("DELETE FROM tasks WHERE \(clause)", bindings)
+    }
+}
