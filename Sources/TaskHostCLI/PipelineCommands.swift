@@ -224,7 +224,11 @@ struct JSONLogHandler: LogHandler {
         line.add("logger", label)
         line.add("message", "\(event.message)")
         let fields = event.metadata.map { metadata.merging($0, uniquingKeysWith: { $1 }) } ?? metadata
-        for (key, value) in fields.sorted(by: { $0.key < $1.key }) { line.add(dynamic: key, "\(value)") }
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+            // A metadata key that names a field of the line itself is kept apart, not duplicated.
+            let name = ["time", "level", "logger", "message"].contains(key) ? "metadata." + key : key
+            line.add(dynamic: name, "\(value)")
+        }
         var bytes = line.finished
         bytes.append(10)
         bytes.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }

@@ -78,7 +78,8 @@ package enum PluginMisbehaviour: Sendable, Hashable, CustomStringConvertible {
     case pendingCompletion
     /// A token completed twice, or after its execution was abandoned: the second is ignored.
     case lateOrDoubleCompletion
-    /// A token completed, and a status also returned from execute: the completion stands.
+    /// A token completed, and a status also returned from execute: the returned status stands,
+    /// the completion is ignored.
     case completionAndSynchronousStatus(status: Int32, sequence: UInt64)
     /// No completion `after` a cancel (or the timeout or shutdown of a plugin without cancel):
     /// the execution is abandoned, a later completion ignored.

@@ -76,13 +76,13 @@ final class PipelineMetrics: Sendable {
             descriptor: name("execution", "seconds", "Time in the executor per attempt"), buckets: buckets)
     }
 
-    /// Counts a plugin's misbehaviour (``PluginMisbehaviour``), by plugin and kind.
-    func misbehaviour(_ event: PluginMisbehaviour, plugin: String) {
+    /// Counts a plugin's misbehaviour (``PluginMisbehaviour``), by executor, plugin and kind.
+    func misbehaviour(_ event: PluginMisbehaviour, executor: String, plugin: String) {
         registry.makeCounter(
             descriptor: MetricNameDescriptor(
                 namespace: "taskhost", metricName: "plugin_misbehaviour", unitName: "total",
                 helpText: "Breaches of the plugin ABI the host survived (taskhost_plugin.h)"),
-            labels: [("plugin", plugin), ("kind", event.kind)]
+            labels: [("executor", executor), ("plugin", plugin), ("kind", event.kind)]
         ).increment()
     }
 

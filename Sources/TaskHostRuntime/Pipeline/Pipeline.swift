@@ -101,10 +101,10 @@ package final class Pipeline: Sendable {
                 let instance: PluginInstance
                 do {
                     let metrics = self.metrics
-                    let name = executor.name
+                    let (name, pluginName) = (executor.name, plugin.name)
                     instance = try plugin.makeInstance(
                         configuration: configuration, logger: logger,
-                        onMisbehaviour: { metrics.misbehaviour($0, plugin: name) })
+                        onMisbehaviour: { metrics.misbehaviour($0, executor: name, plugin: pluginName) })
                 } catch {
                     throw Self.fail(executor, in: config, error.message, nil)
                 }
