@@ -12,6 +12,7 @@ public struct TaskItem<Payload: Sendable>: Sendable {
     /// shared by the tasks of one kind, for example one executor. 0 by default.
     public var pool: Int
 
+    @inlinable
     public init(targetId: TargetID, payload: Payload, priority: Int = 0, id: String? = nil, pool: Int = 0) {
         self.targetId = targetId
         self.payload = payload
@@ -28,6 +29,7 @@ public struct ExecutionContext: Sendable, Hashable {
     /// The attempt number, starting at 1. An idempotent executor can key on `(sequence, attempt)`.
     public var attempt: Int
 
+    @inlinable
     public init(sequence: UInt64, attempt: Int) {
         self.sequence = sequence
         self.attempt = attempt
