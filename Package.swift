@@ -1,11 +1,13 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// The scheduler's hot path: its generic code specialized into the modules that use it
-/// (cross-module optimization), with copies of its records emitted inline: without
-/// `-disable-type-layout` and `-disable-llvm-merge-functions-pass` the specialized copies of a
-/// task record call the generic value witnesses (measured: 17% more tasks/s on S1 without them).
-let hotPathFlags: [SwiftSetting] = [
+/// Code generation for the host's own targets (the runtime and the benchmark): cross-module
+/// optimization, and copies of records emitted inline (without `-disable-type-layout` and
+/// `-disable-llvm-merge-functions-pass` the specialized copies of a task record call the generic
+/// value witnesses). SwiftPM refuses `unsafeFlags` in a product that another package depends on
+/// by version, so no target of a library product carries them: the scheduler's hot path is
+/// `@inlinable` instead, and is specialized in the modules that import it.
+let hostFlags: [SwiftSetting] = [
     .unsafeFlags([
         "-cross-module-optimization", "-Xfrontend", "-disable-llvm-merge-functions-pass", "-Xfrontend",
         "-disable-type-layout",
@@ -18,7 +20,6 @@ let package = Package(
     products: [
         .library(name: "TaskHostScheduler", targets: ["TaskHostScheduler"]),
         .library(name: "TaskHostPluginSDK", targets: ["TaskHostPluginSDK"]),
-        .library(name: "TaskHostRuntime", targets: ["TaskHostRuntime"]),
         .executable(name: "taskhost", targets: ["TaskHostCLI"]),
         .executable(name: "taskhost-bench", targets: ["TaskHostBench"]),
         .executable(name: "taskhost-example", targets: ["TaskHostExample"]),
@@ -51,8 +52,7 @@ let package = Package(
             dependencies: [
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
-            ],
-            swiftSettings: hotPathFlags
+            ]
         ),
         // The Swift plugin SDK: depends on the header only, so plugins stay small.
         .target(name: "TaskHostPluginSDK", dependencies: ["CTaskHostPlugin"]),
@@ -74,7 +74,7 @@ let package = Package(
                 "TaskHostScheduler", "TaskHostJSON", "CTaskHostPlugin", "CTaskHostFFI", "CTaskHostSystem",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: hotPathFlags
+            swiftSettings: hostFlags
         ),
         // The store: the embedded durable queue (SQLite) and its journal of running attempts.
         .target(
@@ -99,7 +99,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
-        // The application: wires sources, the store, the scheduler, the plugins and the sinks into a pipeline.
+        // The application (a target, not a product): wires sources, the store, the scheduler, the plugins and the sinks into a pipeline.
         .target(
             name: "TaskHostRuntime",
             dependencies: [
@@ -112,7 +112,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: hotPathFlags
+            swiftSettings: hostFlags
         ),
         .executableTarget(
             name: "TaskHostCLI",
@@ -130,7 +130,7 @@ let package = Package(
                 "TaskHostScheduler", "TaskHostRuntime", "TaskHostPlugins",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: hotPathFlags
+            swiftSettings: hostFlags
         ),
         .executableTarget(
             name: "TaskHostExample",

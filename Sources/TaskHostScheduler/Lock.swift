@@ -10,9 +10,11 @@ import Synchronization
 
 #if TASKHOST_TSAN
     /// The lock of the scheduler's state in ThreadSanitizer builds (`-Xswiftc -DTASKHOST_TSAN`).
+    @usableFromInline
     typealias StateLock<Value: ~Copyable> = Locked<Value>
 #else
     /// The lock of the scheduler's state: `Synchronization.Mutex`, the fastest on the hot path.
+    @usableFromInline
     typealias StateLock<Value: ~Copyable> = Mutex<Value>
 #endif
 
@@ -21,10 +23,14 @@ import Synchronization
 /// On Linux `Synchronization.Mutex` is a bare futex that ThreadSanitizer cannot see, so every
 /// access under it is reported as a race; the sanitizer intercepts pthread mutexes. The release
 /// build keeps `Mutex`, which measured about twice as fast on the scheduler's hot path.
+@usableFromInline
 final class Locked<Value: ~Copyable>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+    @usableFromInline
+    let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline
+    var value: Value
 
+    @inlinable
     init(_ value: consuming Value) {
         self.value = value
         mutex = .allocate(capacity: 1)
@@ -38,6 +44,7 @@ final class Locked<Value: ~Copyable>: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    @inlinable
     @inline(__always)
     func withLock<Result: ~Copyable, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
         pthread_mutex_lock(mutex)

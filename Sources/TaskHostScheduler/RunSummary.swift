@@ -38,6 +38,14 @@ public struct UnfinishedTask<Payload: Sendable>: Sendable {
     /// Attempts already made.
     public var attempts: Int
     public var reason: Reason
+
+    @inlinable
+    init(task: TaskItem<Payload>, sequence: UInt64, attempts: Int, reason: Reason) {
+        self.task = task
+        self.sequence = sequence
+        self.attempts = attempts
+        self.reason = reason
+    }
 }
 
 /// How an attempt ended, as told to ``SchedulerHooks/attemptFinished``.
@@ -62,6 +70,18 @@ public struct AttemptRecord<Payload: Sendable>: Sendable {
     public var error: (any Error)?
     /// Time spent in the executor (zero for tasks drained without running).
     public var executionTime: Duration
+
+    @inlinable
+    init(
+        task: TaskItem<Payload>, context: ExecutionContext, disposition: AttemptDisposition, error: (any Error)?,
+        executionTime: Duration
+    ) {
+        self.task = task
+        self.context = context
+        self.disposition = disposition
+        self.error = error
+        self.executionTime = executionTime
+    }
 }
 
 /// Callbacks for metrics, result sinks and dead letters. Every callback is optional; a `nil`

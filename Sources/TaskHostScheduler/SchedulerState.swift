@@ -2,6 +2,8 @@ import DequeModule
 import HeapModule
 import Synchronization
 
+// `@inlinable` and `@usableFromInline` throughout: see the note at the top of Scheduler.swift.
+
 /// Successes of detached attempts that the holder of the intake ran and has not yet recorded in
 /// the state: it records them with its next admission, under the lock it takes anyway, instead
 /// of taking the lock once more per task.
@@ -13,23 +15,40 @@ import Synchronization
 /// the intake publishes each success, then reads `wanted`, and settles at once when it is up.
 /// Both sides are sequentially consistent, so a success published while the state starts to wait
 /// is seen by one of them: it never holds a slot while the intake waits for its source.
+@usableFromInline
 final class IntakeDebt: Sendable {
+    @usableFromInline
     let owed = Atomic<Int>(0)
+    @usableFromInline
     let wanted = Atomic<Bool>(false)
 }
 
 /// One admitted task with what the scheduler knows of it.
+@usableFromInline
 struct Entry<Payload: Sendable>: Sendable {
+    @usableFromInline
     var task: TaskItem<Payload>
+    @usableFromInline
     var sequence: UInt64
     /// Attempts already started.
+    @usableFromInline
     var attempts: Int
     /// When it became eligible to start (admission, or the end of its backoff); only tracked
     /// when latency is observed.
+    @usableFromInline
     var readySince: Duration?
+
+    @inlinable
+    init(task: TaskItem<Payload>, sequence: UInt64, attempts: Int, readySince: Duration?) {
+        self.task = task
+        self.sequence = sequence
+        self.attempts = attempts
+        self.readySince = readySince
+    }
 }
 
 /// What the retry policy decided for a failed attempt.
+@usableFromInline
 enum Verdict: Sendable {
     case retry(after: Duration)
     /// No attempt left (or a non-retryable error): dead letter or park, as configured.
@@ -37,36 +56,63 @@ enum Verdict: Sendable {
 }
 
 /// A task handed to an executor: which target slot it holds and the entry itself.
+@usableFromInline
 struct Dispatch<Payload: Sendable>: Sendable {
+    @usableFromInline
     var slot: Int32
+    @usableFromInline
     var generation: UInt32
+    @usableFromInline
     var entry: Entry<Payload>
     /// Set when `executeImmediately` already started this attempt and deferred it: the worker
     /// then calls only `execute`, and keeps the original start time.
+    @usableFromInline
     var immediateTried = false
+    @usableFromInline
     var startedAt: Duration?
 
+    @inlinable
+    init(
+        slot: Int32, generation: UInt32, entry: Entry<Payload>, immediateTried: Bool = false,
+        startedAt: Duration? = nil
+    ) {
+        self.slot = slot
+        self.generation = generation
+        self.entry = entry
+        self.immediateTried = immediateTried
+        self.startedAt = startedAt
+    }
+
+    @inlinable
     var context: ExecutionContext { ExecutionContext(sequence: entry.sequence, attempt: entry.attempts) }
 }
 
 /// A FIFO of one target's tasks with the head stored inline, so that a target with one task
 /// (the common case with many targets) needs no allocation.
-struct TargetQueue<Element> {
-    private(set) var first: Element?
-    private var rest = Deque<Element>()
+@usableFromInline
+struct TargetQueue<Element: Sendable>: Sendable {
+    @usableFromInline
+    var first: Element?
+    @usableFromInline
+    var rest = Deque<Element>()
 
+    @inlinable
     var isEmpty: Bool { first == nil }
+    @inlinable
     var count: Int { first == nil ? 0 : 1 + rest.count }
 
+    @inlinable
     mutating func append(_ element: Element) {
         if first == nil { first = element } else { rest.append(element) }
     }
 
+    @inlinable
     mutating func prepend(_ element: Element) {
         if let head = first { rest.prepend(head) }
         first = element
     }
 
+    @inlinable
     mutating func popFirst() -> Element? {
         // Moved out, not copied: the head is taken, then replaced.
         guard let head = first.take() else { return nil }
@@ -74,6 +120,7 @@ struct TargetQueue<Element> {
         return head
     }
 
+    @inlinable
     mutating func modifyFirst(_ body: (inout Element) -> Void) {
         guard var head = first else { return }
         first = nil
@@ -81,6 +128,7 @@ struct TargetQueue<Element> {
         first = head
     }
 
+    @inlinable
     mutating func removeAll() -> [Element] {
         var all: [Element] = []
         all.reserveCapacity(count)
@@ -90,7 +138,8 @@ struct TargetQueue<Element> {
     }
 }
 
-enum TargetPhase: UInt8 {
+@usableFromInline
+enum TargetPhase: UInt8, Sendable {
     /// Not in the ready structure: nothing to start, or at its running limit.
     case idle
     /// In the ready structure, waiting for a slot.
@@ -103,39 +152,71 @@ enum TargetPhase: UInt8 {
     case blocked
 }
 
-struct TargetSlot<Payload: Sendable> {
+@usableFromInline
+struct TargetSlot<Payload: Sendable>: Sendable {
+    @usableFromInline
     var id: TargetID
+    @usableFromInline
     var queue = TargetQueue<Entry<Payload>>()
+    @usableFromInline
     var running: Int32 = 0
+    @usableFromInline
     var phase: TargetPhase = .idle
     /// Bumped when the slot is reused for another target: stale references are recognised.
+    @usableFromInline
     var generation: UInt32 = 0
     /// Bumped whenever the target enters the ready structure or a backoff: stale ready and timer
     /// entries are skipped (lazy deletion instead of a scan).
+    @usableFromInline
     var token: UInt32 = 0
     /// When it last became ready: its place when it comes back from its pool's queue.
+    @usableFromInline
     var readyOrder: UInt64 = 0
     /// Parked because its head's last attempt failed (the `park` policy): that head counts as
     /// failed until a release gives it new attempts.
+    @usableFromInline
     var parkedByFailure = false
 
+    @inlinable
     init(id: TargetID) { self.id = id }
 }
 
-struct ReadyRef {
+@usableFromInline
+struct ReadyRef: Sendable {
+    @usableFromInline
     var slot: Int32
+    @usableFromInline
     var token: UInt32
+
+    @inlinable
+    init(slot: Int32, token: UInt32) {
+        self.slot = slot
+        self.token = token
+    }
 }
 
-struct RankedRef: Comparable {
+@usableFromInline
+struct RankedRef: Comparable, Sendable {
+    @usableFromInline
     var priority: Int
+    @usableFromInline
     var order: UInt64
+    @usableFromInline
     var ref: ReadyRef
 
+    @inlinable
+    init(priority: Int, order: UInt64, ref: ReadyRef) {
+        self.priority = priority
+        self.order = order
+        self.ref = ref
+    }
+
+    @inlinable
     static func < (lhs: RankedRef, rhs: RankedRef) -> Bool {
         if lhs.priority != rhs.priority { return lhs.priority < rhs.priority }
         return lhs.order > rhs.order  // earlier-ready is "larger": popMax serves it first
     }
+    @inlinable
     static func == (lhs: RankedRef, rhs: RankedRef) -> Bool {
         lhs.priority == rhs.priority && lhs.order == rhs.order
     }
@@ -145,40 +226,76 @@ struct RankedRef: Comparable {
 /// `Duration` is frozen, so the records that carry one have a layout known at compile time (a
 /// clock's `Instant`, such as `ContinuousClock.Instant`, is resilient: every copy of a record
 /// holding one would go through value witnesses).
-struct TimerEntry: Comparable {
+@usableFromInline
+struct TimerEntry: Comparable, Sendable {
+    @usableFromInline
     var deadline: Duration
+    @usableFromInline
     var slot: Int32
+    @usableFromInline
     var generation: UInt32
+    @usableFromInline
     var token: UInt32
 
+    @inlinable
+    init(deadline: Duration, slot: Int32, generation: UInt32, token: UInt32) {
+        self.deadline = deadline
+        self.slot = slot
+        self.generation = generation
+        self.token = token
+    }
+
+    @inlinable
     static func < (lhs: Self, rhs: Self) -> Bool { lhs.deadline < rhs.deadline }
+    @inlinable
     static func == (lhs: Self, rhs: Self) -> Bool { lhs.deadline == rhs.deadline }
 }
 
+@usableFromInline
 enum AttemptResult: Sendable {
     case success
     case failure(any Error)
 }
 
 /// Events the supervisor (the task that owns the worker group) must act on.
-struct SupervisorEvents {
+@usableFromInline
+struct SupervisorEvents: Sendable {
+    @usableFromInline
     var spawnWorkers = 0
+    @usableFromInline
     var finished = false
+    @usableFromInline
     var cancelNow = false
+    @usableFromInline
     var startGraceTimer: Duration?
 
+    @inlinable
+    init() {}
+
+    @inlinable
     var isEmpty: Bool { spawnWorkers == 0 && !finished && !cancelNow && startGraceTimer == nil }
 }
 
 /// Continuations to resume and events to deliver once the lock is released.
-struct Wakeups<Payload: Sendable> {
+@usableFromInline
+struct Wakeups<Payload: Sendable>: Sendable {
+    @usableFromInline
     var workers: [(UnsafeContinuation<Dispatch<Payload>?, Never>, Dispatch<Payload>?)] = []
+    @usableFromInline
     var intake: UnsafeContinuation<Bool, Never>?
+    @usableFromInline
     var intakeValue = true
+    @usableFromInline
     var timer: UnsafeContinuation<Void, Never>?
+    @usableFromInline
     var supervisor: UnsafeContinuation<SupervisorEvents, Never>?
+    @usableFromInline
     var supervisorEvents = SupervisorEvents()
 
+    @inlinable
+    init() {}
+
+    @inlinable
     func perform() {
         for (worker, dispatch) in workers { worker.resume(returning: dispatch) }
         intake?.resume(returning: intakeValue)
@@ -189,67 +306,109 @@ struct Wakeups<Payload: Sendable> {
 
 /// The scheduler's whole mutable state: a state machine driven under one lock. Its methods
 /// never call user code; they return what the caller must do after unlocking.
+@usableFromInline
 struct SchedulerState<Payload: Sendable>: ~Copyable {
+    @usableFromInline
     typealias Task = Entry<Payload>
+    @usableFromInline
     typealias Work = Dispatch<Payload>
 
-    enum Phase { case running, draining, finished }
+    @usableFromInline
+    enum Phase: Sendable { case running, draining, finished }
 
+    @usableFromInline
     let cap: Int
+    @usableFromInline
     let perTargetLimit: Int32
+    @usableFromInline
     let bufferSize: Int
+    @usableFromInline
     let resumeIntakeBelow: Int
+    @usableFromInline
     let retry: RetryPolicy
+    @usableFromInline
     let onExhausted: ExhaustedPolicy
 
+    @usableFromInline
     var phase = Phase.running
+    @usableFromInline
     var intakeFinished = false
 
     // Targets.
+    @usableFromInline
     var targets: [TargetSlot<Payload>] = []
+    @usableFromInline
     var freeSlots: [Int32] = []
+    @usableFromInline
     var index: [TargetID: Int32] = [:]
 
     // Ready targets: priority 0 in arrival order, others in a heap by (priority, order).
+    @usableFromInline
     var readyFIFO = Deque<ReadyRef>()
+    @usableFromInline
     var readyRanked = Heap<RankedRef>()
+    @usableFromInline
     var readyOrder: UInt64 = 0
     /// Targets waiting to start: in the ready structure, or blocked by their pool.
+    @usableFromInline
     var readyCount = 0
+    @usableFromInline
     var backoffCount = 0
 
     // Pools: caps below the global one.
+    @usableFromInline
     let poolCaps: [Int]
+    @usableFromInline
     var poolRunning: [Int]
+    @usableFromInline
     var blocked: [Deque<ReadyRef>]
+    @usableFromInline
     var blockedCount = 0
 
     // Backoff deadlines.
+    @usableFromInline
     var timers = Heap<TimerEntry>()
+    @usableFromInline
     var timerSleepingUntil: Duration?
+    @usableFromInline
     var timerWaiter: UnsafeContinuation<Void, Never>?
 
     // Execution.
+    @usableFromInline
     var running = 0
+    @usableFromInline
     var queued = 0
+    @usableFromInline
     var parkedQueued = 0
+    @usableFromInline
     var nextSequence: UInt64 = 0
+    @usableFromInline
     var workers = 0
+    @usableFromInline
     var spawnsPending = 0
+    @usableFromInline
     var idleWorkers: [UnsafeContinuation<Work?, Never>] = []
     /// Dispatches the intake could not run inline; workers take these first.
+    @usableFromInline
     var handoff = Deque<Work>()
 
     // Intake and supervisor.
+    @usableFromInline
     var intakeWaiter: UnsafeContinuation<Bool, Never>?
+    @usableFromInline
     var intakeStopRequested = false
+    @usableFromInline
     var supervisorWaiter: UnsafeContinuation<SupervisorEvents, Never>?
+    @usableFromInline
     var supervisorPending = SupervisorEvents()
 
+    @usableFromInline
     var summary = RunSummary<Payload>()
 
     /// The intake's unrecorded successes, and how many of them the state already absorbed.
+    @usableFromInline
     let debt: IntakeDebt
+    @usableFromInline
     var absorbedDebt = 0
 
     init(configuration: SchedulerConfiguration, debt: IntakeDebt = IntakeDebt()) {
@@ -267,13 +426,16 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     // MARK: Pools
 
+    @inlinable
     @inline(__always)
     func poolFull(_ pool: Int) -> Bool { pool < poolCaps.count && poolRunning[pool] >= poolCaps[pool] }
 
+    @inlinable
     @inline(__always)
     mutating func poolStarted(_ pool: Int) { if pool < poolCaps.count { poolRunning[pool] += 1 } }
 
     /// A task of `pool` ended: the longest-waiting target blocked by that pool becomes ready.
+    @inlinable
     mutating func poolFinished(_ pool: Int) {
         guard pool < poolCaps.count else { return }
         poolRunning[pool] -= 1
@@ -296,7 +458,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     // MARK: Targets
 
-    private mutating func slot(for id: TargetID) -> Int32 {
+    @inlinable
+    mutating func slot(for id: TargetID) -> Int32 {
         if let slot = index[id] { return slot }
         let slot: Int32
         if let free = freeSlots.popLast() {
@@ -310,7 +473,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return slot
     }
 
-    private mutating func removeIfEmpty(_ slot: Int32) {
+    @inlinable
+    mutating func removeIfEmpty(_ slot: Int32) {
         let i = Int(slot)
         guard targets[i].queue.isEmpty, targets[i].running == 0, targets[i].phase == .idle else { return }
         index.removeValue(forKey: targets[i].id)
@@ -321,7 +485,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Puts the target where it belongs after a change: ready, idle, or removed.
-    private mutating func settle(_ slot: Int32) {
+    @inlinable
+    mutating func settle(_ slot: Int32) {
         let i = Int(slot)
         switch targets[i].phase {
         case .backoff, .parked, .ready, .blocked:
@@ -346,7 +511,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         }
     }
 
-    private mutating func popReady() -> Int32? {
+    @inlinable
+    mutating func popReady() -> Int32? {
         while true {
             let ref: ReadyRef
             if let top = readyRanked.max, top.priority > 0 || readyFIFO.isEmpty {
@@ -374,7 +540,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Leaves the ready structure lazily: its entry becomes stale.
-    private mutating func unready(_ slot: Int32) {
+    @inlinable
+    mutating func unready(_ slot: Int32) {
         let i = Int(slot)
         if targets[i].phase == .ready || targets[i].phase == .blocked {
             if targets[i].phase == .blocked { blockedCount -= 1 }
@@ -387,6 +554,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     // MARK: Dispatch
 
     /// Takes the next task to run, or nil when no slot is free or nothing is ready.
+    @inlinable
     mutating func takeNext() -> Work? {
         // Deferred attempts already hold their slot and were started by the executor.
         if let work = handoff.popFirst() { return work }
@@ -397,7 +565,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return start(slot)
     }
 
-    private mutating func start(_ slot: Int32) -> Work {
+    @inlinable
+    mutating func start(_ slot: Int32) -> Work {
         let i = Int(slot)
         var entry = targets[i].queue.popFirst()!
         entry.attempts += 1
@@ -412,6 +581,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Hands ready work to idle workers, and asks for new workers when none is idle.
+    @inlinable
     mutating func wakeWorkers(_ wakeups: inout Wakeups<Payload>) {
         while !idleWorkers.isEmpty, let work = takeNext() {
             wakeups.workers.append((idleWorkers.removeLast(), work))
@@ -430,6 +600,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// A worker that found nothing to do: parks it unless work appeared or the run is over.
+    @inlinable
     mutating func parkWorker(
         _ continuation: UnsafeContinuation<Work?, Never>, _ wakeups: inout Wakeups<Payload>
     ) -> (Work?, resumeNow: Bool) {
@@ -442,18 +613,21 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return (nil, false)
     }
 
+    @inlinable
     mutating func workerStarted() {
         spawnsPending -= 1
         workers += 1
     }
 
+    @inlinable
     mutating func workerExited() {
         workers -= 1
     }
 
     // MARK: Intake
 
-    enum Admission {
+    @usableFromInline
+    enum Admission: Sendable {
         /// Queued; the scheduler will start it.
         case queued
         /// The target was idle and a slot free: the caller runs it now.
@@ -465,6 +639,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Accepts a task from the input. Returns whether the intake may pull the next one at once.
+    @inlinable
     mutating func admit(
         _ task: TaskItem<Payload>,
         now: Duration?,
@@ -518,6 +693,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// A detached task that succeeded: it frees its slot, no target state was ever made. With
     /// `takeNext`, returns the next ready task for the caller to run.
+    @inlinable
     mutating func completeDetached(pool: Int, takeNext: Bool, _ wakeups: inout Wakeups<Payload>) -> Work? {
         running -= 1
         poolFinished(pool)
@@ -530,6 +706,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// Records the intake's successes this state has not seen yet (see ``IntakeDebt``): one
     /// load when there are none.
+    @inlinable
     @inline(__always)
     mutating func absorbIntakeDebt() {
         let owed = debt.owed.load(ordering: .sequentiallyConsistent)
@@ -542,6 +719,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     /// The state waits for a slot, or for running attempts to end: asks the intake to settle
     /// each success at once from now on, then absorbs what it published before it saw the ask.
     /// The caller reads the counts again afterwards.
+    @inlinable
     mutating func wantSlots() {
         if !debt.wanted.load(ordering: .relaxed) { debt.wanted.store(true, ordering: .sequentiallyConsistent) }
         absorbIntakeDebt()
@@ -549,6 +727,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// The intake records its successes since it last settled (`owed`), under the lock. When the
     /// state had asked for them, it checks again whether it still waits (and asks again if so).
+    @inlinable
     mutating func settleIntakeDebt(_ owed: Int, _ wakeups: inout Wakeups<Payload>) {
         let unseen = owed - absorbedDebt
         absorbedDebt = 0
@@ -563,7 +742,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// Successes of detached attempts of unlisted pools (no pool count to lower): they free
     /// their slots.
-    private mutating func recordDetachedSuccesses(_ count: Int) {
+    @inlinable
+    mutating func recordDetachedSuccesses(_ count: Int) {
         running -= count
         summary.succeeded += count
     }
@@ -571,6 +751,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     /// Gives the target of a detached attempt that is still running its state: later tasks of
     /// the target queue behind it. The attempt completes through ``complete`` with the returned
     /// slot.
+    @inlinable
     mutating func adoptRunning(_ id: TargetID) -> AdoptedTarget {
         let slot = slot(for: id)
         targets[Int(slot)].running += 1
@@ -578,6 +759,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Gives a detached task the state of a dispatched one, for a failure or a handoff.
+    @inlinable
     mutating func adoptDetached(_ task: TaskItem<Payload>, sequence: UInt64, readySince: Duration?) -> Work {
         let adopted = adoptRunning(task.targetId)
         let entry = Task(task: task, sequence: sequence, attempts: 1, readySince: readySince)
@@ -585,6 +767,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// A dispatch the intake started but could not finish inline: a worker runs it.
+    @inlinable
     mutating func handOff(_ work: Work, startedAt: Duration?, _ wakeups: inout Wakeups<Payload>) {
         var work = work
         work.immediateTried = true
@@ -594,6 +777,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Whether the intake may pull another task now; if not it parks until space frees up.
+    @inlinable
     mutating func intakeMayPull(_ continuation: UnsafeContinuation<Bool, Never>) -> Bool? {
         if phase != .running || intakeStopRequested { return false }
         if buffered < bufferSize { return true }
@@ -601,13 +785,16 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return nil
     }
 
+    @inlinable
     var intakeHasRoom: Bool { phase == .running && !intakeStopRequested && buffered < bufferSize }
 
     /// Tasks that count against the buffer: queued ones, less those held by parked targets. A
     /// parked target must not stop the intake for every other target; its tasks are reported by
     /// the `parkedTargets` gauge and in the summary.
+    @inlinable
     var buffered: Int { queued - parkedQueued }
 
+    @inlinable
     mutating func finishIntake(error: (any Error)?, _ wakeups: inout Wakeups<Payload>) {
         intakeFinished = true
         if let error, !(error is CancellationError) || phase == .running { summary.inputError = error }
@@ -617,6 +804,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     // MARK: Completion
 
     /// Records the end of an attempt. Returns what happened to the task.
+    @inlinable
     mutating func complete(
         _ work: Work,
         result: AttemptResult,
@@ -646,7 +834,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return disposition
     }
 
-    private mutating func wakeIntakeIfRoom(_ wakeups: inout Wakeups<Payload>) {
+    @inlinable
+    mutating func wakeIntakeIfRoom(_ wakeups: inout Wakeups<Payload>) {
         if intakeWaiter != nil, buffered < resumeIntakeBelow || phase != .running {
             wakeups.intake = intakeWaiter
             wakeups.intakeValue = phase == .running
@@ -656,6 +845,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// The retry policy's decision on a failed attempt: the one place it is made. `nil` while the
     /// run shuts down (the task goes back to the head of its target).
+    @inlinable
     func verdict(attempts: Int, error: any Error, random: Double) -> Verdict? {
         if phase != .running { return nil }
         if error is NonRetryableError || attempts >= retry.maxAttempts { return .exhausted }
@@ -665,6 +855,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// The disposition a failed attempt is about to get (before its target is released), for
     /// ``SchedulerHooks/beforeRelease``.
+    @inlinable
     func disposition(of verdict: Verdict?) -> AttemptDisposition {
         switch verdict {
         case nil: .cancelled
@@ -673,7 +864,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         }
     }
 
-    private mutating func fail(
+    @inlinable
+    mutating func fail(
         _ entry: inout Task,
         slot: Int32,
         error: any Error,
@@ -738,7 +930,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     /// Puts a task back at the head of its target; a parked target counts it among its parked
     /// tasks (which do not hold the intake back).
-    private mutating func requeueAtHead(_ entry: Task, slot: Int32) {
+    @inlinable
+    mutating func requeueAtHead(_ entry: Task, slot: Int32) {
         let i = Int(slot)
         targets[i].queue.prepend(entry)
         queued += 1
@@ -747,7 +940,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     // MARK: Timers
 
-    private mutating func addTimer(_ entry: TimerEntry, _ wakeups: inout Wakeups<Payload>) {
+    @inlinable
+    mutating func addTimer(_ entry: TimerEntry, _ wakeups: inout Wakeups<Payload>) {
         timers.insert(entry)
         if let waiter = timerWaiter, timerSleepingUntil.map({ entry.deadline < $0 }) ?? true {
             timerWaiter = nil
@@ -755,13 +949,15 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         }
     }
 
-    enum TimerStep {
+    @usableFromInline
+    enum TimerStep: Sendable {
         case sleep(until: Duration)
         case wait
         case exit
     }
 
     /// Makes due targets ready and says how long the timer task sleeps next.
+    @inlinable
     mutating func fireTimers(now: Duration, _ wakeups: inout Wakeups<Payload>) -> TimerStep {
         while let first = timers.min, first.deadline <= now {
             let entry = timers.removeMin()
@@ -780,6 +976,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Parks the timer task until a nearer deadline arrives. Returns false to resume at once.
+    @inlinable
     mutating func parkTimer(_ continuation: UnsafeContinuation<Void, Never>, until deadline: Duration?) -> Bool {
         if phase == .finished { return false }
         if let deadline, let first = timers.min, first.deadline < deadline { return false }
@@ -789,6 +986,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return true
     }
 
+    @inlinable
     mutating func takeTimerWaiter() -> UnsafeContinuation<Void, Never>? {
         defer { timerWaiter = nil }
         return timerWaiter
@@ -796,7 +994,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
 
     // MARK: Supervisor, shutdown, end
 
-    private mutating func notifySupervisor(
+    @inlinable
+    mutating func notifySupervisor(
         _ wakeups: inout Wakeups<Payload>, _ change: (inout SupervisorEvents) -> Void
     ) {
         change(&supervisorPending)
@@ -808,6 +1007,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         }
     }
 
+    @inlinable
     mutating func nextSupervisorEvents(_ continuation: UnsafeContinuation<SupervisorEvents, Never>) -> SupervisorEvents?
     {
         if !supervisorPending.isEmpty {
@@ -818,7 +1018,8 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         return nil
     }
 
-    private mutating func checkFinished(_ wakeups: inout Wakeups<Payload>) {
+    @inlinable
+    mutating func checkFinished(_ wakeups: inout Wakeups<Payload>) {
         absorbIntakeDebt()
         if phase != .finished, running > 0, intakeFinished || phase == .draining { wantSlots() }
         // Draining ends once nothing runs: a source still blocked in next() is then cancelled.
@@ -838,6 +1039,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// Starts a graceful shutdown: intake stops, nothing new starts, running tasks get `grace`.
+    @inlinable
     mutating func beginShutdown(grace: Duration, _ wakeups: inout Wakeups<Payload>) {
         guard phase == .running else {
             if phase == .draining, grace <= .zero { notifySupervisor(&wakeups) { $0.cancelNow = true } }
@@ -861,6 +1063,7 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
     }
 
     /// After the supervisor saw `finished`: stops the intake and collects what did not finish.
+    @inlinable
     mutating func finalSummary() -> RunSummary<Payload> {
         var result = summary
         for i in targets.indices {

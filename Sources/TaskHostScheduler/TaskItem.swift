@@ -12,6 +12,7 @@ public struct TaskItem<Payload: Sendable>: Sendable {
     /// shared by the tasks of one kind, for example one executor. 0 by default.
     public var pool: Int
 
+    @inlinable
     public init(targetId: TargetID, payload: Payload, priority: Int = 0, id: String? = nil, pool: Int = 0) {
         self.targetId = targetId
         self.payload = payload
@@ -31,6 +32,7 @@ public struct ExecutionContext: Sendable, Hashable {
     /// attempt is cancelled when it expires. `nil` when attempts have none.
     public var timeout: Duration?
 
+    @inlinable
     public init(sequence: UInt64, attempt: Int, timeout: Duration? = nil) {
         self.sequence = sequence
         self.attempt = attempt

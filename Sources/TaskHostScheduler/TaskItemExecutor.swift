@@ -33,8 +33,10 @@ public protocol TaskItemExecutor<Payload>: Sendable {
 }
 
 extension TaskItemExecutor {
+    @inlinable
     public var supportsImmediateExecution: Bool { false }
 
+    @inlinable
     public func executeImmediately(_ task: TaskItem<Payload>, context: ExecutionContext) -> ImmediateOutcome {
         .deferred
     }
@@ -54,10 +56,12 @@ public enum ImmediateOutcome: Sendable {
 public struct ClosureExecutor<Payload: Sendable>: TaskItemExecutor {
     @usableFromInline let body: @Sendable (TaskItem<Payload>, ExecutionContext) async throws -> Void
 
+    @inlinable
     public init(_ body: @escaping @Sendable (TaskItem<Payload>, ExecutionContext) async throws -> Void) {
         self.body = body
     }
 
+    @inlinable
     public func execute(_ task: TaskItem<Payload>, context: ExecutionContext) async throws {
         try await body(task, context)
     }
@@ -65,14 +69,17 @@ public struct ClosureExecutor<Payload: Sendable>: TaskItemExecutor {
 
 /// An executor made of a synchronous closure: every attempt runs inline, without suspending.
 public struct SynchronousExecutor<Payload: Sendable>: TaskItemExecutor {
-    let body: @Sendable (TaskItem<Payload>, ExecutionContext) throws -> Void
+    @usableFromInline let body: @Sendable (TaskItem<Payload>, ExecutionContext) throws -> Void
 
+    @inlinable
     public init(_ body: @escaping @Sendable (TaskItem<Payload>, ExecutionContext) throws -> Void) {
         self.body = body
     }
 
+    @inlinable
     public var supportsImmediateExecution: Bool { true }
 
+    @inlinable
     public func executeImmediately(_ task: TaskItem<Payload>, context: ExecutionContext) -> ImmediateOutcome {
         do {
             try body(task, context)
@@ -82,6 +89,7 @@ public struct SynchronousExecutor<Payload: Sendable>: TaskItemExecutor {
         }
     }
 
+    @inlinable
     public func execute(_ task: TaskItem<Payload>, context: ExecutionContext) async throws {
         try body(task, context)
     }
