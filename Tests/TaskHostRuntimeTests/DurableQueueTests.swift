@@ -13,8 +13,11 @@ import Testing
     import Glibc
 #endif
 
-/// The durable queue on the real binary: crashes, restarts, operator commands, bad queue files.
-/// Serialized: the kill points are watched from threads, and each test runs hosts of its own.
+/// The durable queue on the real binary, where the process is under test: kill -9, a task that
+/// crashes the host, signals, the exit status of a queue it refuses, a host that the operator's
+/// tools wake with SIGUSR1 (sent to the pid in the queue's lock file: in-process, the test runner's).
+/// The runs that follow a kill or a signal are in-process. Serialized: the kill points are watched
+/// from threads, and each test runs hosts of its own. The rest: ``DurableQueueInProcessTests``.
 @Suite(.serialized) struct DurableQueueTests {
     typealias P = PipelineTests
 
@@ -162,15 +165,14 @@ import Testing
             executors:
               slow: { plugin: Command, config: { program: \(program), args: [\(args)] } }
             sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: slow }
-            results: { path: results.jsonl }
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: slow }
+            results: { path: \(folder)/results.jsonl }
             shutdown: { gracePeriodMs: 200 }
             """
         }
         try P.write(config("/bin/sleep", "\"30\""), to: folder + "/pipeline.yaml")
         let first = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
-            while (try? Compiler.run("/usr/bin/pgrep", ["-f", "sleep 30"]).output.split(separator: "\n").count) ?? 0 < 2
-            {
+            while P.children(of: process, running: "sleep 30") < 2 {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             process.terminate()
@@ -181,9 +183,9 @@ import Testing
         #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0") == 6)
         #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0 AND attempts = 1") == 2)
 
-        try P.write(config("/bin/true", ""), to: folder + "/pipeline.yaml")
-        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(second.status == 0, "\(second.stderr)")
+        // The next run needs no signal: in-process.
+        let second = try await runInProcess(config("/bin/true", ""), in: folder)
+        #expect(second.exitCode == 0, "\(second)")
         let results = try P.records(folder + "/results.jsonl")
         #expect(results.count == 6)
         #expect(results.allSatisfy { $0["status"] as? String == "succeeded" })
@@ -201,18 +203,16 @@ import Testing
             executors:
               slow: { plugin: Command, config: { program: \(program), args: [\(args)] } }
             sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: slow }
-            results: { path: results.jsonl }
-            deadLetter: { path: dead.jsonl }
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: slow }
+            results: { path: \(folder)/results.jsonl }
+            deadLetter: { path: \(folder)/dead.jsonl }
             shutdown: { gracePeriodMs: 100 }
             """
         }
         try P.write(config("/bin/sleep", "\"31\""), to: folder + "/pipeline.yaml")
         for _ in 0..<4 {
             let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder) { process in
-                while (try? Compiler.run("/usr/bin/pgrep", ["-f", "sleep 31"]).output.split(separator: "\n").count) ?? 0
-                    < 1
-                {
+                while P.children(of: process, running: "sleep 31") < 1 {
                     try? await Task.sleep(for: .milliseconds(20))
                 }
                 process.terminate()
@@ -222,71 +222,14 @@ import Testing
         let queue = try Self.queue(folder)
         #expect(
             try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0 AND attempts = 4 AND crashes = 0") == 1)
-        try P.write(config("/bin/true", ""), to: folder + "/pipeline.yaml")
-        let last = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(last.status == 0, "\(last.stderr)")
+        // The last run needs no signal: in-process.
+        let last = try await runInProcess(config("/bin/true", ""), in: folder)
+        #expect(last.exitCode == 0, "\(last)")
         #expect(((try? P.records(folder + "/dead.jsonl")) ?? []).isEmpty)
         let results = try P.records(folder + "/results.jsonl")
         #expect(results.count == 1)
         #expect(results.first?["status"] as? String == "succeeded")
         #expect(results.first?["attempts"] as? Int == 5)
-    }
-
-    @Test("A queue of the previous schema is migrated in place and keeps its tasks")
-    func schemaMigration() async throws {
-        let folder = Paths.scratch()
-        try P.write(#"{"targetId": 1, "id": "a"}"# + "\n", to: folder + "/tasks.jsonl")
-        try P.write(
-            """
-            executors:
-              noop: { plugin: Noop }
-            sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: noop }
-            results: { path: results.jsonl }
-            """, to: folder + "/pipeline.yaml")
-        let first = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(first.status == 0, "\(first.stderr)")
-        // Back to schema 1 (no crash counts), with a queued task.
-        do {
-            let queue = try Self.queue(folder)
-            try queue.transaction { db in
-                try db.execute("ALTER TABLE tasks DROP COLUMN crashes; PRAGMA user_version = 1")
-                try db.run("UPDATE tasks SET state = 0, attempts = 1")
-            }
-        }
-        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(second.status == 0, "\(second.stderr)")
-        let queue = try Self.queue(folder)
-        #expect(try Self.count(queue, "PRAGMA user_version") == 2)
-        #expect(
-            try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 2 AND attempts = 2 AND crashes = 0") == 1)
-    }
-
-    @Test("A restart reads only what a file gained since: no task skipped, none read twice")
-    func fileCheckpoint() async throws {
-        let folder = Paths.scratch()
-        let line: (Int) -> String = { #"{"targetId": \#($0 % 3), "id": "f\#($0)", "data": \#($0)}"# }
-        try P.write((0..<10).map(line).joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
-        try P.write(
-            """
-            executors:
-              echo: { plugin: Echo }
-            sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: echo }
-            results: { path: results.jsonl }
-            """, to: folder + "/pipeline.yaml")
-        #expect(try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder).status == 0)
-        let handle = FileHandle(forWritingAtPath: folder + "/tasks.jsonl")!
-        handle.seekToEndOfFile()
-        handle.write(Data(((10..<15).map(line).joined(separator: "\n") + "\n").utf8))
-        try handle.close()
-        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(second.status == 0)
-        #expect(second.stderr.contains("5 tasks"), "\(second.stderr)")
-        let ids = try P.records(folder + "/results.jsonl").map { $0["id"] as! String }
-        #expect(ids.sorted() == (0..<15).map { "f\($0)" }.sorted())
-        let seqs = try P.records(folder + "/results.jsonl").map { $0["seq"] as! Int }
-        #expect(Set(seqs) == Set(1...15))
     }
 
     @Test("A corrupted queue file is refused with its path and the remedy, and left unchanged")
@@ -342,42 +285,6 @@ import Testing
             #expect(denied.status == 2)
             #expect(denied.stderr.contains("cannot write the queue file"), "\(denied.stderr)")
         }
-    }
-
-    @Test("A full queue stops intake with a clear error; committed tasks are kept and run after")
-    func fullQueue() async throws {
-        let folder = Paths.scratch()
-        let padding = String(repeating: "x", count: 400)
-        let tasks = 6000
-        try P.write(
-            (0..<tasks).map { #"{"targetId": \#($0 % 50), "id": "q\#($0)", "data": "\#(padding)"}"# }
-                .joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
-        func config(_ megabytes: Int) -> String {
-            """
-            scheduler: { maxConcurrency: 8 }
-            executors:
-              archive: { plugin: TargetFile, config: { directory: out/by-target } }
-            sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: archive }
-            results: { path: out/results.jsonl }
-            queue: { maxSizeMB: \(megabytes) }
-            """
-        }
-        try P.write(config(1), to: folder + "/pipeline.yaml")
-        let full = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(full.status == 3, "\(full.stderr)")
-        #expect(full.stderr.contains("the queue is full"), "\(full.stderr)")
-        #expect(full.stderr.contains("raise queue.maxSizeMB"), "\(full.stderr)")
-        let before = try P.records(folder + "/out/results.jsonl").count
-        #expect(before < tasks)
-
-        try P.write(config(64), to: folder + "/pipeline.yaml")
-        let rest = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(rest.status == 0, "\(rest.stderr)")
-        let results = try P.records(folder + "/out/results.jsonl")
-        #expect(Set(results.map { $0["id"] as! String }).count == tasks)
-        // Only tasks running when intake stopped could have run twice.
-        #expect(results.count - tasks <= 8)
     }
 
     @Test("Operators work on a running host: enqueue wakes it, park holds a target, release resumes it")
@@ -455,47 +362,6 @@ import Testing
         #expect(host.terminationStatus == 0)
     }
 
-    @Test("Dead letters are kept in the queue: list, requeue (they run again), purge")
-    func deadLetters() async throws {
-        let folder = Paths.scratch()
-        try P.write(
-            #"{"targetId": 1, "id": "good"}"# + "\n" + #"{"targetId": 2, "id": "bad"}"# + "\nnot json\n",
-            to: folder + "/tasks.jsonl")
-        func config(_ program: String) -> String {
-            """
-            executors:
-              run: { plugin: Command, config: { program: \(program) } }
-            sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: run }
-            results: { path: results.jsonl }
-            deadLetter: { path: dead.jsonl }
-            """
-        }
-        try P.write(config("/bin/false"), to: folder + "/pipeline.yaml")
-        let first = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(first.status == 1)
-        let list = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
-        let letters = list.stdout.split(separator: "\n").map {
-            try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
-        }
-        #expect(letters.count == 3, "\(list.stdout)")
-        #expect(letters.contains { ($0["error"] as? String)?.contains("malformed JSON") == true })
-
-        try P.write(config("/bin/true"), to: folder + "/pipeline.yaml")
-        let requeue = try await P.taskhost(["dead-letters", "pipeline.yaml", "requeue", "--all"], in: folder)
-        #expect(requeue.stdout.contains("2 dead letters requeued"), "\(requeue.stdout)")
-        #expect(requeue.stdout.contains("1 left"), "\(requeue.stdout)")
-        let second = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(second.status == 0, "\(second.stderr)")
-        let succeeded = try P.records(folder + "/results.jsonl").filter { $0["status"] as? String == "succeeded" }
-        #expect(Set(succeeded.map { $0["id"] as! String }) == ["good", "bad"])
-
-        let purge = try await P.taskhost(["dead-letters", "pipeline.yaml", "purge", "--all"], in: folder)
-        #expect(purge.stdout.contains("1 dead letter purged"), "\(purge.stdout)")
-        let empty = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
-        #expect(empty.stdout.isEmpty)
-    }
-
     @Test("HTTP: every task answered 202 survives kill -9 and runs after the restart")
     func httpAcknowledgedSurvives() async throws {
         let folder = Paths.scratch()
@@ -506,7 +372,7 @@ import Testing
               echo: { plugin: Echo, config: { delayMs: 20 } }
             sources:
               api: { kind: http, listen: "127.0.0.1:\(port)", executor: echo }
-            results: { path: results.jsonl }
+            results: { path: \(folder)/results.jsonl }
             """, to: folder + "/pipeline.yaml")
         let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
         defer { if host.isRunning { Glibc.kill(host.processIdentifier, SIGKILL) } }
@@ -537,16 +403,18 @@ import Testing
         let ranBefore = Set(((try? P.records(folder + "/results.jsonl")) ?? []).map { $0["id"] as! String })
         #expect(ranBefore.count < 200, "the kill came after every task ran: nothing was tested")
 
-        let again = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
-        defer { if again.isRunning { Glibc.kill(again.processIdentifier, SIGKILL) } }
-        var ran = Set<String>()
-        for _ in 0..<1000 where !Set(accepted).isSubset(of: ran) {
-            try await Task.sleep(for: .milliseconds(10))
-            ran = Set(((try? P.records(folder + "/results.jsonl")) ?? []).compactMap { $0["id"] as? String })
+        // The restart needs no signal: in-process, stopped once every accepted task ran.
+        let config = try String(contentsOfFile: folder + "/pipeline.yaml", encoding: .utf8)
+        try await runInProcess(config, in: folder) { stop in
+            var ran = Set<String>()
+            for _ in 0..<1000 where !Set(accepted).isSubset(of: ran) {
+                try await Task.sleep(for: .milliseconds(10))
+                ran = Set(((try? P.records(folder + "/results.jsonl")) ?? []).compactMap { $0["id"] as? String })
+            }
+            stop.request()
         }
+        let ran = Set(((try? P.records(folder + "/results.jsonl")) ?? []).compactMap { $0["id"] as? String })
         #expect(Set(accepted).isSubset(of: ran), "lost: \(Set(accepted).subtracting(ran).sorted().prefix(10))")
-        again.terminate()
-        again.waitUntilExit()
     }
 
     @Test("A task that crashes the host runs out of attempts and is dead-lettered, inline or not; the rest run")
@@ -680,17 +548,18 @@ import Testing
     func backoffSurvivesCrash() async throws {
         let folder = Paths.scratch()
         try P.write(#"{"targetId": 1, "id": "flaky"}"# + "\n", to: folder + "/tasks.jsonl")
-        try P.write(
-            """
+        let marker = folder + "/marker"
+        let config = """
             executors:
               flaky:
                 plugin: Command
-                config: { program: /bin/sh, args: ["-c", "test -e marker && exit 0; touch marker; exit 1"] }
+                config: { program: /bin/sh, args: ["-c", "test -e \(marker) && exit 0; touch \(marker); exit 1"] }
             sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: flaky }
-            results: { path: results.jsonl }
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: flaky }
+            results: { path: \(folder)/results.jsonl }
             retry: { maxAttempts: 3, backoff: fixed, initialDelayMs: 3000 }
-            """, to: folder + "/pipeline.yaml")
+            """
+        try P.write(config, to: folder + "/pipeline.yaml")
         let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
         // Kill the host once the failed first attempt and its deadline are committed.
         let deadline = Mutex<Int64>(0)
@@ -709,13 +578,265 @@ import Testing
         #expect(notBefore > 0)
         #expect(Self.size(folder + "/results.jsonl") == 0)
 
-        let rerun = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(rerun.status == 0, "\(rerun.stderr)")
+        // The restart needs no signal: in-process.
+        let rerun = try await runInProcess(config, in: folder)
+        #expect(rerun.exitCode == 0, "\(rerun)")
         let results = try P.records(folder + "/results.jsonl")
         #expect(results.count == 1)
         #expect(results.first?["attempts"] as? Int == 2)
         let started = (results.first?["startedAt"] as? Int ?? 0) / 1_000_000
         #expect(Int64(started) >= notBefore, "the retry started before its deadline")
+    }
+
+    @Test("A spool batch cut by kill -9 resumes from its checkpoint and is moved to done/ once all ran")
+    func spoolSurvivesCrash() async throws {
+        let folder = Paths.scratch()
+        try FileManager.default.createDirectory(atPath: folder + "/spool", withIntermediateDirectories: true)
+        try P.write(
+            (0..<400).map { #"{"targetId": \#($0 % 4), "id": "s\#($0)", "data": \#($0)}"# }.joined(separator: "\n")
+                + "\n", to: folder + "/spool/batch-1.jsonl")
+        func config(_ delay: Int) -> String {
+            """
+            executors:
+              echo: { plugin: Echo, config: { delayMs: \(delay) } }
+            sources:
+              spool: { kind: directory, path: \(folder)/spool, executor: echo }
+            results: { path: \(folder)/results.jsonl }
+            """
+        }
+        try P.write(config(20), to: folder + "/pipeline.yaml")
+        let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
+        #expect(await Self.kill(host) { Self.size(folder + "/results.jsonl") >= 40 * 150 })
+        #expect(
+            FileManager.default.fileExists(atPath: folder + "/spool/batch-1.jsonl"),
+            "\((try? FileManager.default.subpathsOfDirectory(atPath: folder)) ?? []) \(Self.size(folder + "/results.jsonl"))"
+        )
+
+        // The restart needs no signal: in-process, stopped once the batch is done.
+        try await runInProcess(config(0), in: folder) { stop in
+            for _ in 0..<1000 where !FileManager.default.fileExists(atPath: folder + "/spool/done/batch-1.jsonl") {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            stop.request()
+        }
+        #expect(FileManager.default.fileExists(atPath: folder + "/spool/done/batch-1.jsonl"))
+        let ids = Set(try P.records(folder + "/results.jsonl").map { $0["id"] as! String })
+        #expect(ids.count == 400)
+    }
+}
+
+/// The durable queue with the host in-process (the operator's tools, if any, on the real binary
+/// while no host runs): restarts, schema migration, a full queue, dead letters, the feed by target,
+/// retention. Not serialized: these watch no process.
+@Suite struct DurableQueueInProcessTests {
+    typealias P = PipelineTests
+    typealias D = DurableQueueTests
+
+    @Test("A run lets its durable queue go when it returns, though its caller keeps the stop: the lock is free again")
+    func runReleasesTheQueue() async throws {
+        let folder = Paths.scratch()
+        try P.write(#"{"targetId": 1, "id": "a"}"# + "\n", to: folder + "/tasks.jsonl")
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: echo }
+            """, to: folder + "/pipeline.yaml")
+        let config = try ConfigLoader.load(path: folder + "/pipeline.yaml", environment: [:])
+        let settings = try #require(config.queue)
+        // As the executable keeps it, in its signal handlers, for the life of the process.
+        let stop = PipelineStop()
+        // The lock goes with the queue's last reference, which a commit thread may hold a moment
+        // after the run returned.
+        func lockFreed() async throws -> Bool {
+            var tries = 0
+            while try DurableQueue(settings: settings, host: false).hostPID() != nil, tries < 1000 {
+                try await Task.sleep(for: .milliseconds(5))
+                tries += 1
+            }
+            return try DurableQueue(settings: settings, host: false).hostPID() == nil
+        }
+        // Twice in one process: the second host would be refused if the first one's queue were open.
+        for _ in 0..<2 {
+            do {
+                let pipeline = try buildPipeline(configuration: config, loader: loader(), logger: LogRecorder().logger)
+                #expect(try DurableQueue(settings: settings, host: false).hostPID() == getpid())
+                let summary = await pipeline.run(stop: stop)
+                #expect(summary.exitCode == 0, "\(summary)")
+            }
+            #expect(try await lockFreed())
+        }
+        withExtendedLifetime(stop) {}
+    }
+
+    @Test("A spool batch cut by a stop leaves the queue free: the next run in the same process finishes it")
+    func spoolStoppedMidBatch() async throws {
+        let folder = Paths.scratch()
+        try FileManager.default.createDirectory(atPath: folder + "/spool", withIntermediateDirectories: true)
+        try P.write(
+            (0..<40).map { #"{"targetId": 1, "id": "m\#($0)", "data": \#($0)}"# }.joined(separator: "\n") + "\n",
+            to: folder + "/spool/batch.jsonl")
+        func config(_ delay: Int) -> String {
+            """
+            executors:
+              echo: { plugin: Echo, config: { delayMs: \(delay) } }
+            sources:
+              spool: { kind: directory, path: \(folder)/spool, executor: echo }
+            results: { path: \(folder)/results.jsonl }
+            shutdown: { gracePeriodMs: 0 }
+            """
+        }
+        // Stopped once some of the batch ran: its tracker is still open when the run returns.
+        try await runInProcess(config(20), in: folder) { stop in
+            for _ in 0..<1000 where D.size(folder + "/results.jsonl") == 0 {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            stop.request()
+        }
+        #expect(FileManager.default.fileExists(atPath: folder + "/spool/batch.jsonl"))
+        try await runInProcess(config(0), in: folder) { stop in
+            for _ in 0..<1000 where !FileManager.default.fileExists(atPath: folder + "/spool/done/batch.jsonl") {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            stop.request()
+        }
+        #expect(FileManager.default.fileExists(atPath: folder + "/spool/done/batch.jsonl"))
+        let ids = Set(try P.records(folder + "/results.jsonl").map { $0["id"] as! String })
+        #expect(ids.count == 40)
+    }
+
+    @Test("A queue of the previous schema is migrated in place and keeps its tasks")
+    func schemaMigration() async throws {
+        let folder = Paths.scratch()
+        try P.write(#"{"targetId": 1, "id": "a"}"# + "\n", to: folder + "/tasks.jsonl")
+        let config = """
+            executors:
+              noop: { plugin: Noop }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: noop }
+            results: { path: \(folder)/results.jsonl }
+            """
+        let first = try await runInProcess(config, in: folder)
+        #expect(first.exitCode == 0, "\(first)")
+        // Back to schema 1 (no crash counts), with a queued task.
+        do {
+            let queue = try D.queue(folder)
+            try queue.transaction { db in
+                try db.execute("ALTER TABLE tasks DROP COLUMN crashes; PRAGMA user_version = 1")
+                try db.run("UPDATE tasks SET state = 0, attempts = 1")
+            }
+        }
+        let second = try await runInProcess(config, in: folder)
+        #expect(second.exitCode == 0, "\(second)")
+        let queue = try D.queue(folder)
+        #expect(try D.count(queue, "PRAGMA user_version") == 2)
+        #expect(
+            try D.count(queue, "SELECT count(*) FROM tasks WHERE state = 2 AND attempts = 2 AND crashes = 0") == 1)
+    }
+
+    @Test("A restart reads only what a file gained since: no task skipped, none read twice")
+    func fileCheckpoint() async throws {
+        let folder = Paths.scratch()
+        let line: (Int) -> String = { #"{"targetId": \#($0 % 3), "id": "f\#($0)", "data": \#($0)}"# }
+        try P.write((0..<10).map(line).joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        let config = """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: echo }
+            results: { path: \(folder)/results.jsonl }
+            """
+        let first = try await runInProcess(config, in: folder)
+        #expect(first.exitCode == 0, "\(first)")
+        let handle = FileHandle(forWritingAtPath: folder + "/tasks.jsonl")!
+        handle.seekToEndOfFile()
+        handle.write(Data(((10..<15).map(line).joined(separator: "\n") + "\n").utf8))
+        try handle.close()
+        let second = try await runInProcess(config, in: folder)
+        #expect(second.exitCode == 0, "\(second)")
+        #expect(second.summary.admitted == 5, "\(second)")
+        let ids = try P.records(folder + "/results.jsonl").map { $0["id"] as! String }
+        #expect(ids.sorted() == (0..<15).map { "f\($0)" }.sorted())
+        let seqs = try P.records(folder + "/results.jsonl").map { $0["seq"] as! Int }
+        #expect(Set(seqs) == Set(1...15))
+    }
+
+    @Test("A full queue stops intake with a clear error; committed tasks are kept and run after")
+    func fullQueue() async throws {
+        let folder = Paths.scratch()
+        let padding = String(repeating: "x", count: 400)
+        let tasks = 6000
+        try P.write(
+            (0..<tasks).map { #"{"targetId": \#($0 % 50), "id": "q\#($0)", "data": "\#(padding)"}"# }
+                .joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        func config(_ megabytes: Int) -> String {
+            """
+            scheduler: { maxConcurrency: 8 }
+            executors:
+              archive: { plugin: TargetFile, config: { directory: \(folder)/out/by-target } }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: archive }
+            results: { path: \(folder)/out/results.jsonl }
+            queue: { maxSizeMB: \(megabytes) }
+            """
+        }
+        let full = try await runInProcess(config(1), in: folder)
+        #expect(full.exitCode == 3, "\(full)")
+        // What `taskhost run` prints after its summary line.
+        let error = full.summary.queueError ?? ""
+        #expect(error.contains("the queue is full"), "\(full)")
+        #expect(error.contains("raise queue.maxSizeMB"), "\(full)")
+        let before = try P.records(folder + "/out/results.jsonl").count
+        #expect(before < tasks)
+
+        let rest = try await runInProcess(config(64), in: folder)
+        #expect(rest.exitCode == 0, "\(rest)")
+        let results = try P.records(folder + "/out/results.jsonl")
+        #expect(Set(results.map { $0["id"] as! String }).count == tasks)
+        // Only tasks running when intake stopped could have run twice.
+        #expect(results.count - tasks <= 8)
+    }
+
+    @Test("Dead letters are kept in the queue: list, requeue (they run again), purge")
+    func deadLetters() async throws {
+        let folder = Paths.scratch()
+        try P.write(
+            #"{"targetId": 1, "id": "good"}"# + "\n" + #"{"targetId": 2, "id": "bad"}"# + "\nnot json\n",
+            to: folder + "/tasks.jsonl")
+        func config(_ program: String) -> String {
+            """
+            executors:
+              run: { plugin: Command, config: { program: \(program) } }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: run }
+            results: { path: \(folder)/results.jsonl }
+            deadLetter: { path: \(folder)/dead.jsonl }
+            """
+        }
+        // The host in-process, the operator's tools on the real binary (no host runs meanwhile).
+        let first = try await runInProcess(config("/bin/false"), in: folder)
+        #expect(first.exitCode == 1, "\(first)")
+        let list = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
+        let letters = list.stdout.split(separator: "\n").map {
+            try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+        #expect(letters.count == 3, "\(list.stdout)")
+        #expect(letters.contains { ($0["error"] as? String)?.contains("malformed JSON") == true })
+
+        try P.write(config("/bin/true"), to: folder + "/pipeline.yaml")
+        let requeue = try await P.taskhost(["dead-letters", "pipeline.yaml", "requeue", "--all"], in: folder)
+        #expect(requeue.stdout.contains("2 dead letters requeued"), "\(requeue.stdout)")
+        #expect(requeue.stdout.contains("1 left"), "\(requeue.stdout)")
+        let second = try await runInProcess(config("/bin/true"), in: folder)
+        #expect(second.exitCode == 0, "\(second)")
+        let succeeded = try P.records(folder + "/results.jsonl").filter { $0["status"] as? String == "succeeded" }
+        #expect(Set(succeeded.map { $0["id"] as! String }) == ["good", "bad"])
+
+        let purge = try await P.taskhost(["dead-letters", "pipeline.yaml", "purge", "--all"], in: folder)
+        #expect(purge.stdout.contains("1 dead letter purged"), "\(purge.stdout)")
+        let empty = try await P.taskhost(["dead-letters", "pipeline.yaml", "list"], in: folder)
+        #expect(empty.stdout.isEmpty)
     }
 
     @Test("A backlog on one target never holds another target's tasks back, whatever the buffer size")
@@ -725,17 +846,16 @@ import Testing
             (0..<1000).map { #"{"targetId": "A", "id": "a\#($0)", "data": \#($0)}"# }
             + (0..<5).map { #"{"targetId": "B", "id": "b\#($0)", "data": \#($0)}"# }
         try P.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
-        try P.write(
+        let run = try await runInProcess(
             """
             scheduler: { maxConcurrency: 4, bufferSize: 100 }
             executors:
               echo: { plugin: Echo, config: { delayMs: 2 } }
             sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: echo }
-            results: { path: results.jsonl }
-            """, to: folder + "/pipeline.yaml")
-        let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(run.status == 0, "\(run.stderr)")
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: echo }
+            results: { path: \(folder)/results.jsonl }
+            """, in: folder)
+        #expect(run.exitCode == 0, "\(run)")
         // The results file is in order of completion: A's tasks run one at a time, B's could run
         // beside them from the start. Read in global arrival order, B's tasks came after all 1,000
         // of A's, whose backlog is ten times the buffer.
@@ -792,63 +912,25 @@ import Testing
         #expect(queue.running?.leftovers() == [])
     }
 
-    @Test("A spool batch cut by kill -9 resumes from its checkpoint and is moved to done/ once all ran")
-    func spoolSurvivesCrash() async throws {
-        let folder = Paths.scratch()
-        try FileManager.default.createDirectory(atPath: folder + "/spool", withIntermediateDirectories: true)
-        try P.write(
-            (0..<400).map { #"{"targetId": \#($0 % 4), "id": "s\#($0)", "data": \#($0)}"# }.joined(separator: "\n")
-                + "\n", to: folder + "/spool/batch-1.jsonl")
-        func config(_ delay: Int) -> String {
-            """
-            executors:
-              echo: { plugin: Echo, config: { delayMs: \(delay) } }
-            sources:
-              spool: { kind: directory, path: spool, executor: echo }
-            results: { path: results.jsonl }
-            """
-        }
-        try P.write(config(20), to: folder + "/pipeline.yaml")
-        let host = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(await Self.kill(host) { Self.size(folder + "/results.jsonl") >= 40 * 150 })
-        #expect(
-            FileManager.default.fileExists(atPath: folder + "/spool/batch-1.jsonl"),
-            "\((try? FileManager.default.subpathsOfDirectory(atPath: folder)) ?? []) \(Self.size(folder + "/results.jsonl"))"
-        )
-
-        try P.write(config(0), to: folder + "/pipeline.yaml")
-        let second = try Self.start(["run", "pipeline.yaml", "--quiet"], in: folder)
-        defer { if second.isRunning { Glibc.kill(second.processIdentifier, SIGKILL) } }
-        for _ in 0..<1000 where !FileManager.default.fileExists(atPath: folder + "/spool/done/batch-1.jsonl") {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(FileManager.default.fileExists(atPath: folder + "/spool/done/batch-1.jsonl"))
-        let ids = Set(try P.records(folder + "/results.jsonl").map { $0["id"] as! String })
-        #expect(ids.count == 400)
-        second.terminate()
-        second.waitUntilExit()
-    }
-
     @Test("Finished tasks are deleted after the retention: the file does not grow without bound")
     func retention() async throws {
         let folder = Paths.scratch()
         try P.write(
             (0..<500).map { #"{"targetId": \#($0 % 10), "data": \#($0)}"# }.joined(separator: "\n") + "\n",
             to: folder + "/tasks.jsonl")
-        try P.write(
+        let run = try await runInProcess(
             """
             executors:
               echo: { plugin: Echo }
             sources:
-              tasks: { kind: file, path: tasks.jsonl, executor: echo }
-            results: { path: results.jsonl }
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: echo }
+            results: { path: \(folder)/results.jsonl }
             queue: { retainFinishedMs: 0 }
-            """, to: folder + "/pipeline.yaml")
-        let run = try await P.taskhost(["run", "pipeline.yaml", "--quiet"], in: folder)
-        #expect(run.status == 0)
+            """, in: folder)
+        #expect(run.exitCode == 0, "\(run)")
         #expect(try P.records(folder + "/results.jsonl").count == 500)
-        let queue = try Self.queue(folder)
-        #expect(try Self.count(queue, "SELECT count(*) FROM tasks") == 0)
+        let queue = try D.queue(folder)
+        #expect(try D.count(queue, "SELECT count(*) FROM tasks") == 0)
     }
 }
 

@@ -130,3 +130,84 @@ func loadError(_ body: () throws -> Void) -> PluginError? {
         return error as? PluginError
     }
 }
+
+/// What an in-process run did: the summary `taskhost run` prints (and takes its exit code from),
+/// and the host's log lines (info and above), for the messages of failed expectations.
+struct InProcessRun: CustomStringConvertible {
+    var summary: Pipeline.Summary
+    var log: [String]
+
+    var exitCode: Int32 { summary.exitCode }
+    var description: String { "\(summary)\n" + log.joined(separator: "\n") }
+}
+
+/// Runs the pipeline `yaml` describes inside the test process, as `taskhost run` does: the
+/// configuration is written to `folder/file`, loaded (with `environment` for its `${NAME}`s, not
+/// the process's) and built with a loader that finds the built plugins, then run until its
+/// sources end. Nothing process-wide is touched (no working directory, no signal handler), so
+/// paths in `yaml` must be absolute: relative ones are the test runner's working directory's.
+///
+/// `whileRunning` runs beside the pipeline with its stop (what SIGINT/SIGTERM do in the
+/// executable); a pipeline with no end (a spool folder, an http source) must be stopped by it.
+/// When it throws, the run is stopped at once and the error is rethrown.
+///
+/// With a durable queue, the run is over only once its queue's host lock is released (the
+/// pipeline gone): an operator tool started next sees no host, as after the process's exit.
+@discardableResult
+func runInProcess(
+    _ yaml: String, in folder: String, file: String = "pipeline.yaml", environment: [String: String] = [:],
+    whileRunning: (@Sendable (_ stop: PipelineStop) async throws -> Void)? = nil
+) async throws -> InProcessRun {
+    let path = folder + "/" + file
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    let config = try ConfigLoader.load(path: path, environment: environment)
+    let log = LogRecorder()
+    log.logLevel = .info
+    let summary = try await runBuilt(config, logger: log.logger, whileRunning: whileRunning)
+    if let settings = config.queue {
+        // The lock goes with the queue's last reference, which a commit thread may hold a moment
+        // after the run returned.
+        var holder = try DurableQueue(settings: settings, host: false).hostPID()
+        var tries = 0
+        while holder != nil, tries < 1000 {
+            try await Task.sleep(for: .milliseconds(5))
+            holder = try DurableQueue(settings: settings, host: false).hostPID()
+            tries += 1
+        }
+        #expect(holder == nil, "the queue's host lock outlived the run in-process (held by pid \(holder ?? 0))")
+    }
+    return InProcessRun(summary: summary, log: log.all)
+}
+
+/// Builds and runs `config`; the pipeline (with its queue and the queue's lock) is released when
+/// this returns.
+private func runBuilt(
+    _ config: PipelineConfig, logger: Logger,
+    whileRunning: (@Sendable (PipelineStop) async throws -> Void)?
+) async throws -> Pipeline.Summary {
+    // The plugin search path of `taskhost run --plugin-path <built plugins>`, without the
+    // process's TASKHOST_PLUGIN_PATH.
+    let loader = PluginLoader(
+        searchPath: PluginLoader.searchPath(extra: [Paths.builtPlugins] + config.pluginPath, environment: [:]),
+        allowInsecure: false)
+    let pipeline = try buildPipeline(configuration: config, loader: loader, logger: logger)
+    let stop = PipelineStop()
+    guard let whileRunning else { return await pipeline.run(stop: stop) }
+    return try await withThrowingTaskGroup(of: Pipeline.Summary?.self) { group in
+        group.addTask { await pipeline.run(stop: stop) }
+        group.addTask {
+            do {
+                try await whileRunning(stop)
+            } catch {
+                stop.requestNow()
+                throw error
+            }
+            return nil
+        }
+        var summary: Pipeline.Summary?
+        while let next = try await group.next() {
+            if let next { summary = next }
+        }
+        return summary!
+    }
+}

@@ -279,6 +279,14 @@ package final class Pipeline: Sendable {
                 window: DurableRun.window(bufferSize: config.bufferSize), logger: logger,
                 onFailure: { _ in stop.requestNow() })
         }
+        // The references the run's parts hold to each other are let go when it returns: the stop's
+        // actions (they hold the durable run, whose failure handler holds the stop) and the trackers
+        // of batches left open (each holds the durable run that holds it). Kept, they would keep the
+        // queue open, and its host lock taken, for the life of the process.
+        defer {
+            stop.detach()
+            durable?.trackers.withLock { $0.removeAll() }
+        }
         if let durable {
             let results = self.results
             let deadLetters = self.deadLetters

@@ -87,4 +87,9 @@ package final class PipelineStop: Sendable {
         if count >= 1 { graceful() }
         if count >= 2 { now() }
     }
+
+    /// The run ended: later requests have nothing to stop, and the run's parts are released.
+    func detach() {
+        state.withLock { $0.actions = nil }
+    }
 }
