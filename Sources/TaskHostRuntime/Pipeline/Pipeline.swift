@@ -363,7 +363,8 @@ package final class Pipeline: Sendable {
         if let listen = config.metricsListen {
             let counters = self.counters
             let logger = self.logger
-            add("operations endpoint") {
+            // An endpoint that cannot serve (its port taken) is logged; the run goes on without it.
+            add("operations endpoint", ends: .ignore) {
                 let router = operationsRouter(
                     metrics: metrics, snapshot: { scheduler.snapshot() }, perSource: { counters.perSource },
                     durableQueued: durableQueued)
