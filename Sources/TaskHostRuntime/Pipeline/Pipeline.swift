@@ -269,69 +269,42 @@ package final class Pipeline: Sendable {
     }
 
     package func run(stop: PipelineStop, progress: (@Sendable (Progress) -> Void)? = nil) async -> Summary {
+        // The references the run's parts hold to each other are let go when it returns: the stop's
+        // actions hold the store, whose failure handler holds the stop. Kept, they would keep the
+        // queue open, and its host lock taken, for the life of the process.
+        defer { stop.detach() }
+        guard let queue else { return await run(store: MemoryStore(), stop: stop, progress: progress) }
+        let store = DurableRun(
+            queue: queue, executors: config.executors.map(\.name),
+            window: DurableRun.window(bufferSize: config.bufferSize), logger: logger,
+            onFailure: { _ in stop.requestNow() })
+        return await run(store: store, stop: stop, progress: progress)
+    }
+
+    /// The one execution path, whatever the store: sources append to it, the scheduler reads its
+    /// feed and decides every policy, the store records what its hooks are told.
+    func run<Store: PipelineStore>(store: Store, stop: PipelineStop, progress: (@Sendable (Progress) -> Void)?) async
+        -> Summary
+    {
         let started = ContinuousClock.now
-        let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
         let metrics = self.metrics
         let stoppers = Mutex<[StopSignal]>([])
-        let durable = queue.map { queue in
-            DurableRun(
-                queue: queue, executors: config.executors.map(\.name),
-                window: DurableRun.window(bufferSize: config.bufferSize), logger: logger,
-                onFailure: { _ in stop.requestNow() })
+        do {
+            try await store.open(for: self)
+        } catch {
+            var out = Summary()
+            out.queueError = error.description
+            return out
         }
-        // The references the run's parts hold to each other are let go when it returns: the stop's
-        // actions (they hold the durable run, whose failure handler holds the stop) and the trackers
-        // of batches left open (each holds the durable run that holds it). Kept, they would keep the
-        // queue open, and its host lock taken, for the life of the process.
-        defer {
-            stop.detach()
-            durable?.trackers.withLock { $0.removeAll() }
-        }
-        if let durable {
-            let results = self.results
-            let deadLetters = self.deadLetters
-            durable.queue.beforeCommit.withLock {
-                $0 = {
-                    results?.flush()
-                    deadLetters?.flush()
-                }
-            }
-            do {
-                let reclaimed = try durable.recover()
-                if reclaimed > 0 {
-                    logger.warning(
-                        "tasks were running when the previous host stopped: they go back to the head of their targets",
-                        metadata: ["tasks": "\(reclaimed)"])
-                }
-                try resumeSpools(durable)
-            } catch {
-                durable.fail(error)
-                var out = Summary()
-                out.queueError = error.description
-                return out
-            }
-        }
-        // One path for both queues: the scheduler decides every policy; the durable queue only
-        // records and restores, through these hooks.
-        let hooks =
-            durable.map { durableHooks($0) }
-            ?? SchedulerHooks<PipelineTask>(
-                attemptStarted: { _, _, wait in metrics.queueWait.record(wait) },
-                attemptFinished: { [self] record in finished(record, durable: nil) })
         var configuration = SchedulerConfiguration(
             maxConcurrency: config.maxConcurrency, bufferSize: config.bufferSize, retry: config.retry,
             timeout: config.timeout, onExhausted: config.onExhausted)
         // Pool 0 is unused; executor i's tasks run in pool i + 1, under its own cap.
         configuration.poolLimits = [nil] + config.executors.map(\.maxConcurrency)
         let scheduler = Scheduler(
-            executor: RunExecutor(router: router, durable: durable), configuration: configuration, hooks: hooks)
-        // Commands an operator left while this host was starting (or while none ran).
-        if let durable { await applyCommands(durable, scheduler: scheduler) }
-
-        // The durable queue's depth for /metrics and /status: its index of queued rows.
-        let durableQueued: (@Sendable () async -> Int?)? = durable.map { durable in
-            { @Sendable in await Pipeline.queuedCount(durable) }
-        }
+            executor: RunExecutor(router: router, store: store), configuration: configuration,
+            hooks: store.hooks(for: self))
+        await store.ready(for: self, scheduler: scheduler)
 
         // The parts of the run, in the order they start; they stop in the reverse order.
         let outcome = Mutex<RunSummary<PipelineTask>?>(nil)
@@ -364,48 +337,29 @@ package final class Pipeline: Sendable {
             let counters = self.counters
             let logger = self.logger
             // An endpoint that cannot serve (its port taken) is logged; the run goes on without it.
+            let depth: (@Sendable () async -> Int?)? = store.isDurable ? { @Sendable in await store.depth() } : nil
             add("operations endpoint", ends: .ignore) {
                 let router = operationsRouter(
                     metrics: metrics, snapshot: { scheduler.snapshot() }, perSource: { counters.perSource },
-                    durableQueued: durableQueued)
+                    durableQueued: depth)
                 await serve(router, on: listen, logger: logger)
             }
         }
-        if let durable {
-            // Operator commands (`taskhost targets`) and tasks enqueued by another process: the
-            // executable forwards SIGUSR1 (``commandsArrived()``).
-            add("command listener") { [commandWakeups] in
-                await untilShutdown {
-                    for await _ in commandWakeups.stream { await self.applyCommands(durable, scheduler: scheduler) }
-                }
-            }
-            // Finished tasks are deleted after the retention.
-            add("compaction") {
-                let retain = durable.queue.settings.retainFinished
-                let period = max(Duration.seconds(1), min(retain / 2, .seconds(60)))
-                await untilShutdown {
-                    while (try? await Task.sleep(for: period)) != nil { await self.compact(durable) }
-                }
-            }
-        }
+        for (name, body) in store.services(for: self, scheduler: scheduler) { add(name, body) }
         // The scheduler: its input's end (and every task final) ends the run; a graceful stop
         // stops the feed and gives running tasks the grace period.
         add("scheduler", ends: .gracefullyShutdownGroup) { [config] in
             let summary = await withGracefulShutdownHandler {
-                if let durable {
-                    return await scheduler.run(
-                        QueueFeed(run: durable, makeTask: { [self] stored in makeTask(stored, run: durable) }))
-                }
-                return await scheduler.run(Batches(channel: channel))
+                await scheduler.run(store.feed(for: self))
             } onGracefulShutdown: {
-                durable?.stop()
+                store.stop()
                 scheduler.shutdown(gracePeriod: config.gracePeriod)
             }
             outcome.withLock { $0 = summary }
         }
         if let progress {
             add("progress") {
-                let total = durable == nil ? self.knownTotal() : nil
+                let total = store.isDurable ? nil : self.knownTotal()
                 await untilShutdown {
                     while (try? await Task.sleep(for: .milliseconds(500))) != nil {
                         let done =
@@ -417,14 +371,14 @@ package final class Pipeline: Sendable {
             }
         }
         // The sources, last: the first to stop. Each ends by itself when its input does; the last
-        // one to end closes the scheduler's input.
+        // one to end tells the store.
         let sourcesLeft = Atomic<Int>(config.sources.count)
         for source in config.sources {
             let stopper = StopSignal()
             stoppers.withLock { $0.append(stopper) }
-            // One intake per source: its batches (and its checkpoint) commit in order.
+            // One intake per source: its batches (and its checkpoint) reach the store in order.
             let intake = PipelineIntake(
-                pipeline: self, source: source, channel: channel, durable: durable, stopper: stopper,
+                pipeline: self, source: source, store: store, stopper: stopper,
                 isFull: { scheduler.snapshot().intakeWaitingForRoom })
             let reader = makeSource(source)
             add("source \(source.name)", ends: .ignore) { [logger] in
@@ -437,16 +391,10 @@ package final class Pipeline: Sendable {
                 } onGracefulShutdown: {
                     stopper.stop()
                 }
-                if sourcesLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-                    channel.finish()
-                    durable?.sourcesFinished()
-                }
+                if sourcesLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { store.sourcesFinished() }
             }
         }
-        if config.sources.isEmpty {
-            channel.finish()
-            durable?.sourcesFinished()
-        }
+        if config.sources.isEmpty { store.sourcesFinished() }
 
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .notice)
@@ -456,7 +404,7 @@ package final class Pipeline: Sendable {
             graceful: { requested.yield(false) },
             now: { [stoppers] in
                 for stopper in stoppers.withLock({ $0 }) { stopper.stop() }
-                durable?.stop()
+                store.stop()
                 scheduler.shutdown(gracePeriod: .zero)
                 requested.yield(true)
             })
@@ -473,39 +421,9 @@ package final class Pipeline: Sendable {
                 for await _ in requests { await group.triggerGracefulShutdown() }
             }
         }
-        let schedulerSummary = outcome.withLock { $0 }
-        guard let summary = schedulerSummary else { return Summary() }
+        guard let summary = outcome.withLock({ $0 }) else { return Summary() }
         var out = Summary()
-        if let durable {
-            // Unfinished tasks stay queued for the next run, with their attempt counts: those the
-            // scheduler held, those of parked targets, those not read yet.
-            out.leftQueued = summary.unfinished.count
-            out.parked = summary.parked
-            if let queue, !durable.hasFailed {
-                await compact(durable)
-                if let left = try? await queue.perform({ db in try db.countOpen() }) {
-                    out.leftQueued = left
-                }
-                queue.checkpointWAL()
-            }
-            out.queueError = durable.failure.withLock { $0?.description }
-        } else {
-            // Tasks that did not finish: parked targets' tasks and those cut off by shutdown.
-            for unfinished in summary.unfinished {
-                let status = unfinished.reason == .parked ? "parked" : "cancelled"
-                (unfinished.reason == .parked ? metrics.parked : metrics.cancelled).increment()
-                let item = TaskItem(
-                    targetId: unfinished.task.targetId, payload: unfinished.task.payload,
-                    priority: unfinished.task.priority,
-                    id: unfinished.task.id)
-                writeResult(
-                    item, status: status, attempts: unfinished.attempts,
-                    error: status == "parked" ? "its target is parked" : "shut down before it finished")
-                unfinished.task.payload.batch?.final(failed: true)
-            }
-            out.parked = summary.parked
-            out.cancelled = summary.cancelled
-        }
+        await store.close(summary, pipeline: self, into: &out)
         results?.flush()
         deadLetters?.flush()
         out.admitted = summary.admitted
@@ -516,10 +434,6 @@ package final class Pipeline: Sendable {
         out.perSource = counters.perSource
         out.seconds = (ContinuousClock.now - started).seconds
         return out
-    }
-
-    static func queuedCount(_ durable: DurableRun) async -> Int? {
-        try? await durable.queue.perform { db in try db.countQueued() }
     }
 
     // MARK: Sinks

@@ -9,11 +9,11 @@ import TaskHostStore
 /// One source's intake in a pipeline (``SourceIntake``): decodes and numbers each line, sends a
 /// task on (to the scheduler, or committed to the durable queue first) or a malformed line to the
 /// dead letters, and keeps the source's checkpoints and batch files.
-final class PipelineIntake: SourceIntake {
+final class PipelineIntake<Store: PipelineStore>: SourceIntake {
     let pipeline: Pipeline
     let source: SourceConfig
-    let intake: Intake
-    let durable: DurableRun?
+    let intake: Intake<Store>
+    let store: Store
     let stopper: StopSignal
     let schedulerIsFull: @Sendable () -> Bool
     let decoder: InputDecoder
@@ -21,22 +21,21 @@ final class PipelineIntake: SourceIntake {
     let sequence = Atomic<UInt64>(0)
 
     init(
-        pipeline: Pipeline, source: SourceConfig, channel: AsyncChannel<[TaskItem<PipelineTask>]>,
-        durable: DurableRun?, stopper: StopSignal, isFull: @escaping @Sendable () -> Bool
+        pipeline: Pipeline, source: SourceConfig, store: Store, stopper: StopSignal,
+        isFull: @escaping @Sendable () -> Bool
     ) {
         self.pipeline = pipeline
         self.source = source
-        self.durable = durable
+        self.store = store
         self.stopper = stopper
         self.schedulerIsFull = isFull
-        let executors = pipeline.config.executors.map(\.name)
-        intake = Intake(channel: channel, durable: durable, executorNames: executors)
-        decoder = InputDecoder(source: source, executors: executors, maxTaskBytes: source.maxTaskBytes)
+        intake = Intake(store: store)
+        decoder = InputDecoder(
+            source: source, executors: pipeline.config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
     }
 
     func start(file: String?) async -> (offset: Int64, complete: Bool) {
-        guard let durable else { return (0, false) }
-        let point = await pipeline.resumePoint(source.name, file: file, run: durable)
+        let point = await store.start(source: source.name, file: file, pipeline: pipeline)
         sequence.store(point.seq - 1, ordering: .relaxed)
         return (point.offset, point.complete)
     }
@@ -46,8 +45,6 @@ final class PipelineIntake: SourceIntake {
         pipeline.counters.sources[source.name]?.value.add(1, ordering: .relaxed)
         switch decoder.decode(line, seq: seq, batch: batch) {
         case .success(let item):
-            // Tasks go on in batches, one per chunk read, at most 256: a hand-off per task would
-            // cost a task switch (or a commit) each.
             if intake.add(item, checkpoint: checkpoint) { await intake.flush() }
             return Admitted(id: item.id ?? "\(source.name)-\(seq)", error: nil)
         case .failure(let rejection):
@@ -73,29 +70,21 @@ final class PipelineIntake: SourceIntake {
     @discardableResult
     func flush() async -> Bool { await intake.flush() }
 
-    var canContinue: Bool { !stopper.isStopped.load(ordering: .acquiring) && durable?.hasFailed != true }
+    var canContinue: Bool { !stopper.isStopped.load(ordering: .acquiring) && store.failureMessage == nil }
 
-    var keepsCheckpoints: Bool { durable != nil }
+    var keepsCheckpoints: Bool { store.isDurable }
 
     func openBatch(_ name: String) async -> (tracker: BatchTracker, offset: Int64, complete: Bool) {
-        let key = source.name + "/" + name
-        let resumed = durable?.trackers.withLock { $0[key] }
-        let tracker = resumed ?? pipeline.spoolTracker(source, name: name, run: durable)
-        guard let durable else { return (tracker, 0, false) }
-        let point = await pipeline.resumePoint(source.name, file: name, run: durable)
-        if resumed == nil { durable.trackers.withLock { $0[key] = tracker } }
-        return (tracker, point.offset, point.complete)
+        await store.openBatch(name, of: source, pipeline: pipeline)
     }
 
-    func dropBatch(_ name: String) {
-        durable?.trackers.withLock { _ = $0.removeValue(forKey: source.name + "/" + name) }
-    }
+    func dropBatch(_ name: String) { store.dropBatch(name, of: source.name) }
 
     func mark(_ checkpoint: Checkpoint) { intake.mark(checkpoint) }
 
-    /// With `queue: memory` a full buffer refuses new tasks (HTTP 429); the durable queue takes
-    /// them.
-    var isFull: Bool { durable == nil && schedulerIsFull() }
+    /// With `queue: memory` a full buffer refuses new tasks (HTTP 429); a durable store takes
+    /// them (they wait in the queue).
+    var isFull: Bool { !store.isDurable && schedulerIsFull() }
 
-    var failure: String? { durable?.failure.withLock { $0?.message } }
+    var failure: String? { store.failureMessage }
 }

@@ -14,6 +14,8 @@ import TaskHostStore
 /// (retries, backoff, timeouts, park, dead letters); this only records and restores.
 final class DurableRun: Sendable {
     let queue: DurableQueue
+    /// The pipeline's executors, by position and by name.
+    let executorNames: [String]
     let executorIndex: [String: Int]
     let logger: Logger
 
@@ -42,6 +44,7 @@ final class DurableRun: Sendable {
         onFailure: @escaping @Sendable (QueueError) -> Void
     ) {
         self.queue = queue
+        self.executorNames = executors
         self.executorIndex = Dictionary(executors.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         self.logger = logger
         self.onFailure = onFailure

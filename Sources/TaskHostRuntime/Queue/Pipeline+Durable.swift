@@ -10,118 +10,87 @@ import TaskHostScheduler
 import TaskHostSources
 import TaskHostStore
 
-/// Where one source's tasks go: straight to the scheduler (`queue: memory`), or committed to the
-/// durable queue first, in batches, with the source's checkpoint in the same commit.
-final class Intake: Sendable {
-    let channel: AsyncChannel<[TaskItem<PipelineTask>]>
-    let durable: DurableRun?
-    let executorNames: [String]
+/// One source's batches on their way to the store: collected as the source reads, handed on
+/// (`flush`) in order, one batch per chunk read, at most 256 tasks (a hand-off per task would
+/// cost a task switch, or a commit, each). With the source's checkpoint in the same append.
+final class Intake<Store: PipelineStore>: Sendable {
+    let store: Store
 
     struct State {
-        var items: [TaskItem<PipelineTask>] = []
-        var rows: [NewTask] = []
+        var tasks: [TaskItem<PipelineTask>] = []
+        var refused: [NewTask] = []
         var checkpoint: Checkpoint?
-        /// The last batch handed to the queue: a flush that finds nothing to hand on waits for it,
-        /// since it may hold the caller's rows (another caller took them).
-        var lastBatch: CommitTicket?
-    }
-
-    /// The commit of one batch, awaited by every caller whose rows it holds.
-    final class CommitTicket: Sendable {
-        let state = Mutex<(result: Bool?, waiters: [CheckedContinuation<Bool, Never>])>((nil, []))
-
-        func finish(_ ok: Bool) {
-            let waiters = state.withLock { state in
-                state.result = ok
-                defer { state.waiters.removeAll() }
-                return state.waiters
-            }
-            for waiter in waiters { waiter.resume(returning: ok) }
-        }
-
-        func wait() async -> Bool {
-            await withCheckedContinuation { continuation in
-                let result = state.withLock { state -> Bool? in
-                    if state.result == nil { state.waiters.append(continuation) }
-                    return state.result
-                }
-                if let result { continuation.resume(returning: result) }
-            }
-        }
+        /// The last commit handed to the store: a flush that finds nothing to hand on waits for
+        /// it, since it may hold the caller's tasks (another caller took them).
+        var lastCommit: AppendTicket?
     }
 
     let state = Mutex(State())
 
-    init(channel: AsyncChannel<[TaskItem<PipelineTask>]>, durable: DurableRun?, executorNames: [String]) {
-        self.channel = channel
-        self.durable = durable
-        self.executorNames = executorNames
-    }
+    init(store: Store) { self.store = store }
 
     /// Adds a task; true when the batch is full and should be flushed.
     func add(_ item: TaskItem<PipelineTask>, checkpoint: Checkpoint?) -> Bool {
         state.withLock { state in
             if let checkpoint { state.checkpoint = checkpoint }
-            guard durable != nil else {
-                state.items.append(item)
-                return state.items.count >= 256
-            }
-            state.rows.append(
-                NewTask(
-                    source: item.payload.source, seq: item.payload.seq, taskId: item.id, target: item.targetId,
-                    executor: executorNames[item.payload.executor], priority: item.priority,
-                    payload: item.payload.payload, raw: item.payload.raw, batch: item.payload.batch?.name))
-            return state.rows.count >= 256
+            state.tasks.append(item)
+            return state.tasks.count >= 256
         }
     }
 
-    /// Adds an input that could not be read: kept in the durable queue as a dead letter.
+    /// Adds an input that could not be read: a durable store keeps it as a dead letter.
     func reject(_ row: NewTask, checkpoint: Checkpoint?) {
         state.withLock { state in
             if let checkpoint { state.checkpoint = checkpoint }
-            if durable != nil { state.rows.append(row) }
+            if store.isDurable { state.refused.append(row) }
         }
     }
 
     func mark(_ checkpoint: Checkpoint) { state.withLock { $0.checkpoint = checkpoint } }
 
     /// Hands the batch on. On the durable queue it returns once everything this source added
-    /// before the call is committed; false when the queue failed (the run is stopping).
+    /// before the call is committed; false when the store failed (the run is stopping).
     @discardableResult
     func flush() async -> Bool {
-        guard let durable else {
-            let items = state.withLock { state in
-                defer { state.items.removeAll(keepingCapacity: true) }
-                return state.items
+        if store.failureMessage != nil { return false }
+        // Taken and submitted under the lock: batches reach the store in the order they were read.
+        let ticket = state.withLock { state -> AppendTicket? in
+            guard !state.tasks.isEmpty || !state.refused.isEmpty || state.checkpoint != nil else {
+                return state.lastCommit
             }
-            if !items.isEmpty { await channel.send(items) }
-            return true
-        }
-        if durable.failure.withLock({ $0 != nil }) { return false }
-        // Taken and submitted under the lock: batches reach the queue in the order they were read.
-        let ticket = state.withLock { state -> CommitTicket? in
-            guard !state.rows.isEmpty || state.checkpoint != nil else {
-                return state.lastBatch
-            }
-            let rows = state.rows
-            let checkpoint = state.checkpoint
-            state.rows.removeAll(keepingCapacity: true)
+            let ticket = store.submit(state.tasks, refused: state.refused, checkpoint: state.checkpoint)
+            state.tasks.removeAll(keepingCapacity: true)
+            state.refused.removeAll(keepingCapacity: true)
             state.checkpoint = nil
-            let ticket = CommitTicket()
-            state.lastBatch = ticket
-            durable.queue.submit(
-                { db in
-                    try DurableQueue.insert(rows, into: db, now: unixMilliseconds())
-                    if let checkpoint { try DurableQueue.save(checkpoint, into: db) }
-                },
-                done: { error in
-                    if let error { durable.fail(error) } else if !rows.isEmpty { durable.arrived() }
-                    ticket.finish(error == nil)
-                })
+            if case .commit = ticket { state.lastCommit = ticket }
             return ticket
         }
         guard let ticket else { return true }
         return await ticket.wait()
+    }
+}
+
+/// The commit of one batch, awaited by every caller whose tasks it holds.
+final class CommitTicket: Sendable {
+    let state = Mutex<(result: Bool?, waiters: [CheckedContinuation<Bool, Never>])>((nil, []))
+
+    func finish(_ ok: Bool) {
+        let waiters = state.withLock { state in
+            state.result = ok
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: ok) }
+    }
+
+    func wait() async -> Bool {
+        await withCheckedContinuation { continuation in
+            let result = state.withLock { state -> Bool? in
+                if state.result == nil { state.waiters.append(continuation) }
+                return state.result
+            }
+            if let result { continuation.resume(returning: result) }
+        }
     }
 }
 
@@ -140,49 +109,22 @@ struct HostCrashes: Error, CustomStringConvertible {
     }
 }
 
-/// The pipeline's executor: the router, and on the durable queue the edge where an attempt meets
-/// the store (a deferred attempt shows as running; a task that crashed the host too often is not
-/// run again; tasks during which the host died run one at a time).
-struct RunExecutor: TaskItemExecutor {
+/// The pipeline's executor: the router, behind the store's edge.
+struct RunExecutor<Store: PipelineStore>: TaskItemExecutor {
     typealias Payload = PipelineTask
     let router: PipelineExecutor
-    let durable: DurableRun?
+    let store: Store
 
     var supportsImmediateExecution: Bool { true }
 
+    @inline(__always)
     func executeImmediately(_ task: TaskItem<PipelineTask>, context: ExecutionContext) -> ImmediateOutcome {
-        guard let durable, let record = task.payload.durable else {
-            return router.executeImmediately(task, context: context)
-        }
-        let crashes = durable.crashes(of: record)
-        if crashes >= HostCrashes.limit {
-            // Not run again, so that a task that crashes the host cannot do it forever.
-            return .failed(NonRetryableError(HostCrashes(crashes: crashes)))
-        }
-        // A suspect waits for the gate: asynchronously.
-        if crashes > 0 { return .deferred }
-        let outcome = router.executeImmediately(task, context: context)
-        if case .deferred = outcome { durable.markRunning(record, attempt: context.attempt) }
-        return outcome
+        store.executeImmediately(task, context: context, router: router)
     }
 
+    @inline(__always)
     func execute(_ task: TaskItem<PipelineTask>, context: ExecutionContext) async throws {
-        guard let durable, let record = task.payload.durable, durable.crashes(of: record) > 0 else {
-            return try await router.execute(task, context: context)
-        }
-        if durable.crashes(of: record) >= HostCrashes.limit {
-            throw NonRetryableError(HostCrashes(crashes: durable.crashes(of: record)))
-        }
-        try await durable.suspects.enter()
-        defer { durable.suspects.leave() }
-        // Journaled once it really runs: a crash while it waited for the gate is not its own.
-        durable.leased(record, attempt: context.attempt)
-        switch router.executeImmediately(task, context: context) {
-        case .succeeded: return
-        case .failed(let error): throw error
-        case .deferred: durable.markRunning(record, attempt: context.attempt)
-        }
-        try await router.execute(task, context: context)
+        try await store.execute(task, context: context, router: router)
     }
 }
 
@@ -359,7 +301,7 @@ extension Pipeline {
     // MARK: Operator commands on a running host
 
     /// Applies the commands `taskhost targets` left in the queue (it signals SIGUSR1).
-    func applyCommands(_ run: DurableRun, scheduler: Scheduler<RunExecutor, ContinuousClock>) async {
+    func applyCommands(_ run: DurableRun, scheduler: Scheduler<RunExecutor<DurableRun>, ContinuousClock>) async {
         do {
             try await run.queue.perform { db in
                 for (id, verb, target) in try db.pendingCommands() {
@@ -380,7 +322,8 @@ extension Pipeline {
     /// One command: the queue's part (shared with the offline tools), then the scheduler's and the
     /// feed's.
     private func apply(
-        _ verb: TargetVerb, _ target: TargetID, run: DurableRun, scheduler: Scheduler<RunExecutor, ContinuousClock>,
+        _ verb: TargetVerb, _ target: TargetID, run: DurableRun,
+        scheduler: Scheduler<RunExecutor<DurableRun>, ContinuousClock>,
         db: SQLiteDatabase
     ) throws -> TargetCommandOutcome {
         let head = verb == .release ? try db.queued(target, limit: 1).first : nil
