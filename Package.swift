@@ -1,7 +1,8 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// Code generation for the host's own targets (the runtime and the benchmark): cross-module
+/// Code generation for the host's own targets (JSON, plugins, store, configuration, sources, the
+/// runtime and the benchmark; measured: without it the plugin path ran at half speed): cross-module
 /// optimization, and copies of records emitted inline (without `-disable-type-layout` and
 /// `-disable-llvm-merge-functions-pass` the specialized copies of a task record call the generic
 /// value witnesses). SwiftPM refuses `unsafeFlags` in a product that another package depends on
@@ -65,7 +66,7 @@ let package = Package(
         // Small C helpers of the host (dlopen error text, dladdr) with _GNU_SOURCE.
         .target(name: "CTaskHostSystem"),
         // TaskHost's one JSON codec: a strict parser, values, paths and a writer for result lines.
-        .target(name: "TaskHostJSON"),
+        .target(name: "TaskHostJSON", swiftSettings: hostFlags),
         // The plugin host: the loader (dlopen), plugin instances and their executor, libffi
         // functions, the conformance check. Knows nothing of pipelines, sources or the store.
         .target(
@@ -82,14 +83,16 @@ let package = Package(
             dependencies: [
                 "TaskHostScheduler", "CSQLite", "CTaskHostSystem",
                 .product(name: "DequeModule", package: "swift-collections"),
-            ]
+            ],
+            swiftSettings: hostFlags
         ),
         // The configuration: a pipeline file read into typed values, every error at its file:line:column.
         .target(
             name: "TaskHostConfig",
             dependencies: [
                 "TaskHostScheduler", "TaskHostJSON", "TaskHostStore", .product(name: "Yams", package: "Yams"),
-            ]
+            ],
+            swiftSettings: hostFlags
         ),
         // The sources: one type per kind behind one protocol (TaskSource); only the HTTP source runs a server.
         .target(
@@ -97,7 +100,8 @@ let package = Package(
             dependencies: [
                 "TaskHostConfig", "TaskHostStore", "TaskHostJSON", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
-            ]
+            ],
+            swiftSettings: hostFlags
         ),
         // The application (a target, not a product): wires sources, the store, the scheduler, the plugins and the sinks into a pipeline.
         .target(

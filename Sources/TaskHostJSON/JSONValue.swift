@@ -200,7 +200,7 @@ package func quote(_ text: String) -> String {
 }
 
 /// Renders an integer in decimal into a stack buffer, without allocating.
-@inline(__always)
+@inlinable @inline(__always)
 package func withDecimal<R>(_ value: Int64, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
         var magnitude = value.magnitude

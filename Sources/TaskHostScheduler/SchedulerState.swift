@@ -645,7 +645,6 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
         now: Duration?,
         inline: Bool,
         detachable: Bool,
-        history: TaskHistory? = nil,
         _ wakeups: inout Wakeups<Payload>
     ) -> Admission {
         let sequence = nextSequence
@@ -660,10 +659,29 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
             return .runDetached(sequence: sequence)
         }
         let slot = slot(for: task.targetId)
-        let i = Int(slot)
-        let entry = Task(task: task, sequence: sequence, attempts: history?.attempts ?? 0, readySince: now)
         queued += 1
-        if let history, history.startAfter > .zero, let now, targets[i].queue.isEmpty, targets[i].phase == .idle,
+        return place(
+            Task(task: task, sequence: sequence, attempts: 0, readySince: now), slot: slot, inline: inline, &wakeups)
+    }
+
+    /// Accepts a task that brings a history (``SchedulerHooks/history``): its attempts count on, and
+    /// a start-after time holds its target's head, as a retry's backoff does. Never detached.
+    @inlinable
+    mutating func admit(
+        _ task: TaskItem<Payload>,
+        history: TaskHistory,
+        now: Duration?,
+        inline: Bool,
+        _ wakeups: inout Wakeups<Payload>
+    ) -> Admission {
+        let sequence = nextSequence
+        nextSequence &+= 1
+        summary.admitted += 1
+        let slot = slot(for: task.targetId)
+        let i = Int(slot)
+        let entry = Task(task: task, sequence: sequence, attempts: history.attempts, readySince: now)
+        queued += 1
+        if history.startAfter > .zero, let now, targets[i].queue.isEmpty, targets[i].phase == .idle,
             targets[i].running == 0
         {
             // Not to start before its time (a persisted backoff): the target waits it out holding
@@ -678,8 +696,17 @@ struct SchedulerState<Payload: Sendable>: ~Copyable {
                     token: targets[i].token), &wakeups)
             return .queued
         }
+        return place(entry, slot: slot, inline: inline, &wakeups)
+    }
+
+    /// An admitted task joins its target: started at once (inline) when its target and a slot are
+    /// free and nothing else is ready, queued otherwise.
+    @inlinable
+    @inline(__always)
+    mutating func place(_ entry: Task, slot: Int32, inline: Bool, _ wakeups: inout Wakeups<Payload>) -> Admission {
+        let i = Int(slot)
         if inline, targets[i].queue.isEmpty, targets[i].phase == .idle, targets[i].running < perTargetLimit,
-            readyCount == 0, handoff.isEmpty, running < cap, phase == .running, !poolFull(task.pool)
+            readyCount == 0, handoff.isEmpty, running < cap, phase == .running, !poolFull(entry.task.pool)
         {
             targets[i].queue.append(entry)
             return .runInline(start(slot))

@@ -28,14 +28,10 @@ public struct ExecutionContext: Sendable, Hashable {
     public var sequence: UInt64
     /// The attempt number, starting at 1. An idempotent executor can key on `(sequence, attempt)`.
     public var attempt: Int
-    /// The attempt's timeout (``SchedulerConfiguration/timeout``), counted from the call: the
-    /// attempt is cancelled when it expires. `nil` when attempts have none.
-    public var timeout: Duration?
 
     @inlinable
-    public init(sequence: UInt64, attempt: Int, timeout: Duration? = nil) {
+    public init(sequence: UInt64, attempt: Int) {
         self.sequence = sequence
         self.attempt = attempt
-        self.timeout = timeout
     }
 }

@@ -175,18 +175,4 @@ import Testing
         }
         #expect(executor.events.filter { $0.kind == .start }.map(\.attempt) == [1, 3, 1])
     }
-
-    @Test("Every attempt is told its timeout, inline or not", arguments: [nil, Duration.seconds(7)])
-    func contextCarriesTimeout(timeout: Duration?) async {
-        let seen = Mutex<[Duration?]>([])
-        let configuration = SchedulerConfiguration(maxConcurrency: 2, timeout: timeout)
-        let sync = SynchronousExecutor<Int> { _, context in seen.withLock { $0.append(context.timeout) } }
-        _ = await Scheduler(executor: sync, configuration: configuration).run(ListSource(tasks(["A", "A", "B"])))
-        let async = ClosureExecutor<Int> { _, context in
-            await Task.yield()
-            seen.withLock { $0.append(context.timeout) }
-        }
-        _ = await Scheduler(executor: async, configuration: configuration).run(ListSource(tasks(["A", "A", "B"])))
-        #expect(seen.withLock { $0 } == Array(repeating: timeout, count: 6))
-    }
 }

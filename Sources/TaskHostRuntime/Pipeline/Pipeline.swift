@@ -109,7 +109,7 @@ package final class Pipeline: Sendable {
                     throw Self.fail(executor, in: config, error.message, nil)
                 }
                 instances.append(instance)
-                executors.append(PluginExecutor(instance: instance))
+                executors.append(PluginExecutor(instance: instance, attemptTimeout: config.timeout))
             case .function(let function):
                 executors.append(function)
             }
