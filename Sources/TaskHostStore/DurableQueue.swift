@@ -401,6 +401,7 @@ package final class DurableQueue: @unchecked Sendable {
     }
 
     /// Runs `body` inside the next group commit and returns its result once committed.
+    @inlinable
     @discardableResult
     package func perform<T: Sendable>(_ body: @escaping (SQLiteDatabase) throws -> T) async throws(QueueError) -> T {
         let result: Result<T, QueueError> = await withCheckedContinuation { continuation in

@@ -36,23 +36,24 @@ package struct TargetFeed<Row: FeedRow> {
     /// Rows of one target in the scheduler at most.
     package let window: Int
     /// The last row the cursor read from the queue.
-    package private(set) var lastRead: Int64 = 0
+    package internal(set) var lastRead: Int64 = 0
     /// The last row the cursor handed on or left in the queue: a refill reads up to it, never
     /// beyond (later rows are still ahead of the cursor).
-    package private(set) var lastPassed: Int64 = 0
-    private var buffer: Deque<Row> = []
+    package internal(set) var lastPassed: Int64 = 0
+    @usableFromInline var buffer: Deque<Row> = []
     /// Rows handed to the scheduler and not final yet, per target.
-    package private(set) var handed: [TargetID: Int] = [:]
+    package internal(set) var handed: [TargetID: Int] = [:]
     /// The first row the cursor left in the queue, per target.
-    package private(set) var leftFrom: [TargetID: Int64] = [:]
-    package private(set) var parked: Set<TargetID> = []
+    package internal(set) var leftFrom: [TargetID: Int64] = [:]
+    package internal(set) var parked: Set<TargetID> = []
     /// Drained targets: their rows up to this one were dead-lettered by the drain.
-    private var drainedThrough: [TargetID: Int64] = [:]
+    @usableFromInline var drainedThrough: [TargetID: Int64] = [:]
     /// Targets with room again and rows left in the queue, in the order they got room.
-    private var refills: Deque<TargetID> = []
+    @usableFromInline var refills: Deque<TargetID> = []
     /// Rows a refill read, handed before anything else.
-    private var refilled: Deque<Row> = []
+    @usableFromInline var refilled: Deque<Row> = []
 
+    @inlinable
     package init(window: Int) {
         precondition(window >= 1, "a target's window is at least one row")
         self.window = window
@@ -60,10 +61,12 @@ package struct TargetFeed<Row: FeedRow> {
 
     /// Whether the cursor left rows in the queue that only a refill will hand on (parked
     /// targets' rows wait for a release and do not count).
+    @inlinable
     package var isHoldingBack: Bool {
         !refilled.isEmpty || !refills.isEmpty || leftFrom.keys.contains { !parked.contains($0) }
     }
 
+    @inlinable
     package mutating func next() -> Next {
         while let row = refilled.popFirst() {
             if let drained = drainedThrough[row.target], row.row <= drained { continue }
@@ -91,6 +94,7 @@ package struct TargetFeed<Row: FeedRow> {
     }
 
     /// Rows the cursor read (queued, after ``lastRead``, in arrival order).
+    @inlinable
     package mutating func read(_ rows: [Row]) {
         guard let last = rows.last else { return }
         buffer.append(contentsOf: rows)
@@ -99,6 +103,7 @@ package struct TargetFeed<Row: FeedRow> {
 
     /// The rows a refill read: handed next. Fewer than `limit` means the target caught up with
     /// the cursor.
+    @inlinable
     package mutating func refilled(_ target: TargetID, rows: [Row], limit: Int) {
         if rows.count < limit {
             leftFrom[target] = nil
@@ -113,13 +118,15 @@ package struct TargetFeed<Row: FeedRow> {
     /// A handed row of `target` became final (succeeded, dead-lettered, drained). Returns
     /// whether a refill is now due (wake the feed).
     @discardableResult
+    @inlinable
     package mutating func finished(_ target: TargetID) -> Bool {
         let left = handed[target, default: 0] - 1
         handed[target] = left > 0 ? left : nil
         return refillIfRoom(target)
     }
 
-    private mutating func refillIfRoom(_ target: TargetID) -> Bool {
+    @inlinable
+    mutating func refillIfRoom(_ target: TargetID) -> Bool {
         guard leftFrom[target] != nil, !parked.contains(target), handed[target, default: 0] <= window / 2,
             !refills.contains(target)
         else { return false }
@@ -128,10 +135,12 @@ package struct TargetFeed<Row: FeedRow> {
     }
 
     /// The target gets no more rows until ``release(_:)``.
+    @inlinable
     package mutating func park(_ target: TargetID) { parked.insert(target) }
 
     /// Resumes a parked target; returns whether a refill is due.
     @discardableResult
+    @inlinable
     package mutating func release(_ target: TargetID) -> Bool {
         guard parked.remove(target) != nil else { return false }
         return refillIfRoom(target)
@@ -141,6 +150,7 @@ package struct TargetFeed<Row: FeedRow> {
     /// rows in the scheduler are dropped there. Later rows of the target are handed as usual.
     /// Returns whether a refill is due (rows after `row` that the cursor left in the queue).
     @discardableResult
+    @inlinable
     package mutating func drained(_ target: TargetID, through row: Int64) -> Bool {
         parked.remove(target)
         handed[target] = nil
