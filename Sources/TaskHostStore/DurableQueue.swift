@@ -143,6 +143,25 @@ package struct StoredTask: Sendable {
     package var notBefore: Int64
     /// Attempts during which the host died (see ``HostCrashes``).
     package var crashes: Int
+
+    package init(
+        row: Int64, source: String, seq: UInt64, taskId: String?, target: TargetID, executor: String, priority: Int,
+        payload: String, raw: String, batch: String?, attempts: Int, notBefore: Int64, crashes: Int
+    ) {
+        self.row = row
+        self.source = source
+        self.seq = seq
+        self.taskId = taskId
+        self.target = target
+        self.executor = executor
+        self.priority = priority
+        self.payload = payload
+        self.raw = raw
+        self.batch = batch
+        self.attempts = attempts
+        self.notBefore = notBefore
+        self.crashes = crashes
+    }
 }
 
 /// How far a file source has read: the byte after the last committed line.

@@ -1,14 +1,6 @@
 import DequeModule
 import TaskHostScheduler
 
-/// A queued row as the feed sees it: its place in arrival order and its target.
-package protocol FeedRow: Sendable {
-    var row: Int64 { get }
-    var target: TargetID { get }
-}
-
-extension StoredTask: FeedRow {}
-
 /// Which queued rows the durable store hands to the scheduler, and when: by target, so that a
 /// backlog of any size on one target never keeps another target's tasks out of the scheduler's
 /// buffer (docs/semantics.md, "Where the window is").
@@ -21,7 +13,12 @@ extension StoredTask: FeedRow {}
 /// are handed in arrival order, each row once.
 ///
 /// A pure state machine: the store performs what ``next()`` asks (read, refill) and reports back.
-package struct TargetFeed<Row: FeedRow> {
+package struct TargetFeed {
+    /// A queued row: its place in arrival order (`row`) and its target. Concrete, not generic: the
+    /// runtime calls the feed for every row, and a generic one was called unspecialized across the
+    /// module boundary (a profile of the durable run).
+    package typealias Row = StoredTask
+
     /// What the store does next.
     package enum Next {
         /// Hand this row to the scheduler.

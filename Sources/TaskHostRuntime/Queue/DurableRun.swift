@@ -20,7 +20,7 @@ final class DurableRun: Sendable {
     let logger: Logger
 
     struct FeedState {
-        var feed: TargetFeed<StoredTask>
+        var feed: TargetFeed
         var sourcesDone = false
         var stopped = false
         var generation: UInt64 = 0
@@ -130,7 +130,7 @@ final class DurableRun: Sendable {
     func nextRow() async -> StoredTask? {
         while true {
             enum Step {
-                case next(TargetFeed<StoredTask>.Next, generation: UInt64, done: Bool)
+                case next(TargetFeed.Next, generation: UInt64, done: Bool)
                 case end
             }
             let step = feed.withLock { state -> Step in
