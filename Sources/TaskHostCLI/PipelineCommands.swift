@@ -19,7 +19,8 @@ struct RunCommand: AsyncParsableCommand {
             The first SIGINT or SIGTERM stops intake and gives running tasks the grace period \
             (shutdown.gracePeriodMs, 10 s by default); a second one stops at once. Exit codes: 0 every \
             task succeeded (or stays in the durable queue); 1 some tasks were dead-lettered, parked, rejected \
-            or cut off by shutdown; 2 the configuration is wrong or the queue cannot be opened; 3 the queue \
+            or cut off by shutdown; 2 the configuration is wrong, the queue cannot be opened, or a source or \
+            endpoint cannot run (a port in use); 3 the queue \
             failed during the run (a full disk).
             """)
 
@@ -61,6 +62,7 @@ struct RunCommand: AsyncParsableCommand {
             + "\(summary.rejected) inputs rejected, \(summary.retries) retries"
             + (loaded.queue != nil ? ", \(summary.leftQueued) left in the queue\n" : "\n")
         FileHandle.standardError.write(Data(line.utf8))
+        if let error = summary.sourceError { printError(error) }
         if let error = summary.queueError { printError(error) }
         if summary.exitCode != 0 { throw ExitCode(summary.exitCode) }
     }

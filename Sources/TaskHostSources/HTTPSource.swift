@@ -28,7 +28,7 @@ struct HTTPSource: TaskSource {
         let router = intakeRouter(
             source: self, isFull: { intake.isFull },
             isStopped: { stopper.isStopped.load(ordering: .acquiring) || intake.failure != nil }, admit: admitLines)
-        await serve(router, on: listen, logger: logger)
+        try await serve(router, on: listen, logger: logger)
     }
 }
 
@@ -97,8 +97,10 @@ package func hostAndPort(_ address: String) -> (String, Int) {
     return (String(address[..<colon]), Int(address[address.index(after: colon)...])!)
 }
 
-/// Runs a Hummingbird application until the surrounding task is cancelled.
-package func serve(_ router: Router<BasicRequestContext>, on address: String, logger: Logger) async {
+/// Runs a Hummingbird application until the run's graceful shutdown reaches it; throws when it
+/// cannot listen (an address in use, not allowed).
+package func serve(_ router: Router<BasicRequestContext>, on address: String, logger: Logger) async throws(SourceError)
+{
     let (host, port) = hostAndPort(address)
     var quiet = logger
     quiet.logLevel = .warning
@@ -108,6 +110,8 @@ package func serve(_ router: Router<BasicRequestContext>, on address: String, lo
     do {
         try await app.run()
     } catch {
-        logger.error("cannot serve on \(address): \(error)")
+        throw SourceError(
+            path: address,
+            message: "cannot listen (\(error)): free the port, or give another address in the configuration")
     }
 }

@@ -619,6 +619,48 @@ extension PipelineTests {
 
     static func freePort() -> Int { Int.random(in: 20_000..<40_000) }
 
+    /// A listening socket on a loopback port, held until closed: another server cannot bind it.
+    static func holdPort() -> (port: Int, descriptor: Int32) {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                _ = bind(descriptor, raw, size)
+                _ = listen(descriptor, 1)
+                _ = getsockname(descriptor, raw, &size)
+            }
+        }
+        return (Int(UInt16(bigEndian: address.sin_port)), descriptor)
+    }
+
+    @Test(
+        "A source or endpoint whose port is taken stops the run with exit code 2 and the address",
+        arguments: ["source", "endpoint"])
+    func portTaken(which: String) async throws {
+        let folder = Paths.scratch()
+        let (port, descriptor) = Self.holdPort()
+        defer { close(descriptor) }
+        let free = Self.freePort()
+        let listen = which == "source" ? port : free
+        let metrics = which == "endpoint" ? port : free
+        let run = try await runInProcess(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              api: { kind: http, listen: "127.0.0.1:\(listen)", executor: echo }
+            results: { path: \(folder)/results.jsonl }
+            metrics: { listen: "127.0.0.1:\(metrics)" }
+            queue: memory
+            """, in: folder)
+        #expect(run.exitCode == 2, "\(run)")
+        #expect(run.summary.sourceError?.contains("127.0.0.1:\(port): cannot listen") == true, "\(run)")
+    }
+
     @Test("POST tasks with a bearer token; wrong token, oversized body and bad lines are answered; metrics are served")
     func httpSource() async throws {
         let folder = Paths.scratch()

@@ -61,11 +61,15 @@ package final class Pipeline: Sendable {
         package var seconds = 0.0
         /// The durable queue failed (a full disk, an unwritable file): the run stopped.
         package var queueError: String?
+        /// A source or endpoint could not run (its port taken, its folder gone): the run stopped.
+        package var sourceError: String?
 
         /// 0: every task succeeded (or stays queued in the durable queue); 1: some were
-        /// dead-lettered, parked, rejected or cancelled; 3: the durable queue failed.
+        /// dead-lettered, parked, rejected or cancelled; 2: a source or endpoint could not run;
+        /// 3: the durable queue failed.
         package var exitCode: Int32 {
             if queueError != nil { return 3 }
+            if sourceError != nil { return 2 }
             return deadLettered + rejected + parked + cancelled == 0 ? 0 : 1
         }
     }
@@ -306,6 +310,17 @@ package final class Pipeline: Sendable {
             hooks: store.hooks(for: self))
         await store.ready(for: self, scheduler: scheduler)
 
+        // A source or endpoint that cannot run stops the run at once (exit code 2), saying why.
+        let sourceFailure = Mutex<String?>(nil)
+        let failed: @Sendable (SourceError) -> Void = { [logger] error in
+            let first = sourceFailure.withLock { failure -> Bool in
+                defer { if failure == nil { failure = error.description } }
+                return failure == nil
+            }
+            logger.error("\(error.description); stopping")
+            if first { stop.requestNow() }
+        }
+
         // The parts of the run, in the order they start; they stop in the reverse order.
         let outcome = Mutex<RunSummary<PipelineTask>?>(nil)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -336,13 +351,17 @@ package final class Pipeline: Sendable {
         if let listen = config.metricsListen {
             let counters = self.counters
             let logger = self.logger
-            // An endpoint that cannot serve (its port taken) is logged; the run goes on without it.
+            // An endpoint that cannot serve (its port taken) stops the run, as a source that cannot.
             let depth: (@Sendable () async -> Int?)? = store.isDurable ? { @Sendable in await store.depth() } : nil
             add("operations endpoint", ends: .ignore) {
                 let router = operationsRouter(
                     metrics: metrics, snapshot: { scheduler.snapshot() }, perSource: { counters.perSource },
                     durableQueued: depth)
-                await serve(router, on: listen, logger: logger)
+                do throws(SourceError) {
+                    try await serve(router, on: listen, logger: logger)
+                } catch {
+                    failed(error)
+                }
             }
         }
         for (name, body) in store.services(for: self, scheduler: scheduler) { add(name, body) }
@@ -383,10 +402,10 @@ package final class Pipeline: Sendable {
             let reader = makeSource(source)
             add("source \(source.name)", ends: .ignore) { [logger] in
                 await withGracefulShutdownHandler {
-                    do {
+                    do throws(SourceError) {
                         try await reader.run(into: intake, stopper: stopper, logger: logger)
                     } catch {
-                        logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
+                        failed(error)
                     }
                 } onGracefulShutdown: {
                     stopper.stop()
@@ -421,8 +440,9 @@ package final class Pipeline: Sendable {
                 for await _ in requests { await group.triggerGracefulShutdown() }
             }
         }
-        guard let summary = outcome.withLock({ $0 }) else { return Summary() }
         var out = Summary()
+        out.sourceError = sourceFailure.withLock { $0 }
+        guard let summary = outcome.withLock({ $0 }) else { return out }
         await store.close(summary, pipeline: self, into: &out)
         results?.flush()
         deadLetters?.flush()
