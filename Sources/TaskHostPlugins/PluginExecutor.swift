@@ -332,31 +332,13 @@ public final class PluginExecutor: TaskItemExecutor, Sendable {
     public var supportsImmediateExecution: Bool { true }
 
     public func executeImmediately(_ task: TaskItem<String>, context: ExecutionContext) -> ImmediateOutcome {
-        // The scheduler's inline path, written out rather than through ``attemptInline`` (paired
-        // runs: P1 12.5 -> 16 million tasks/s): see it for what each step does.
-        let token = TokenCache.take()
-        let opaque = token.toOpaque()
-        var outcome = th_outcome()
-        outcome.struct_size = UInt32(MemoryLayout<th_outcome>.size)
-        outcome.retry_after_ms = -1
-        let status = withPluginTask(task, context, timeout: attemptTimeout) { pluginTask in
-            executeFunction(instancePointer, pluginTask, OpaquePointer(opaque), &outcome)
+        switch attemptInline(task, context, wantsOutcome: outputs != nil) {
+        case .ok: return .succeeded
+        case .pending: return .deferred
+        case .outcome(let result):
+            outputs?(task, context, result)
+            return map(result).map { .failed($0) } ?? .succeeded
         }
-        if status == TH_PENDING {
-            let call = token.takeUnretainedValue()
-            pending.withLock { $0[Key(sequence: context.sequence, attempt: context.attempt)] = call }
-            return .deferred
-        }
-        outcome.status = status
-        if token._withUnsafeGuaranteedRef({ $0.isUntouched }) {
-            TokenCache.give(token)
-        } else {
-            instance.context.misbehaviour(.completionAndSynchronousStatus(status: status, sequence: context.sequence))
-        }
-        if status == TH_OK, outputs == nil { return .succeeded }
-        let result = PluginOutcome(outcome)
-        outputs?(task, context, result)
-        return map(result).map { .failed($0) } ?? .succeeded
     }
 
     public func execute(_ task: TaskItem<String>, context: ExecutionContext) async throws {
