@@ -276,9 +276,9 @@ public final class Scheduler<Executor: TaskItemExecutor, C: Clock>: Sendable whe
                 let admission = state.withLock { state in
                     let admission =
                         if let prior {
-                            state.admit(task, history: prior, now: now, inline: true, &wakeups)
+                            state.admit(task, history: prior, now: now, inline: false, &wakeups)
                         } else {
-                            state.admit(task, now: now, inline: true, detachable: false, &wakeups)
+                            state.admit(task, now: now, inline: false, detachable: false, &wakeups)
                         }
                     cursor.hasRoom = state.intakeHasRoom
                     return admission

@@ -51,6 +51,10 @@ final class DurableRecord: Sendable {
     let crashes: Int
     /// The running attempt's slot in the journal, -1 when none.
     let journalSlot = Atomic<Int>(-1)
+    /// Set while this row, a suspect, holds the ``SuspectGate``: from its start until its outcome
+    /// is committed (a suspect let in before that commit could crash the host and have this one
+    /// counted again beside it).
+    let holdsGate = Atomic<Bool>(false)
 
     init(row: Int64, attempts: Int, notBefore: Int64, crashes: Int) {
         self.row = row

@@ -205,6 +205,9 @@ final class DurableRun: Sendable {
     /// Commits how an attempt ended; only then is its journal entry cleared, so a crash before the
     /// commit counts the attempt and the next run carries a higher attempt number.
     func record(_ outcome: RecordedOutcome, of record: DurableRecord, attempt: Int, target: TargetID) async {
+        // A suspect lets the next one in only now: had it left the gate when its attempt ended, a
+        // suspect let in before this commit could crash the host and have this one counted again.
+        defer { if record.holdsGate.exchange(false, ordering: .relaxed) { suspects.leave() } }
         if hasFailed { return }
         let now = unixMilliseconds()
         do {

@@ -65,11 +65,9 @@ extension DurableRun: PipelineStore {
         let results = pipeline.results
         let deadLetters = pipeline.deadLetters
         // A line about a task is written before the task's new state is committed.
-        queue.beforeCommit.withLock {
-            $0 = {
-                results?.flush()
-                deadLetters?.flush()
-            }
+        queue.setBeforeCommit {
+            results?.flush()
+            deadLetters?.flush()
         }
         let reclaimed = try recover()
         if reclaimed > 0 {
@@ -113,7 +111,8 @@ extension DurableRun: PipelineStore {
             throw NonRetryableError(HostCrashes(crashes: crashes(of: record)))
         }
         try await suspects.enter()
-        defer { suspects.leave() }
+        // Left once the attempt's outcome is committed (``record(_:of:attempt:target:)``).
+        record.holdsGate.store(true, ordering: .relaxed)
         // Journaled once it really runs: a crash while it waited for the gate is not its own.
         leased(record, attempt: context.attempt)
         switch router.executeImmediately(task, context: context) {
