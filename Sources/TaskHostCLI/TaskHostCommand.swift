@@ -22,7 +22,7 @@ struct TaskHostCommand: AsyncParsableCommand {
             """,
         subcommands: [
             RunCommand.self, CheckCommand.self, PluginCommand.self, EnqueueCommand.self, StatusCommand.self,
-            TargetsCommand.self, DeadLettersCommand.self,
+            TargetsCommand.self, DeadLettersCommand.self, TasksCommand.self,
         ])
 }
 

@@ -397,7 +397,7 @@ package struct ConfigReader {
     }
 
     /// `queue: memory`, `queue: durable`, or `queue: { path, synchronous, retainFinishedMs,
-    /// maxSizeMB }`. The default is durable, in `.taskhost/<name>/queue.db` beside the file.
+    /// maxSizeMB, dedupWindowMs }`. The default is durable, in `.taskhost/<name>/queue.db` beside the file.
     func queue(_ node: Node?) throws(ConfigError) -> QueueSettings? {
         var settings = QueueSettings(path: QueueSettings.defaultPath(forConfig: file))
         guard let node else { return settings }
@@ -412,7 +412,7 @@ package struct ConfigReader {
             }
         }
         for (key, value) in try mapping(
-            node, "queue", allowed: ["path", "synchronous", "retainFinishedMs", "maxSizeMB"])
+            node, "queue", allowed: ["path", "synchronous", "retainFinishedMs", "maxSizeMB", "dedupWindowMs"])
         {
             switch key {
             case "path": settings.path = try string(value, "queue.path")
@@ -421,6 +421,8 @@ package struct ConfigReader {
                     value, "queue.synchronous", QueueSettings.Synchronous.self, QueueSettings.Synchronous.allCases)
             case "retainFinishedMs":
                 settings.retainFinished = .milliseconds(try int(value, "queue.retainFinishedMs", minimum: 0))
+            case "dedupWindowMs":
+                settings.dedupWindow = .milliseconds(try int(value, "queue.dedupWindowMs", minimum: 0))
             default: settings.maxSizeMB = try int(value, "queue.maxSizeMB", minimum: 1)
             }
         }

@@ -28,6 +28,23 @@ package protocol SourceIntake: Sendable {
     var isFull: Bool { get }
     /// Why the queue failed, when it did.
     var failure: String? { get }
+    /// Decodes and admits the lines of one request as one append: all of them are committed, or
+    /// none (the queue is full, the run stops). For sources that answer each request (HTTP).
+    func acceptAll(_ lines: [String]) async -> BatchOutcome
+    /// The source takes input now (HTTP: its port is bound): the pipeline may report it ready.
+    func serving()
+}
+
+/// What became of the lines of one request (``SourceIntake/acceptAll(_:)``).
+package enum BatchOutcome: Sendable {
+    /// Appended (or refused as malformed, or answered as duplicates), line by line.
+    case admitted([Admitted])
+    /// The durable queue is full: nothing was appended; try again after `retryAfter` seconds.
+    case queueFull(retryAfter: Int)
+    /// The scheduler's buffer is full (`queue: memory`): nothing was appended.
+    case busy(retryAfter: Int)
+    /// The run stops, or the queue failed: nothing was appended.
+    case unavailable(String)
 }
 
 /// What became of one input line.
@@ -36,10 +53,14 @@ package struct Admitted: Sendable {
     package var id: String?
     /// Why it was refused (it went to the dead letters); nil when admitted.
     package var error: String?
+    /// The state of the task that already holds this id (`queued`, `running`, `succeeded`,
+    /// `deadLettered`): this line was a duplicate and was not queued again.
+    package var duplicateOf: String?
 
-    package init(id: String?, error: String?) {
+    package init(id: String?, error: String?, duplicateOf: String? = nil) {
         self.id = id
         self.error = error
+        self.duplicateOf = duplicateOf
     }
 }
 

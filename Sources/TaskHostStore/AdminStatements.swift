@@ -177,3 +177,61 @@ extension SQLiteDatabase {
         return try run("DELETE FROM tasks WHERE \(clause)", bindings)
     }
 }
+
+/// One task as `taskhost tasks show` prints it.
+package struct TaskDetails: Sendable {
+    package var row: Int64
+    package var id: String?
+    package var state: TaskState
+    package var source: String
+    package var seq: UInt64
+    /// nil for an input that could not be read.
+    package var target: TargetID?
+    package var executor: String?
+    package var attempts: Int
+    /// Unix ms; nil when not yet.
+    package var enqueuedAt: Int64
+    package var startedAt: Int64?
+    package var finishedAt: Int64?
+    package var notBefore: Int64
+    package var error: String?
+    package var output: String?
+    /// The input line (empty once compacted).
+    package var input: String
+
+    /// The target's text (an integer's digits), and whether it is an integer.
+    package var targetText: String? { target?.storedText }
+    package var targetIsInteger: Bool { target?.storedKind == 1 }
+}
+
+extension SQLiteDatabase {
+    /// The task a producer's id names; or, for `SOURCE-SEQ` (the id the host gives a task that
+    /// came without one), that source's task.
+    package func taskDetails(id: String) throws -> TaskDetails? {
+        let columns = """
+            SELECT id, task_id, state, source, seq, target_kind, target, executor, attempts, enqueued_at, started_at,
+                finished_at, not_before, error, output, raw FROM tasks
+            """
+        var statement = try self.statement(columns + " WHERE task_id = ?")
+        try statement.bind([.text(id)])
+        if try !statement.step() {
+            statement.reset()
+            guard let dash = id.lastIndex(of: "-"), let seq = Int64(id[id.index(after: dash)...]) else { return nil }
+            statement = try self.statement(columns + " WHERE task_id IS NULL AND source = ? AND seq = ?")
+            try statement.bind([.text(String(id[..<dash])), .integer(seq)])
+            guard try statement.step() else {
+                statement.reset()
+                return nil
+            }
+        }
+        defer { statement.reset() }
+        return TaskDetails(
+            row: statement.int(0), id: statement.text(1), state: TaskState(rawValue: statement.int(2)) ?? .queued,
+            source: statement.text(3) ?? "", seq: UInt64(max(0, statement.int(4))),
+            target: TargetID(kind: statement.int(5), text: statement.text(6)), executor: statement.text(7),
+            attempts: Int(statement.int(8)), enqueuedAt: statement.int(9),
+            startedAt: statement.isNull(10) ? nil : statement.int(10),
+            finishedAt: statement.isNull(11) ? nil : statement.int(11), notBefore: statement.int(12),
+            error: statement.text(13), output: statement.text(14), input: statement.text(15) ?? "")
+    }
+}

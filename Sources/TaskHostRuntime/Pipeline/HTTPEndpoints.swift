@@ -32,6 +32,8 @@ final class PipelineMetrics: Sendable {
     let durableQueued: Prometheus.Gauge?
     let queueWait: DurationHistogram
     let execution: DurationHistogram
+    /// 1 while the durable queue is full (intake refused or paused), else 0.
+    let queueFull: Prometheus.Gauge
 
     init(durable: Bool) {
         let registry = PrometheusCollectorRegistry()
@@ -66,6 +68,8 @@ final class PipelineMetrics: Sendable {
             ? registry.makeGauge(
                 descriptor: name("durable_queued", "", "Tasks in the durable queue waiting to start"))
             : nil
+        queueFull = registry.makeGauge(
+            descriptor: name("queue_full", "", "1 while the durable queue is full and intake is refused or paused"))
         let buckets: [Duration] = [
             .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
             .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
@@ -86,6 +90,17 @@ final class PipelineMetrics: Sendable {
         ).increment()
     }
 
+    /// Counts an input a source could not take in: `queue_full` (HTTP 503, a file source paused),
+    /// `buffer_full` (HTTP 429), `unavailable` (the run stops or the queue failed).
+    func intakeRefused(source: String, reason: String) {
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "taskhost", metricName: "intake_refused", unitName: "total",
+                helpText: "Appends a source could not make (requests answered 503/429, pauses of a file source)"),
+            labels: [("source", source), ("reason", reason)]
+        ).increment()
+    }
+
     func update(from snapshot: SchedulerSnapshot) {
         running.set(Double(snapshot.running))
         queued.set(Double(snapshot.queued))
@@ -97,11 +112,87 @@ final class PipelineMetrics: Sendable {
     }
 }
 
-/// `/metrics` (Prometheus text), `/healthz` and `/status` (JSON) on the metrics address.
+/// What a source is doing, for `/readyz`.
+enum SourceStatus: String, Sendable {
+    /// Not taking input yet (an http source before its port is bound).
+    case starting
+    case serving
+    /// Waiting for room in the full queue.
+    case paused
+    /// Its input ended (a file read once).
+    case finished
+}
+
+/// Whether the pipeline takes input: each source's status and whether the queue is full. Shared by
+/// the intakes, the compaction and `/readyz`.
+final class PipelineHealth: Sendable {
+    let sources: Mutex<[String: SourceStatus]>
+    private let full = Atomic<Bool>(false)
+    let metrics: PipelineMetrics
+
+    init(sources: [String], metrics: PipelineMetrics) {
+        self.sources = Mutex(Dictionary(uniqueKeysWithValues: sources.map { ($0, .starting) }))
+        self.metrics = metrics
+        metrics.queueFull.set(Double(0))
+    }
+
+    var queueFull: Bool { full.load(ordering: .relaxed) }
+
+    func setQueueFull(_ value: Bool) {
+        if full.exchange(value, ordering: .relaxed) != value { metrics.queueFull.set(Double(value ? 1 : 0)) }
+    }
+
+    func set(_ source: String, _ status: SourceStatus) { sources.withLock { $0[source] = status } }
+}
+
+/// What `/readyz` checks beside the sources and the queue's room.
+struct Readiness: Sendable {
+    let health: PipelineHealth
+    /// Why the durable queue failed, if it did.
+    let queueFailure: @Sendable () -> String?
+    let durable: Bool
+    /// Executors made (plugins loaded, functions resolved) of those configured.
+    let executors: (loaded: Int, configured: Int)
+
+    /// The answer: ready, and a JSON body naming each part and what is not ready.
+    func check(shuttingDown: Bool) -> (ready: Bool, body: [UInt8]) {
+        var problems: [String] = []
+        let sources = health.sources.withLock { $0 }.sorted { $0.key < $1.key }
+        for (name, status) in sources where status == .starting || status == .paused {
+            problems.append(
+                status == .starting ? "source \(name) is not serving yet" : "source \(name) waits for room in the queue")
+        }
+        let queue: String
+        if let failure = queueFailure() {
+            queue = "failed"
+            problems.append("the queue failed: \(failure)")
+        } else if health.queueFull {
+            queue = "full"
+            problems.append("the queue is full (queue.maxSizeMB or the disk): intake is refused until tasks finish")
+        } else {
+            queue = durable ? "writable" : "memory"
+        }
+        if executors.loaded < executors.configured {
+            problems.append("\(executors.configured - executors.loaded) executors are not loaded")
+        }
+        if shuttingDown { problems.append("the pipeline is stopping") }
+        var body = JSONObjectWriter()
+        body.add("ready", raw: problems.isEmpty ? "true" : "false")
+        body.add("sources", raw: "{" + sources.map { "\(quote($0.key)):\(quote($0.value.rawValue))" }.joined(separator: ",") + "}")
+        body.add("queue", queue)
+        body.add("executors", raw: "{\"loaded\":\(executors.loaded),\"configured\":\(executors.configured)}")
+        body.add("problems", raw: "[" + problems.map(quote).joined(separator: ",") + "]")
+        return (problems.isEmpty, body.finished)
+    }
+}
+
+/// `/metrics` (Prometheus text), `/livez` (alias `/healthz`), `/readyz` and `/status` (JSON) on
+/// the metrics address.
 func operationsRouter(
     metrics: PipelineMetrics, snapshot: @escaping @Sendable () -> SchedulerSnapshot?,
     perSource: @escaping @Sendable () -> [String: Int],
-    durableQueued: (@Sendable () async -> Int?)? = nil
+    durableQueued: (@Sendable () async -> Int?)? = nil,
+    readiness: Readiness? = nil
 ) -> Router<BasicRequestContext> {
     let router = Router()
     router.get("/metrics") { _, _ -> Response in
@@ -112,7 +203,20 @@ func operationsRouter(
         return Response(
             status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
     }
+    // Liveness: the process answers (its event loops run). `/healthz` is kept as its alias.
+    router.get("/livez") { _, _ -> String in "ok\n" }
     router.get("/healthz") { _, _ -> String in "ok\n" }
+    // Readiness: every source serving, the queue writable and not full, the executors loaded.
+    router.get("/readyz") { _, _ -> Response in
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        guard let readiness else {
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "{\"ready\":true}")))
+        }
+        let (ready, body) = readiness.check(shuttingDown: snapshot()?.shuttingDown ?? false)
+        return Response(
+            status: ready ? .ok : .serviceUnavailable, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
     router.get("/status") { _, _ -> Response in
         var status = JSONObjectWriter()
         if let s = snapshot() {

@@ -45,6 +45,8 @@ package final class Pipeline: Sendable {
     let queue: DurableQueue?
     /// Forwarded by the executable: see ``commandsArrived()``.
     let commandWakeups = CommandWakeups()
+    /// Whether the pipeline takes input (`/readyz`): each source's status, the queue's room.
+    let health: PipelineHealth
 
     /// What a run did, for the summary and the exit code.
     package struct Summary: Sendable {
@@ -97,6 +99,7 @@ package final class Pipeline: Sendable {
         self.logger = logger
         metrics = PipelineMetrics(durable: config.queue != nil)
         counters = Counters(sources: config.sources.map(\.name))
+        health = PipelineHealth(sources: config.sources.map(\.name), metrics: metrics)
         var executors: [any AnsweringExecutor] = []
         var instances: [PluginInstance] = []
         for executor in config.executors {
@@ -353,10 +356,13 @@ package final class Pipeline: Sendable {
             let logger = self.logger
             // An endpoint that cannot serve (its port taken) stops the run, as a source that cannot.
             let depth: (@Sendable () async -> Int?)? = store.isDurable ? { @Sendable in await store.depth() } : nil
+            let readiness = Readiness(
+                health: health, queueFailure: { store.failureMessage }, durable: store.isDurable,
+                executors: (executors.count, config.executors.count))
             add("operations endpoint", ends: .ignore) {
                 let router = operationsRouter(
                     metrics: metrics, snapshot: { scheduler.snapshot() }, perSource: { counters.perSource },
-                    durableQueued: depth)
+                    durableQueued: depth, readiness: readiness)
                 do throws(SourceError) {
                     try await serve(router, on: listen, logger: logger)
                 } catch {
@@ -400,6 +406,7 @@ package final class Pipeline: Sendable {
                 pipeline: self, source: source, store: store, stopper: stopper,
                 isFull: { scheduler.snapshot().intakeWaitingForRoom })
             let reader = makeSource(source)
+            let health = self.health
             add("source \(source.name)", ends: .ignore) { [logger] in
                 await withGracefulShutdownHandler {
                     do throws(SourceError) {
@@ -410,6 +417,7 @@ package final class Pipeline: Sendable {
                 } onGracefulShutdown: {
                     stopper.stop()
                 }
+                health.set(source.name, .finished)
                 if sourcesLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { store.sourcesFinished() }
             }
         }
@@ -494,6 +502,26 @@ package final class Pipeline: Sendable {
             bytes: deadLetterLine(
                 id: task.id, target: task.targetId, source: task.payload.source, seq: task.payload.seq,
                 input: task.payload.raw, error: error, attempts: attempts))
+    }
+
+    /// A task whose id an earlier task holds: not queued; its result line says so, with the state of
+    /// the task that holds the id.
+    func writeDuplicate(_ task: TaskItem<PipelineTask>, existing: ExistingTask) {
+        counters.finished.add(1, ordering: .relaxed)
+        task.payload.batch?.final(failed: false)
+        guard let results else { return }
+        var record = JSONObjectWriter()
+        record.add("id", task.id)
+        switch task.targetId {
+        case .integer(let value): record.add("targetId", value)
+        case .string(let value): record.add("targetId", value as String?)
+        }
+        record.add("source", task.payload.source)
+        record.add("seq", task.payload.seq)
+        record.add("executor", config.executors[task.payload.executor].name)
+        record.add("status", "duplicate")
+        record.add("state", existing.state.name)
+        results.write(bytes: record.finished)
     }
 
     func writeResult(_ task: TaskItem<PipelineTask>, status: String, attempts: Int, error: String?) {
