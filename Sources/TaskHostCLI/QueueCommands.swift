@@ -307,7 +307,8 @@ struct TasksCommand: AsyncParsableCommand {
         }
         let shown = Shown(
             id: task.id ?? id, row: task.row, state: task.state.name, source: task.source, seq: task.seq,
-            target: task.targetText, targetIsInteger: task.targetIsInteger, executor: task.executor, attempts: task.attempts,
+            target: task.targetText, targetIsInteger: task.targetIsInteger, executor: task.executor,
+            attempts: task.attempts,
             enqueuedAt: Self.time(task.enqueuedAt) ?? "", startedAt: Self.time(task.startedAt),
             finishedAt: Self.time(task.finishedAt), notBefore: Self.time(task.notBefore), error: task.error,
             output: task.output, input: task.input)

@@ -160,7 +160,8 @@ struct Readiness: Sendable {
         let sources = health.sources.withLock { $0 }.sorted { $0.key < $1.key }
         for (name, status) in sources where status == .starting || status == .paused {
             problems.append(
-                status == .starting ? "source \(name) is not serving yet" : "source \(name) waits for room in the queue")
+                status == .starting ? "source \(name) is not serving yet" : "source \(name) waits for room in the queue"
+            )
         }
         let queue: String
         if let failure = queueFailure() {
@@ -178,7 +179,9 @@ struct Readiness: Sendable {
         if shuttingDown { problems.append("the pipeline is stopping") }
         var body = JSONObjectWriter()
         body.add("ready", raw: problems.isEmpty ? "true" : "false")
-        body.add("sources", raw: "{" + sources.map { "\(quote($0.key)):\(quote($0.value.rawValue))" }.joined(separator: ",") + "}")
+        body.add(
+            "sources",
+            raw: "{" + sources.map { "\(quote($0.key)):\(quote($0.value.rawValue))" }.joined(separator: ",") + "}")
         body.add("queue", queue)
         body.add("executors", raw: "{\"loaded\":\(executors.loaded),\"configured\":\(executors.configured)}")
         body.add("problems", raw: "[" + problems.map(quote).joined(separator: ",") + "]")
@@ -211,11 +214,13 @@ func operationsRouter(
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         guard let readiness else {
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "{\"ready\":true}")))
+            return Response(
+                status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "{\"ready\":true}")))
         }
         let (ready, body) = readiness.check(shuttingDown: snapshot()?.shuttingDown ?? false)
         return Response(
-            status: ready ? .ok : .serviceUnavailable, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+            status: ready ? .ok : .serviceUnavailable, headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
     router.get("/status") { _, _ -> Response in
         var status = JSONObjectWriter()

@@ -100,7 +100,8 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
         if result.succeeded {
             pipeline.health.setQueueFull(false)
             pipeline.health.set(source.name, .serving)
-            pipeline.logger.info("the queue has room again: the source goes on", metadata: ["source": "\(source.name)"])
+            pipeline.logger.notice(
+                "the queue has room again: the source goes on", metadata: ["source": "\(source.name)"])
         }
         return result.succeeded
     }
