@@ -160,15 +160,25 @@ extension SQLiteDatabase {
         let (clause, bindings) = selection.clause
         let unreadable = try integer(
             "SELECT count(*) FROM tasks WHERE \(clause) AND (target IS NULL OR executor IS NULL)", bindings)
+        // The new rows take over the old rows' ids (unique): the old ones give them up first.
+        try execute("CREATE TEMP TABLE IF NOT EXISTS requeued(id INTEGER PRIMARY KEY, task_id TEXT)")
+        try execute("DELETE FROM temp.requeued")
+        try run(
+            """
+            INSERT INTO temp.requeued(id, task_id) SELECT id, task_id FROM tasks
+            WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL
+            """, bindings)
+        try run("UPDATE tasks SET task_id = NULL WHERE id IN (SELECT id FROM temp.requeued)")
         let requeued = try run(
             """
             INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
                 batch, enqueued_at)
-            SELECT \(TaskState.queued.rawValue), source, seq, task_id, target_kind, target, executor, priority,
-                payload, raw, NULL, ?
-            FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL ORDER BY id
-            """, [.integer(now)] + bindings)
-        try run("DELETE FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL", bindings)
+            SELECT \(TaskState.queued.rawValue), t.source, t.seq, r.task_id, t.target_kind, t.target, t.executor,
+                t.priority, t.payload, t.raw, NULL, ?
+            FROM tasks t JOIN temp.requeued r ON t.id = r.id ORDER BY t.id
+            """, [.integer(now)])
+        try run("DELETE FROM tasks WHERE id IN (SELECT id FROM temp.requeued)")
+        try execute("DELETE FROM temp.requeued")
         return (requeued, Int(unreadable ?? 0))
     }
 

@@ -638,31 +638,37 @@ package final class DurableQueue: @unchecked Sendable {
         throws -> [Int: ExistingTask]
     {
         var duplicates: [Int: ExistingTask] = [:]
+        // A taken id leaves the row out (the unique index on task_id); only then is the holder read.
         let statement = try db.statement(
             """
             INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
                 batch, enqueued_at, finished_at, error)
             VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(task_id) WHERE task_id IS NOT NULL DO NOTHING
             """)
         var nextSeq: [String: UInt64] = [:]
         for (index, task) in tasks.enumerated() {
             nextSeq[task.source] = max(nextSeq[task.source] ?? 0, task.seq + 1)
-            if let id = task.taskId, let existing = try db.task(withId: id) {
-                if !existing.state.isFinal || existing.finishedAt > dedupAfter {
-                    duplicates[index] = ExistingTask(row: existing.row, state: existing.state)
-                    continue
-                }
-                try db.releaseTaskId(row: existing.row)
-            }
-            statement.reset()
             let dead = task.rejected != nil
-            try statement.bind([
+            let values: [SQLiteValue] = [
                 .integer((dead ? TaskState.dead : TaskState.queued).rawValue), .text(task.source),
                 .integer(Int64(task.seq)), .optional(task.taskId), .integer(task.target?.storedKind ?? 0),
                 .optional(task.target?.storedText), .optional(task.executor), .int(task.priority),
                 .optional(task.payload), .text(task.raw), .optional(task.batch), .integer(now),
                 dead ? .integer(now) : .null, .optional(task.rejected),
-            ])
+            ]
+            statement.reset()
+            try statement.bind(values)
+            _ = try statement.step()
+            guard let id = task.taskId, db.changes == 0, let existing = try db.task(withId: id) else { continue }
+            if !existing.state.isFinal || existing.finishedAt > dedupAfter {
+                duplicates[index] = ExistingTask(row: existing.row, state: existing.state)
+                continue
+            }
+            // Its holder finished before the window: the id is free again.
+            try db.releaseTaskId(row: existing.row)
+            statement.reset()
+            try statement.bind(values)
             _ = try statement.step()
         }
         for (source, next) in nextSeq {

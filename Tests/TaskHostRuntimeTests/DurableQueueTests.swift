@@ -730,7 +730,9 @@ import Testing
         let second = try await runInProcess(config, in: folder)
         #expect(second.exitCode == 0, "\(second)")
         let queue = try D.queue(folder)
-        #expect(try D.count(queue, "PRAGMA user_version") == 2)
+        #expect(try D.count(queue, "PRAGMA user_version") == Int(DurableQueue.schemaVersion))
+        // Schema 3: a producer's id is unique.
+        #expect(try D.count(queue, "SELECT count(*) FROM sqlite_master WHERE name = 'tasks_by_task_id'") == 1)
         #expect(
             try D.count(queue, "SELECT count(*) FROM tasks WHERE state = 2 AND attempts = 2 AND crashes = 0") == 1)
     }
