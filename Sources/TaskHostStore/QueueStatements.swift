@@ -253,11 +253,21 @@ extension SQLiteDatabase {
             DELETE FROM tasks WHERE state = \(Self.succeeded) AND finished_at <= ?
                 AND (task_id IS NULL OR finished_at <= ?)
             """, [.integer(before), .integer(dedupAfter)])
+        // Slimmed by moving, not in place: rows shrunk in place would keep their pages (a page each
+        // for tasks of a kilobyte or more), and a full queue would stay full.
+        let columns = """
+            state, source, seq, task_id, target_kind, target, executor, priority, batch, attempts, crashes,
+            not_before, enqueued_at, started_at, finished_at, error
+            """
+        try execute("CREATE TEMP TABLE IF NOT EXISTS slimmed AS SELECT id, \(columns) FROM tasks WHERE 0")
         try run(
             """
-            UPDATE tasks SET payload = NULL, raw = '', output = NULL
+            INSERT INTO temp.slimmed SELECT id, \(columns) FROM tasks
             WHERE state = \(Self.succeeded) AND finished_at <= ? AND task_id IS NOT NULL AND raw <> ''
             """, [.integer(before)])
+        try run("DELETE FROM tasks WHERE id IN (SELECT id FROM temp.slimmed)")
+        try run("INSERT INTO tasks(raw, \(columns)) SELECT '', \(columns) FROM temp.slimmed ORDER BY id")
+        try run("DELETE FROM temp.slimmed")
         try execute("PRAGMA incremental_vacuum(2000)")
         return removed
     }

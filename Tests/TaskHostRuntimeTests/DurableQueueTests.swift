@@ -764,11 +764,14 @@ import Testing
         #expect(Set(seqs) == Set(1...15))
     }
 
-    @Test("A full queue pauses a file source until finished tasks are compacted; the host runs on, each task once")
-    func fullQueue() async throws {
+    /// With the default dedup window, finished tasks keep a slim row each (their ids): it must not
+    /// keep the page of the whole task, or the queue stays full.
+    @Test(
+        "A full queue pauses a file source until finished tasks are compacted; the host runs on, each task once",
+        .timeLimit(.minutes(2)), arguments: [(6000, "0"), (2000, "86400000")])
+    func fullQueue(tasks: Int, dedupWindowMs: String) async throws {
         let folder = Paths.scratch()
         let padding = String(repeating: "x", count: 400)
-        let tasks = 6000
         try P.write(
             (0..<tasks).map { #"{"targetId": \#($0 % 50), "id": "q\#($0)", "data": "\#(padding)"}"# }
                 .joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
@@ -781,7 +784,7 @@ import Testing
             sources:
               tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: archive }
             results: { path: \(folder)/out/results.jsonl }
-            queue: { maxSizeMB: 1, dedupWindowMs: 0 }
+            queue: { maxSizeMB: 1, dedupWindowMs: \(dedupWindowMs) }
             """, in: folder)
         #expect(run.exitCode == 0, "\(run)")
         #expect(run.summary.queueError == nil, "\(run)")

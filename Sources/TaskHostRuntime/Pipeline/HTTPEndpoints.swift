@@ -138,9 +138,15 @@ final class PipelineHealth: Sendable {
 
     var queueFull: Bool { full.load(ordering: .relaxed) }
 
+    private let warnedStuck = Atomic<Bool>(false)
+
     func setQueueFull(_ value: Bool) {
         if full.exchange(value, ordering: .relaxed) != value { metrics.queueFull.set(Double(value ? 1 : 0)) }
+        if !value { warnedStuck.store(false, ordering: .relaxed) }
     }
+
+    /// True once per time the queue is full with nothing left to finish: the caller warns.
+    func warnStuck() -> Bool { !warnedStuck.exchange(true, ordering: .relaxed) }
 
     func set(_ source: String, _ status: SourceStatus) { sources.withLock { $0[source] = status } }
 }

@@ -96,6 +96,7 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(2))
             result = await intake.flush()
+            if case .full = result { pipeline.health.setQueueFull(true) }
         }
         if result.succeeded {
             pipeline.health.setQueueFull(false)

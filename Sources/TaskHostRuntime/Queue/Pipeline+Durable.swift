@@ -401,13 +401,21 @@ extension Pipeline {
         let window = Int64((run.queue.settings.dedupWindow.seconds * 1000).rounded())
         do {
             let now = unixMilliseconds()
-            let removed = try await run.queue.perform { db in
-                try db.compact(finishedBefore: now - retain, dedupAfter: now - window)
+            let (removed, open) = try await run.queue.perform { db in
+                (try db.compact(finishedBefore: now - retain, dedupAfter: now - window), full ? try db.countOpen() : 1)
             }
             if removed > 0 {
                 logger.debug("queue compacted", metadata: ["removed": "\(removed)"])
                 // Room again, perhaps: the next append finds out.
                 if full { health.setQueueFull(false) }
+            } else if open == 0, health.warnStuck() {
+                // Nothing left to finish: only room given back by the operator helps.
+                logger.error(
+                    "the queue is full of dead letters and of finished tasks' ids kept for queue.dedupWindowMs: intake waits until there is room",
+                    metadata: [
+                        "queue": "\(run.queue.path)",
+                        "remedy": "raise queue.maxSizeMB, lower queue.dedupWindowMs, or purge dead letters",
+                    ])
             }
         } catch {
             run.fail(error)
