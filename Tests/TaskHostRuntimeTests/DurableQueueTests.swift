@@ -485,7 +485,7 @@ import Testing
         process.environment = ProcessInfo.processInfo.environment.merging([
             "TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no",
         ]) { $1 }
-        FileManager.default.createFile(atPath: folder + "/stderr.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: folder + "/stderr.log", contents: nil)
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: folder + "/stderr.log"))
         process.standardOutput = FileHandle.nullDevice
         try process.run()

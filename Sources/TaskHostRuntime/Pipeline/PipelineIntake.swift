@@ -49,6 +49,8 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
             return Admitted(id: item.id ?? "\(source.name)-\(seq)", error: nil)
         case .failure(let rejection):
             pipeline.counters.rejected.add(1, ordering: .relaxed)
+            // Answered to its sender (400 with the reason): reported, not a failure of the run.
+            if source.kind == .http { pipeline.counters.rejectedAnswered.add(1, ordering: .relaxed) }
             pipeline.metrics.rejected.increment()
             batch?.rejected()
             pipeline.deadLetters?.write(
@@ -62,7 +64,7 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
                 checkpoint: checkpoint)
             pipeline.logger.warning(
                 "task rejected",
-                metadata: ["source": "\(source.name)", "seq": "\(seq)", "reason": "\(rejection.reason)"])
+                metadata: ["source": "\(source.name)", "seq": .stringConvertible(seq), "reason": "\(rejection.reason)"])
             return Admitted(id: nil, error: rejection.reason)
         }
     }

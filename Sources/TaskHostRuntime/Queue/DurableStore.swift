@@ -73,7 +73,7 @@ extension DurableRun: PipelineStore {
         if reclaimed > 0 {
             logger.warning(
                 "tasks were running when the previous host stopped: they go back to the head of their targets",
-                metadata: ["tasks": "\(reclaimed)"])
+                metadata: ["tasks": .stringConvertible(reclaimed)])
         }
         try pipeline.resumeSpools(self)
     }

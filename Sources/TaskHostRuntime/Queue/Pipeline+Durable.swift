@@ -360,7 +360,7 @@ extension Pipeline {
         do {
             let before = unixMilliseconds() - retain
             let removed = try await run.queue.perform { db in try db.compact(finishedBefore: before) }
-            if removed > 0 { logger.debug("queue compacted", metadata: ["removed": "\(removed)"]) }
+            if removed > 0 { logger.debug("queue compacted", metadata: ["removed": .stringConvertible(removed)]) }
         } catch {
             run.fail(error)
         }
