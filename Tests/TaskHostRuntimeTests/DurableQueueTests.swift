@@ -178,7 +178,7 @@ import Testing
             process.terminate()
         }
         #expect(first.status == 0, "\(first.stderr)")
-        #expect(first.stderr.contains("6 left in the queue"), "\(first.stderr)")
+        #expect(first.stderr.contains(#""leftQueued":6"#), "\(first.stderr)")
         let queue = try Self.queue(folder)
         #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0") == 6)
         #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0 AND attempts = 1") == 2)
