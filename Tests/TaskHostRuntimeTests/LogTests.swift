@@ -92,4 +92,43 @@ import Testing
         #expect(wrong.status != 0)
         #expect(wrong.stderr.contains("TASKHOST_LOG_LEVEL=verbose"), "\(wrong.stderr)")
     }
+
+    @Test(
+        "queue: memory writes results and dead letters as tasks finish, while the run goes on",
+        arguments: ["memory", "durable"])
+    func resultsWhileRunning(queue: String) async throws {
+        let folder = Paths.scratch()
+        let port = HTTPSourceTests.freePort()
+        let run = try await runInProcess(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              api: { kind: http, listen: "127.0.0.1:\(port)", executor: echo }
+            results: { path: \(folder)/results.jsonl }
+            deadLetter: { path: \(folder)/dead.jsonl }
+            \(queue == "memory" ? "queue: memory" : "")
+            """, in: folder
+        ) { stop in
+            let url = "http://127.0.0.1:\(port)/tasks"
+            var posted = false
+            for _ in 0..<400 where !posted {
+                let body = #"{"targetId": 1, "id": "a"}"# + "\n" + #"{"targetId": 2, "id": "b"}"# + "\n" + "not json"
+                posted = (try? await HTTPSourceTests.request(url, method: "POST", body: body))?.status == 202
+                if !posted { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(posted)
+            // Both lines and the dead letter reach the files while the host runs (bounded wait).
+            var lines = 0
+            var dead = 0
+            for _ in 0..<500 where lines < 2 || dead < 1 {
+                try await Task.sleep(for: .milliseconds(10))
+                lines = ((try? PipelineTests.records(folder + "/results.jsonl")) ?? []).count
+                dead = ((try? PipelineTests.records(folder + "/dead.jsonl")) ?? []).count
+            }
+            #expect(lines == 2 && dead == 1, "results: \(lines), dead letters: \(dead), before the stop")
+            stop.request()
+        }
+        #expect(run.summary.succeeded == 2, "\(run)")
+    }
 }
