@@ -38,10 +38,16 @@ package final class DescriptorReader: Sendable {
 
     /// The next chunk; empty at end of file; nil when stopped or on an error.
     package func read(max: Int = 64 * 1024) async -> [UInt8]? {
+        await read(from: descriptor, max: max)
+    }
+
+    /// The next chunk of `other` (a file this reader's owner opened); empty at end of file; nil
+    /// when stopped or on an error.
+    package func read(from other: Int32, max: Int = 64 * 1024) async -> [UInt8]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
-                    continuation.resume(returning: self.blockingRead(max: max))
+                    continuation.resume(returning: self.blockingRead(other, max: max))
                 }
             }
         } onCancel: {
@@ -55,12 +61,12 @@ package final class DescriptorReader: Sendable {
     }
 
     /// Waits until `other` (an inotify descriptor) is readable and returns what it read; nil when
-    /// stopped.
-    package func waitForEvents(on other: Int32) async -> [UInt8]? {
+    /// stopped. With a `timeout` (milliseconds), returns no events once it passed.
+    package func waitForEvents(on other: Int32, timeout: Int32 = -1) async -> [UInt8]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
-                    continuation.resume(returning: self.blockingWait(other))
+                    continuation.resume(returning: self.blockingWait(other, timeout: timeout))
                 }
             }
         } onCancel: {
@@ -68,15 +74,19 @@ package final class DescriptorReader: Sendable {
         }
     }
 
-    private func blockingWait(_ other: Int32) -> [UInt8]? {
-        guard waitReadable(other) else { return nil }
+    private func blockingWait(_ other: Int32, timeout: Int32) -> [UInt8]? {
+        switch waitReadable(other, timeout: timeout) {
+        case false: return nil
+        case nil: return []
+        case true: break
+        }
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
         let count = Glibc.read(other, &buffer, buffer.count)
         return count > 0 ? Array(buffer[..<count]) : []
     }
 
-    private func blockingRead(max: Int) -> [UInt8]? {
-        while waitReadable(descriptor) {
+    private func blockingRead(_ descriptor: Int32, max: Int) -> [UInt8]? {
+        while waitReadable(descriptor) == true {
             var buffer = [UInt8](repeating: 0, count: max)
             let count = Glibc.read(descriptor, &buffer, max)
             if count < 0 {
@@ -89,16 +99,19 @@ package final class DescriptorReader: Sendable {
         return nil
     }
 
-    /// Blocks until `fd` is readable (true) or `stop()` was called (false).
-    private func waitReadable(_ fd: Int32) -> Bool {
+    /// Blocks until `fd` is readable (true), `stop()` was called (false) or `timeout` milliseconds
+    /// passed (nil; -1 waits without end).
+    private func waitReadable(_ fd: Int32, timeout: Int32 = -1) -> Bool? {
         var fds = [
             pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
         ]
         while !stopped.load(ordering: .acquiring) {
-            if poll(&fds, 2, -1) < 0 {
+            let ready = poll(&fds, 2, timeout)
+            if ready < 0 {
                 if errno == EINTR { continue }
                 return false
             }
+            if ready == 0 { return nil }
             if fds[1].revents != 0 { return false }
             if fds[0].revents != 0 { return true }
         }
