@@ -35,7 +35,7 @@ struct FileSource: TaskSource {
         }
         let identity = intake.keepsCheckpoints ? fileIdentity(path) : nil
         try await readLines(
-            path: path, from: start.offset, follow: false, stopper: stopper, flush: { await intake.flush() }
+            path: path, from: start.offset, stopper: stopper, flush: { await intake.flush() }
         ) { line, end in
             let checkpoint = identity.map {
                 Checkpoint(source: name, file: path, device: $0.device, inode: $0.inode, offset: end, complete: false)
@@ -110,7 +110,7 @@ struct DirectorySource: TaskSource {
                 }
                 do {
                     try await readLines(
-                        path: path, from: offset, follow: false, stopper: stopper, flush: { await intake.flush() }
+                        path: path, from: offset, stopper: stopper, flush: { await intake.flush() }
                     ) { line, end in
                         await intake.admit(line, batch: tracker, checkpoint: checkpoint(end, false))
                     }

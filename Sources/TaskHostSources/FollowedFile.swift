@@ -50,9 +50,6 @@ package func followLines(
     var offset = start.offset
     if let rotated = start.rotated {
         if let old = try OpenFile(rotated) {
-            logger.info(
-                "the file was rotated since it was read: reading the rest of the rotated file first",
-                metadata: ["file": "\(rotated)", "offset": "\(offset)"])
             file = old
         } else {
             offset = 0
@@ -88,7 +85,12 @@ package func followLines(
                 splitter = LineSplitter()
                 continue
             }
-            if let named = statIdentity(path), named.identity != current.identity, named.size > 0 || links == 0 {
+            let named = statIdentity(path)
+            if let named, named.identity != current.identity, named.size == 0, links > 0 {
+                // A new file, empty yet: the old one stays open until the new one gets its first byte.
+                watch.watchNext(path)
+            }
+            if let named, named.identity != current.identity, named.size > 0 || links == 0 {
                 // Read the old file to its end once more after seeing the new one: what was
                 // appended in between belongs to the old one.
                 if !replaced {
@@ -130,15 +132,17 @@ func statIdentity(_ path: String) -> (identity: FileIdentity, size: Int64)? {
     return (FileIdentity(device: Int64(info.st_dev), inode: Int64(info.st_ino)), Int64(info.st_size))
 }
 
-/// The file whose device and inode are given, among the siblings of `path` whose name begins
-/// with its name (`in.jsonl.1`, `in.jsonl-20261207`): where a rotated file went. Nil when there is
-/// none (compressed, moved to another folder, or deleted).
+/// The file whose device and inode are given, among the files beside `path` whose name begins
+/// with its name up to the first dot (`in.jsonl.1`, `in.jsonl-20261207`, `in-20261207.jsonl` for
+/// `in.jsonl`): where a rotated file went. Nil when there is none (compressed, moved to another
+/// folder, or deleted).
 package func rotatedFile(of path: String, device: Int64, inode: Int64) -> (path: String, size: Int64)? {
     let url = URL(fileURLWithPath: path)
     let folder = url.deletingLastPathComponent().path
     let name = url.lastPathComponent
+    let stem = name.split(separator: ".", omittingEmptySubsequences: false).first.map(String.init) ?? name
     let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
-    for sibling in names.sorted() where sibling != name && sibling.hasPrefix(name) {
+    for sibling in names.sorted() where sibling != name && sibling.hasPrefix(stem.isEmpty ? name : stem) {
         let candidate = folder + "/" + sibling
         if let found = statIdentity(candidate), found.identity == FileIdentity(device: device, inode: inode) {
             return (candidate, found.size)
@@ -175,10 +179,12 @@ private final class OpenFile {
     }
 }
 
-/// inotify on a followed file (appends, truncation) and on its folder (a new file under its name).
+/// inotify on a followed file (appends, truncation), on its folder (a new file under its name),
+/// and on a new file that is empty yet (its first byte).
 private final class FollowWatch {
     let descriptor: Int32
     private var fileWatch: Int32 = -1
+    private var nextWatch: Int32 = -1
 
     init(path: String) {
         descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
@@ -195,5 +201,16 @@ private final class FollowWatch {
         if fileWatch >= 0 { inotify_rm_watch(descriptor, fileWatch) }
         fileWatch = inotify_add_watch(
             descriptor, "/proc/self/fd/\(file.descriptor)", UInt32(IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF))
+        // The file that was next is this one now (the same watch), or another that is not.
+        if nextWatch >= 0, nextWatch != fileWatch { inotify_rm_watch(descriptor, nextWatch) }
+        nextWatch = -1
+    }
+
+    /// Watches the file `path` names now for its first write.
+    func watchNext(_ path: String) {
+        guard descriptor >= 0 else { return }
+        let added = inotify_add_watch(descriptor, path, UInt32(IN_MODIFY))
+        if nextWatch >= 0, nextWatch != added, nextWatch != fileWatch { inotify_rm_watch(descriptor, nextWatch) }
+        nextWatch = added
     }
 }

@@ -179,10 +179,10 @@ package final class Watch: Sendable {
     deinit { close(descriptor) }
 }
 
-/// Reads a file of JSON lines from `offset`; with `follow`, keeps reading what is appended (like
-/// `tail -f`). Each line comes with the offset of the byte after it.
+/// Reads a file of JSON lines from `offset` to its end (``followLines(path:from:stopper:logger:flush:_:)``
+/// follows one as it grows). Each line comes with the offset of the byte after it.
 package func readLines(
-    path: String, from offset: Int64 = 0, follow: Bool, stopper: StopSignal, flush: () async -> Void,
+    path: String, from offset: Int64 = 0, stopper: StopSignal, flush: () async -> Void,
     _ line: @escaping (String, Int64) async -> Bool
 ) async throws(SourceError) {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC)
@@ -193,17 +193,10 @@ package func readLines(
     if offset > 0 { lseek(descriptor, off_t(offset), SEEK_SET) }
     let reader = DescriptorReader(descriptor: descriptor)
     stopper.register(reader)
-    let watch = follow ? Watch(path: path, mask: UInt32(IN_MODIFY)) : nil
     var splitter = LineSplitter(base: offset)
     while true {
         guard let chunk = await reader.read() else { return }
-        if chunk.isEmpty {
-            await flush()
-            guard let watch else { break }
-            // End of file for now: wait until the file grows.
-            guard await reader.waitForEvent(on: watch.descriptor) else { return }
-            continue
-        }
+        if chunk.isEmpty { break }
         if !(await splitter.feed(chunk, line)) {
             await flush()
             return

@@ -1,4 +1,5 @@
 import Foundation
+import TaskHostSources
 import Testing
 
 @testable import TaskHostRuntime
@@ -132,5 +133,18 @@ import Testing
         }
         #expect(third.exitCode == 0, "\(third)")
         #expect(Self.ids(folder).sorted() == (1...7).map { "t\($0)" }, "\(first)\n\(second)\n\(third)")
+    }
+
+    @Test("A rotated file is found beside the path by its device and inode, under logrotate's names")
+    func rotatedFileLookup() throws {
+        let folder = Paths.scratch()
+        let path = folder + "/in.jsonl"
+        for name in ["in.jsonl.1", "in-20261207.jsonl", "other.jsonl"] {
+            try Self.create("", at: folder + "/" + name)
+            var info = stat()
+            #expect(stat(folder + "/" + name, &info) == 0)
+            let found = rotatedFile(of: path, device: Int64(info.st_dev), inode: Int64(info.st_ino))
+            #expect(found?.path == (name == "other.jsonl" ? nil : folder + "/" + name), "\(name)")
+        }
     }
 }
