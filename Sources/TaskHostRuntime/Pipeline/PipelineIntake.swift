@@ -34,10 +34,10 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
             source: source, executors: pipeline.config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
     }
 
-    func start(file: String?) async -> (offset: Int64, complete: Bool) {
+    func start(file: String?) async -> (offset: Int64, complete: Bool, rotated: String?) {
         let point = await store.start(source: source.name, file: file, pipeline: pipeline)
         sequence.store(point.seq - 1, ordering: .relaxed)
-        return (point.offset, point.complete)
+        return (point.offset, point.complete, point.rotated)
     }
 
     func accept(_ line: String, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {

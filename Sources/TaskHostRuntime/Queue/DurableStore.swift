@@ -39,8 +39,9 @@ extension DurableRun: PipelineStore {
 
     var failureMessage: String? { failure.withLock { $0?.message } }
 
-    func start(source: String, file: String?, pipeline: Pipeline) async -> (seq: UInt64, offset: Int64, complete: Bool)
-    {
+    func start(source: String, file: String?, pipeline: Pipeline) async -> (
+        seq: UInt64, offset: Int64, complete: Bool, rotated: String?
+    ) {
         await pipeline.resumePoint(source, file: file, run: self)
     }
 
