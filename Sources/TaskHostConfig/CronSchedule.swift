@@ -167,6 +167,7 @@ package struct CronSchedule: Sendable, Equatable {
             }
             guard let value = Int(number), value <= 1_000_000 else { return nil }
             seconds += value * scale
+            guard seconds <= 100 * 366 * 86_400 else { return nil }
             number = ""
             units += 1
         }

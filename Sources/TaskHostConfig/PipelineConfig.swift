@@ -566,7 +566,8 @@ package struct ConfigReader {
                 schedule = .every(.milliseconds(try int(period, "\(key).periodMs", minimum: 1)))
             case (nil, let cron?):
                 let text = try string(cron, "\(key).cron")
-                let zone = try value("timezone").map { node throws(ConfigError) in try timeZone(node, "\(key).timezone")
+                let zone = try value("timezone").map { node throws(ConfigError) in
+                    try timeZone(node, "\(key).timezone")
                 }
                 do {
                     schedule = .cron(try CronSchedule(parsing: text, timeZone: zone ?? TimeZone(identifier: "UTC")!))

@@ -155,7 +155,7 @@ import Testing
             ("* * * FOO *", "bad month 'FOO'; write values in 1-12 or JAN-DEC"),
             ("* * * * FRI-MON", "runs backwards"), ("*/0 * * * *", "bad step"), ("@reboot", "unknown macro"),
             ("@every 0s", "@every takes one duration"), ("@every 5x", "@every takes one duration"),
-            ("@every", "@every takes one duration"),
+            ("@every", "@every takes one duration"), ("@every 999999d999999d999999d", "@every takes one duration"),
         ])
     func refused(_ cron: String, _ message: String) {
         #expect {
