@@ -85,6 +85,13 @@ struct CheckCommand: AsyncParsableCommand {
             print(
                 "\(config): valid (\(loaded.executors.count) executor\(loaded.executors.count == 1 ? "" : "s"), "
                     + "\(loaded.sources.count) source\(loaded.sources.count == 1 ? "" : "s"))")
+            // Each cron schedule's next three fire times, as `systemd-analyze calendar` shows them.
+            let now = Date()
+            for source in loaded.sources {
+                guard case .interval(.cron(let cron), _, _) = source.input else { continue }
+                let times = cron.upcoming(3, after: now).map(cron.rfc3339)
+                print("sources.\(source.name): next \(times.joined(separator: ", "))")
+            }
         } catch {
             printError(error.description)
             throw ExitCode(2)
