@@ -342,7 +342,7 @@ final class RecordingIntake: SourceIntake {
     func flush() async -> Bool { true }
     var canContinue: Bool { true }
     var keepsCheckpoints: Bool { false }
-    func start(file: String?) async -> (offset: Int64, complete: Bool) { (0, false) }
+    func start(file: String?) async -> (offset: Int64, complete: Bool, rotated: String?) { (0, false, nil) }
     func openBatch(_ name: String) async -> (tracker: BatchTracker, offset: Int64, complete: Bool) {
         (BatchTracker(name: name, done: { _ in }), 0, false)
     }
