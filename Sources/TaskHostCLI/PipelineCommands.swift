@@ -19,7 +19,7 @@ struct RunCommand: AsyncParsableCommand {
             The first SIGINT or SIGTERM stops intake and gives running tasks the grace period \
             (shutdown.gracePeriodMs, 10 s by default); a second one stops at once. Exit codes: 0 every \
             task succeeded (or stays in the durable queue); 1 some tasks were dead-lettered, parked, rejected \
-            or cut off by shutdown; 2 the configuration is wrong, the queue cannot be opened, or a source or \
+            (an HTTP source's rejections are answered, not counted here) or cut off by shutdown; 2 the configuration is wrong, the queue cannot be opened, or a source or \
             endpoint cannot run (a port in use); 3 the queue \
             failed during the run (a full disk).
             """)
@@ -31,9 +31,10 @@ struct RunCommand: AsyncParsableCommand {
     var quiet = false
 
     @OptionGroup var options: PluginOptions
+    @OptionGroup var logs: LogOptions
 
     func run() async throws {
-        let logger = Logging.bootstrapped()
+        let logger = Logging.bootstrapped(logs)
         // Signals are handled here, in one place, from the start: a tool's SIGUSR1 may reach a host
         // that is still opening its queue.
         let stop = PipelineStop()
@@ -51,17 +52,12 @@ struct RunCommand: AsyncParsableCommand {
         if loaded.metricsListen != nil {
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: pipeline.metricsRegistry))
         }
-        let showProgress = !quiet && isatty(2) != 0
+        let showProgress = !quiet && isatty(2) != 0 && !Logging.json.load(ordering: .relaxed)
         let progress: (@Sendable (Pipeline.Progress) -> Void)? = showProgress ? printProgress : nil
         let summary = await pipeline.run(stop: stop, progress: progress)
         withExtendedLifetime(signals) {}
         if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        let line =
-            "taskhost: \(summary.admitted) tasks in \(String(format: "%.2f", summary.seconds)) s: \(summary.succeeded) succeeded, "
-            + "\(summary.deadLettered) dead-lettered, \(summary.parked) parked, \(summary.cancelled) cancelled, "
-            + "\(summary.rejected) inputs rejected, \(summary.retries) retries"
-            + (loaded.queue != nil ? ", \(summary.leftQueued) left in the queue\n" : "\n")
-        FileHandle.standardError.write(Data(line.utf8))
+        printSummary(summary, durable: loaded.queue != nil)
         if let error = summary.sourceError { printError(error) }
         if let error = summary.queueError { printError(error) }
         if summary.exitCode != 0 { throw ExitCode(summary.exitCode) }
@@ -89,6 +85,13 @@ struct CheckCommand: AsyncParsableCommand {
             print(
                 "\(config): valid (\(loaded.executors.count) executor\(loaded.executors.count == 1 ? "" : "s"), "
                     + "\(loaded.sources.count) source\(loaded.sources.count == 1 ? "" : "s"))")
+            // Each cron schedule's next three fire times, as `systemd-analyze calendar` shows them.
+            let now = Date()
+            for source in loaded.sources {
+                guard case .interval(.cron(let cron), _, _) = source.input else { continue }
+                let times = cron.upcoming(3, after: now).map(cron.rfc3339)
+                print("sources.\(source.name): next \(times.joined(separator: ", "))")
+            }
         } catch {
             printError(error.description)
             throw ExitCode(2)
@@ -193,66 +196,6 @@ extension PluginOptions {
     }
 }
 
-enum Logging {
-    /// swift-log to standard error: JSON lines when it is not a terminal, text when it is.
-    static func bootstrapped() -> Logger {
-        let json = isatty(2) == 0
-        LoggingSystem.bootstrap { label in
-            if json { return JSONLogHandler(label: label) }
-            return StreamLogHandler.standardError(label: label)
-        }
-        var logger = Logger(label: "taskhost")
-        logger.logLevel = .info
-        return logger
-    }
-}
-
-/// One JSON object per log line, on standard error, written with the host's one JSON writer
-/// (a `JSONSerialization` and a date formatter per line cost ten times the work they log).
-struct JSONLogHandler: LogHandler {
-    let label: String
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        var line = JSONObjectWriter()
-        line.add("time", rfc3339Now())
-        line.add("level", "\(event.level)")
-        line.add("logger", label)
-        line.add("message", "\(event.message)")
-        let fields = event.metadata.map { metadata.merging($0, uniquingKeysWith: { $1 }) } ?? metadata
-        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            // A metadata key that names a field of the line itself is kept apart, not duplicated.
-            let name = ["time", "level", "logger", "message"].contains(key) ? "metadata." + key : key
-            line.add(dynamic: name, "\(value)")
-        }
-        var bytes = line.finished
-        bytes.append(10)
-        bytes.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
-    }
-}
-
-/// Now in RFC 3339, UTC, with milliseconds.
-func rfc3339Now() -> String {
-    var now = timespec()
-    clock_gettime(CLOCK_REALTIME, &now)
-    var parts = tm()
-    var seconds = now.tv_sec
-    gmtime_r(&seconds, &parts)
-    func pad(_ value: Int32, _ width: Int) -> String {
-        let text = String(value)
-        return String(repeating: "0", count: max(0, width - text.count)) + text
-    }
-    return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-        + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))."
-        + "\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
-}
-
 /// The progress line: done (of the total when known), rate, and the time left.
 @Sendable func printProgress(_ progress: Pipeline.Progress) {
     let rate = progress.seconds > 0 ? Double(progress.done) / progress.seconds : 0
@@ -265,5 +208,27 @@ func rfc3339Now() -> String {
     } else {
         line += " done, \(Int(rate)) tasks/s"
     }
+    FileHandle.standardError.write(Data(line.utf8))
+}
+
+/// The closing line of `run`: text, or a log line with its counts as numbers when logs are JSON.
+func printSummary(_ summary: Pipeline.Summary, durable: Bool) {
+    if Logging.json.load(ordering: .relaxed) {
+        var fields: Logger.Metadata = [
+            "tasks": .stringConvertible(summary.admitted), "seconds": .stringConvertible(summary.seconds),
+            "succeeded": .stringConvertible(summary.succeeded),
+            "deadLettered": .stringConvertible(summary.deadLettered), "parked": .stringConvertible(summary.parked),
+            "cancelled": .stringConvertible(summary.cancelled), "rejected": .stringConvertible(summary.rejected),
+            "retries": .stringConvertible(summary.retries), "exitCode": .stringConvertible(summary.exitCode),
+        ]
+        if durable { fields["leftQueued"] = .stringConvertible(summary.leftQueued) }
+        JSONLogHandler.write(level: .info, label: "taskhost", message: "run finished", metadata: fields)
+        return
+    }
+    let line =
+        "taskhost: \(summary.admitted) tasks in \(String(format: "%.2f", summary.seconds)) s: \(summary.succeeded) succeeded, "
+        + "\(summary.deadLettered) dead-lettered, \(summary.parked) parked, \(summary.cancelled) cancelled, "
+        + "\(summary.rejected) inputs rejected, \(summary.retries) retries"
+        + (durable ? ", \(summary.leftQueued) left in the queue\n" : "\n")
     FileHandle.standardError.write(Data(line.utf8))
 }

@@ -3,6 +3,7 @@ import Foundation
 import TaskHostConfig
 import TaskHostPlugins
 import TaskHostRuntime
+import TaskHostScheduler
 import TaskHostStore
 
 /// The configuration and its durable queue, for the operator's commands.
@@ -97,8 +98,11 @@ struct StatusCommand: AsyncParsableCommand {
             print(String(decoding: try encoder.encode(status), as: UTF8.self))
             return
         }
-        func list(_ names: [String], _ count: Int? = nil) -> String {
-            names.isEmpty ? "" : ": " + names.joined(separator: ", ") + ((count ?? 0) > names.count ? ", ..." : "")
+        func list(_ targets: [TargetID], _ count: Int? = nil) -> String {
+            targets.isEmpty
+                ? ""
+                : ": " + targets.map(\.commandLineText).joined(separator: ", ")
+                    + ((count ?? 0) > targets.count ? ", ..." : "")
         }
         print("queue:        \(status.path) (\(status.fileBytes / 1024) KiB)")
         print("host:         \(status.hostPID.map { "running, pid \($0)" } ?? "not running")")
@@ -113,7 +117,9 @@ struct StatusCommand: AsyncParsableCommand {
         print("backing off:  \(status.backedOffTargets.count)\(list(status.backedOffTargets))")
         print("parked:       \(status.parkedTargets.count)\(list(status.parkedTargets))")
         if let row = status.oldestRow, let target = status.oldestTarget, let age = status.oldestAgeSeconds {
-            print("oldest:       task #\(row) of target \(target), waiting \(String(format: "%.1f", age)) s")
+            print(
+                "oldest:       task #\(row) of target \(target.commandLineText), waiting \(String(format: "%.1f", age)) s"
+            )
         } else {
             print("oldest:       nothing waiting")
         }
@@ -135,7 +141,11 @@ struct TargetsCommand: AsyncParsableCommand {
     @Argument(help: "park, release or drain.")
     var verb: String
 
-    @Argument(help: "The target id (an integer target is written as the number).")
+    @Argument(
+        help: """
+            The target: a number names an integer target (42), a JSON string a string target ('"42"', \
+            needed only for a string that reads as a number), any other text a string target (app_android).
+            """)
     var target: String
 
     func run() async throws {
@@ -146,7 +156,7 @@ struct TargetsCommand: AsyncParsableCommand {
         let admin = try queue.admin()
         let target = self.target
         let result = try operate { () throws(ConfigError) in try admin.target(verb, target) }
-        print("\(target): \(result)")
+        print("\(TargetID(commandLine: target).commandLineText): \(result)")
         if !result.succeeded { throw ExitCode(1) }
     }
 }

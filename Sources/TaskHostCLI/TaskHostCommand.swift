@@ -111,7 +111,12 @@ struct PluginCommand: AsyncParsableCommand {
     }
 }
 
+/// An error for the user: a log line when `run`'s logs are JSON (every line of standard error is
+/// JSON then), `taskhost: error: ...` otherwise.
 func printError(_ message: String) {
+    if Logging.json.load(ordering: .relaxed) {
+        return JSONLogHandler.write(level: .error, label: "taskhost", message: message, metadata: [:])
+    }
     var line = "taskhost: error: \(message)\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }

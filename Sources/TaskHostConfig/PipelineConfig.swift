@@ -488,7 +488,7 @@ package struct ConfigReader {
             node, key,
             allowed: [
                 "kind", "path", "executor", "targetId", "match", "follow", "listen", "token", "maxBodyBytes",
-                "maxTaskBytes", "periodMs", "cron", "template", "count",
+                "maxTaskBytes", "periodMs", "cron", "timezone", "template", "count",
             ])
         func value(_ name: String) -> Node? { pairs.first { $0.key == name }?.node }
         guard let kindNode = value("kind") else {
@@ -568,13 +568,19 @@ package struct ConfigReader {
                 schedule = .every(.milliseconds(try int(period, "\(key).periodMs", minimum: 1)))
             case (nil, let cron?):
                 let text = try string(cron, "\(key).cron")
+                let zone = try value("timezone").map { node throws(ConfigError) in
+                    try timeZone(node, "\(key).timezone")
+                }
                 do {
-                    schedule = .cron(try CronSchedule(parsing: text))
+                    schedule = .cron(try CronSchedule(parsing: text, timeZone: zone ?? TimeZone(identifier: "UTC")!))
                 } catch {
                     throw fail(cron, "\(key).cron", error.description)
                 }
             default:
                 throw fail(node, "\(key).periodMs", "give exactly one of 'periodMs' and 'cron'")
+            }
+            if case .every = schedule, let zone = value("timezone") {
+                throw fail(zone, "\(key).timezone", "a time zone applies to a 'cron' schedule only", hint: "remove it")
             }
             let count = try value("count").map { node throws(ConfigError) in try int(node, "\(key).count", minimum: 1) }
             source.input = .interval(schedule: schedule, template: template, count: count)
@@ -588,8 +594,18 @@ package struct ConfigReader {
     static let commonSourceKeys = ["kind", "executor", "targetId", "match", "maxTaskBytes"]
     static let sourceKeys: [SourceConfig.Kind: [String]] = [
         .file: ["path", "follow"], .stdin: [], .directory: ["path"], .http: ["listen", "token", "maxBodyBytes"],
-        .interval: ["periodMs", "cron", "template", "count"],
+        .interval: ["periodMs", "cron", "timezone", "template", "count"],
     ]
+
+    /// An IANA time zone name (`Europe/Berlin`, `UTC`).
+    func timeZone(_ node: Node, _ key: String) throws(ConfigError) -> TimeZone {
+        let name = try string(node, key)
+        if let zone = TimeZone(identifier: name) { return zone }
+        let hint =
+            suggestion(for: name, among: TimeZone.knownTimeZoneIdentifiers).map { "did you mean '\($0)'?" }
+            ?? "an IANA name like Europe/Berlin, America/New_York or UTC"
+        throw fail(node, key, "unknown time zone '\(name)'", hint: hint)
+    }
 
     func retryPolicy(_ node: Node) throws(ConfigError) -> RetryPolicy {
         var maxAttempts = 3

@@ -122,6 +122,15 @@ package struct JSONObjectWriter {
         value.withUTF8 { appendQuoted($0) }
     }
 
+    /// A member whose name is only known at run time, its value JSON text written as is (a number).
+    package mutating func add(dynamic name: String, raw: String) {
+        if bytes.count > 1 { bytes.append(44) }  // ","
+        var name = name
+        name.withUTF8 { appendQuoted($0) }
+        bytes.append(58)  // ":"
+        bytes.append(contentsOf: raw.utf8)
+    }
+
     package mutating func add(_ name: StaticString, _ value: String?) {
         key(name)
         guard var value else { return bytes.append(contentsOf: [110, 117, 108, 108]) }  // null

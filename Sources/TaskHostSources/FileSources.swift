@@ -6,8 +6,9 @@ import TaskHostStore
     import Glibc
 #endif
 
-/// A JSON Lines file, read once or followed as it grows (`follow`). On the durable queue it resumes
-/// after its last committed line; each batch of lines commits with the file's checkpoint.
+/// A JSON Lines file, read once or followed as it grows (`follow`, by name as `tail -F` does: across
+/// rotation and truncation). On the durable queue it resumes after its last committed line; each
+/// batch of lines commits with the checkpoint of the file it was read from.
 struct FileSource: TaskSource {
     let name: String
     let path: String
@@ -16,10 +17,25 @@ struct FileSource: TaskSource {
     func run(into intake: some SourceIntake, stopper: StopSignal, logger: Logger) async throws(SourceError) {
         let start = await intake.start(file: path)
         if start.complete { return }
-        let identity = intake.keepsCheckpoints ? fileIdentity(path) : nil
         let (name, path) = (self.name, self.path)
+        if follow {
+            let keepsCheckpoints = intake.keepsCheckpoints
+            try await followLines(
+                path: path, from: FollowStart(offset: start.offset, rotated: start.rotated), stopper: stopper,
+                logger: logger, flush: { await intake.flush() }
+            ) { line, end, file in
+                let checkpoint =
+                    keepsCheckpoints
+                    ? Checkpoint(
+                        source: name, file: path, device: file.device, inode: file.inode, offset: end, complete: false)
+                    : nil
+                return await intake.admit(line, checkpoint: checkpoint)
+            }
+            return
+        }
+        let identity = intake.keepsCheckpoints ? fileIdentity(path) : nil
         try await readLines(
-            path: path, from: start.offset, follow: follow, stopper: stopper, flush: { await intake.flush() }
+            path: path, from: start.offset, stopper: stopper, flush: { await intake.flush() }
         ) { line, end in
             let checkpoint = identity.map {
                 Checkpoint(source: name, file: path, device: $0.device, inode: $0.inode, offset: end, complete: false)
@@ -94,7 +110,7 @@ struct DirectorySource: TaskSource {
                 }
                 do {
                     try await readLines(
-                        path: path, from: offset, follow: false, stopper: stopper, flush: { await intake.flush() }
+                        path: path, from: offset, stopper: stopper, flush: { await intake.flush() }
                     ) { line, end in
                         await intake.admit(line, batch: tracker, checkpoint: checkpoint(end, false))
                     }

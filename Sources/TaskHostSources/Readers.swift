@@ -38,10 +38,16 @@ package final class DescriptorReader: Sendable {
 
     /// The next chunk; empty at end of file; nil when stopped or on an error.
     package func read(max: Int = 64 * 1024) async -> [UInt8]? {
+        await read(from: descriptor, max: max)
+    }
+
+    /// The next chunk of `other` (a file this reader's owner opened); empty at end of file; nil
+    /// when stopped or on an error.
+    package func read(from other: Int32, max: Int = 64 * 1024) async -> [UInt8]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
-                    continuation.resume(returning: self.blockingRead(max: max))
+                    continuation.resume(returning: self.blockingRead(other, max: max))
                 }
             }
         } onCancel: {
@@ -55,12 +61,12 @@ package final class DescriptorReader: Sendable {
     }
 
     /// Waits until `other` (an inotify descriptor) is readable and returns what it read; nil when
-    /// stopped.
-    package func waitForEvents(on other: Int32) async -> [UInt8]? {
+    /// stopped. With a `timeout` (milliseconds), returns no events once it passed.
+    package func waitForEvents(on other: Int32, timeout: Int32 = -1) async -> [UInt8]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
-                    continuation.resume(returning: self.blockingWait(other))
+                    continuation.resume(returning: self.blockingWait(other, timeout: timeout))
                 }
             }
         } onCancel: {
@@ -68,15 +74,19 @@ package final class DescriptorReader: Sendable {
         }
     }
 
-    private func blockingWait(_ other: Int32) -> [UInt8]? {
-        guard waitReadable(other) else { return nil }
+    private func blockingWait(_ other: Int32, timeout: Int32) -> [UInt8]? {
+        switch waitReadable(other, timeout: timeout) {
+        case false: return nil
+        case nil: return []
+        case true: break
+        }
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
         let count = Glibc.read(other, &buffer, buffer.count)
         return count > 0 ? Array(buffer[..<count]) : []
     }
 
-    private func blockingRead(max: Int) -> [UInt8]? {
-        while waitReadable(descriptor) {
+    private func blockingRead(_ descriptor: Int32, max: Int) -> [UInt8]? {
+        while waitReadable(descriptor) == true {
             var buffer = [UInt8](repeating: 0, count: max)
             let count = Glibc.read(descriptor, &buffer, max)
             if count < 0 {
@@ -89,16 +99,19 @@ package final class DescriptorReader: Sendable {
         return nil
     }
 
-    /// Blocks until `fd` is readable (true) or `stop()` was called (false).
-    private func waitReadable(_ fd: Int32) -> Bool {
+    /// Blocks until `fd` is readable (true), `stop()` was called (false) or `timeout` milliseconds
+    /// passed (nil; -1 waits without end).
+    private func waitReadable(_ fd: Int32, timeout: Int32 = -1) -> Bool? {
         var fds = [
             pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
         ]
         while !stopped.load(ordering: .acquiring) {
-            if poll(&fds, 2, -1) < 0 {
+            let ready = poll(&fds, 2, timeout)
+            if ready < 0 {
                 if errno == EINTR { continue }
                 return false
             }
+            if ready == 0 { return nil }
             if fds[1].revents != 0 { return false }
             if fds[0].revents != 0 { return true }
         }
@@ -166,10 +179,10 @@ package final class Watch: Sendable {
     deinit { close(descriptor) }
 }
 
-/// Reads a file of JSON lines from `offset`; with `follow`, keeps reading what is appended (like
-/// `tail -f`). Each line comes with the offset of the byte after it.
+/// Reads a file of JSON lines from `offset` to its end (``followLines(path:from:stopper:logger:flush:_:)``
+/// follows one as it grows). Each line comes with the offset of the byte after it.
 package func readLines(
-    path: String, from offset: Int64 = 0, follow: Bool, stopper: StopSignal, flush: () async -> Void,
+    path: String, from offset: Int64 = 0, stopper: StopSignal, flush: () async -> Void,
     _ line: @escaping (String, Int64) async -> Bool
 ) async throws(SourceError) {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC)
@@ -180,17 +193,10 @@ package func readLines(
     if offset > 0 { lseek(descriptor, off_t(offset), SEEK_SET) }
     let reader = DescriptorReader(descriptor: descriptor)
     stopper.register(reader)
-    let watch = follow ? Watch(path: path, mask: UInt32(IN_MODIFY)) : nil
     var splitter = LineSplitter(base: offset)
     while true {
         guard let chunk = await reader.read() else { return }
-        if chunk.isEmpty {
-            await flush()
-            guard let watch else { break }
-            // End of file for now: wait until the file grows.
-            guard await reader.waitForEvent(on: watch.descriptor) else { return }
-            continue
-        }
+        if chunk.isEmpty { break }
         if !(await splitter.feed(chunk, line)) {
             await flush()
             return

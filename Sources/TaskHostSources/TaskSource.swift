@@ -15,8 +15,9 @@ package protocol SourceIntake: Sendable {
     /// Whether the source should record checkpoints (the durable queue keeps them).
     var keepsCheckpoints: Bool { get }
     /// Where a source starts: after the last committed line of `file` (the durable queue), or at
-    /// the start. `complete`: an earlier run read it to its end and marked it so.
-    func start(file: String?) async -> (offset: Int64, complete: Bool)
+    /// the start. `complete`: an earlier run read it to its end and marked it so. `rotated`: the
+    /// file the offset applies to, found under another name (the file was rotated since).
+    func start(file: String?) async -> (offset: Int64, complete: Bool, rotated: String?)
     /// A batch file of a spool folder: its tracker (resumed from an earlier run, or new) and
     /// where to read it from.
     func openBatch(_ name: String) async -> (tracker: BatchTracker, offset: Int64, complete: Bool)
@@ -65,6 +66,15 @@ package struct Admitted: Sendable {
 }
 
 extension SourceIntake {
+    /// Line by line, then one flush: not atomic (the pipeline's intake is; this serves test doubles).
+    package func acceptAll(_ lines: [String]) async -> BatchOutcome {
+        var results: [Admitted] = []
+        for line in lines { results.append(await accept(line, batch: nil, checkpoint: nil)) }
+        return await flush() ? .admitted(results) : .unavailable(failure ?? "the pipeline is stopping")
+    }
+
+    package func serving() {}
+
     /// Accepts a line; whether the source should go on.
     package func admit(_ line: String, batch: BatchTracker? = nil, checkpoint: Checkpoint? = nil) async -> Bool {
         _ = await accept(line, batch: batch, checkpoint: checkpoint)

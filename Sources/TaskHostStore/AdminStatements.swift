@@ -1,7 +1,6 @@
 import TaskHostScheduler
 
 /// A target as the operator's tools print it: an integer as its number, a string in quotes.
-package func displayName(kind: Int64, text: String) -> String { kind == 1 ? text : "\"\(text)\"" }
 
 /// Which dead letters a command acts on: all, some rows, or one target's.
 package struct DeadLetterSelection: Sendable {
@@ -32,7 +31,7 @@ package struct DeadLetterSelection: Sendable {
 package struct StoredDeadLetter: Sendable {
     package var row: Int64
     package var id: String?
-    package var targetId: String?
+    package var targetId: TargetID?
     package var source: String
     package var seq: UInt64
     package var attempts: Int
@@ -62,22 +61,24 @@ extension SQLiteDatabase {
                 [.integer(now)]) ?? 0)
     }
 
-    private func targetNames(_ sql: String, _ bindings: [SQLiteValue]) throws -> [String] {
+    private func targetNames(_ sql: String, _ bindings: [SQLiteValue]) throws -> [TargetID] {
         let statement = try self.statement(sql)
         defer { statement.reset() }
         try statement.bind(bindings)
-        var names: [String] = []
-        while try statement.step() { names.append(displayName(kind: statement.int(0), text: statement.text(1) ?? "")) }
+        var names: [TargetID] = []
+        while try statement.step() {
+            if let target = TargetID(kind: statement.int(0), text: statement.text(1)) { names.append(target) }
+        }
         return names
     }
 
-    package func busyTargets(limit: Int) throws -> [String] {
+    package func busyTargets(limit: Int) throws -> [TargetID] {
         try targetNames(
             "SELECT DISTINCT target_kind, target FROM tasks WHERE state = \(TaskState.running.rawValue) LIMIT ?",
             [.int(limit)])
     }
 
-    package func backedOffTargets(at now: Int64, limit: Int) throws -> [String] {
+    package func backedOffTargets(at now: Int64, limit: Int) throws -> [TargetID] {
         try targetNames(
             """
             SELECT DISTINCT target_kind, target FROM tasks
@@ -85,12 +86,12 @@ extension SQLiteDatabase {
             """, [.integer(now), .int(limit)])
     }
 
-    package func parkedTargetNames(limit: Int) throws -> [String] {
+    package func parkedTargetNames(limit: Int) throws -> [TargetID] {
         try targetNames("SELECT target_kind, target FROM targets WHERE parked = 1 LIMIT ?", [.int(limit)])
     }
 
     /// The oldest queued task: its row, target (as the tools print it) and enqueue time (Unix ms).
-    package func oldestQueued() throws -> (row: Int64, target: String, enqueuedAt: Int64)? {
+    package func oldestQueued() throws -> (row: Int64, target: TargetID, enqueuedAt: Int64)? {
         let statement = try self.statement(
             """
             SELECT id, target_kind, target, enqueued_at FROM tasks WHERE state = \(TaskState.queued.rawValue)
@@ -98,17 +99,12 @@ extension SQLiteDatabase {
             """)
         defer { statement.reset() }
         guard try statement.step() else { return nil }
-        return (statement.int(0), displayName(kind: statement.int(1), text: statement.text(2) ?? ""), statement.int(3))
+        let target = TargetID(kind: statement.int(1), text: statement.text(2)) ?? .string("")
+        return (statement.int(0), target, statement.int(3))
     }
 
     package func fileBytes() throws -> Int64 {
         (try integer("PRAGMA page_count") ?? 0) * (try integer("PRAGMA page_size") ?? 4096)
-    }
-
-    /// Whether the queue knows `text` as a string target.
-    package func knowsStringTarget(_ text: String) throws -> Bool {
-        (try integer("SELECT count(*) FROM tasks WHERE target_kind = 0 AND target = ? LIMIT 1", [.text(text)]) ?? 0)
-            > 0
     }
 
     // MARK: Commands for a running host
@@ -147,7 +143,8 @@ extension SQLiteDatabase {
         while try statement.step() {
             letters.append(
                 StoredDeadLetter(
-                    row: statement.int(0), id: statement.text(1), targetId: statement.text(3),
+                    row: statement.int(0), id: statement.text(1),
+                    targetId: TargetID(kind: statement.int(2), text: statement.text(3)),
                     source: statement.text(4) ?? "", seq: UInt64(statement.int(5)), attempts: Int(statement.int(6)),
                     error: statement.text(7), input: statement.text(8) ?? ""))
         }

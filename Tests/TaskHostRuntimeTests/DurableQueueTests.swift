@@ -178,7 +178,7 @@ import Testing
             process.terminate()
         }
         #expect(first.status == 0, "\(first.stderr)")
-        #expect(first.stderr.contains("6 left in the queue"), "\(first.stderr)")
+        #expect(first.stderr.contains(#""leftQueued":6"#), "\(first.stderr)")
         let queue = try Self.queue(folder)
         #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0") == 6)
         #expect(try Self.count(queue, "SELECT count(*) FROM tasks WHERE state = 0 AND attempts = 1") == 2)
@@ -330,7 +330,7 @@ import Testing
         try await waitFor(2)
         #expect(results().map { $0["id"] as! String } == ["e1", "e3"])
         let held = try await P.taskhost(["status", "pipeline.yaml", "--json"], in: folder)
-        #expect(held.stdout.contains(#""parkedTargets":["\"a\""]"#), "\(held.stdout)")
+        #expect(held.stdout.contains(#""parkedTargets":["a"]"#), "\(held.stdout)")
         #expect(held.stdout.contains(#""queued":1"#), "\(held.stdout)")
         // The queue's depth is served with the host's metrics and status.
         let metrics = try await HTTPSourceTests.request("http://127.0.0.1:\(port)/metrics")
@@ -417,6 +417,56 @@ import Testing
         #expect(Set(accepted).isSubset(of: ran), "lost: \(Set(accepted).subtracting(ran).sorted().prefix(10))")
     }
 
+    @Test(
+        "Integer and string targets on the command line: 42 and '\"42\"' are two targets, kept apart in status and JSON"
+    )
+    func targetKinds() async throws {
+        let folder = Paths.scratch()
+        try P.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: tasks.jsonl, executor: echo }
+            """, to: folder + "/pipeline.yaml")
+        try P.write(
+            #"{"targetId": 42, "id": "int"}"# + "\n" + #"{"targetId": "42", "id": "str"}"# + "\n",
+            to: folder + "/more.jsonl")
+        try P.write("", to: folder + "/tasks.jsonl")
+        let enqueued = try await P.taskhost(["enqueue", "pipeline.yaml", "more.jsonl"], in: folder)
+        #expect(enqueued.status == 0, "\(enqueued.stderr)")
+
+        // A number names the integer target, whatever string targets the queue holds.
+        let parkInteger = try await P.taskhost(["targets", "pipeline.yaml", "park", "42"], in: folder)
+        #expect(parkInteger.stdout == "42: parked\n", "\(parkInteger.stdout)")
+        var status = try await P.taskhost(["status", "pipeline.yaml", "--json"], in: folder)
+        #expect(status.stdout.contains(#""parkedTargets":[42]"#), "\(status.stdout)")
+        // A JSON string names the string target; it is not parked.
+        let releaseString = try await P.taskhost(["targets", "pipeline.yaml", "release", #""42""#], in: folder)
+        #expect(releaseString.status == 1)
+        #expect(releaseString.stdout.hasPrefix(#""42": "#), "\(releaseString.stdout)")
+        let parkString = try await P.taskhost(["targets", "pipeline.yaml", "park", #""42""#], in: folder)
+        #expect(parkString.status == 0, "\(parkString.stdout)")
+        status = try await P.taskhost(["status", "pipeline.yaml", "--json"], in: folder)
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any], "\(status.stdout)")
+        let parked = try #require(object["parkedTargets"] as? [Any])
+        #expect(parked.compactMap { $0 as? Int } == [42], "\(status.stdout)")
+        #expect(parked.compactMap { $0 as? String } == ["42"], "\(status.stdout)")
+        // Text: the integer bare, the string that reads as a number quoted, as they are typed.
+        let text = try await P.taskhost(["status", "pipeline.yaml"], in: folder)
+        #expect(text.stdout.contains(#"parked:       2: "#), "\(text.stdout)")
+        #expect(text.stdout.contains("42") && text.stdout.contains(#""42""#), "\(text.stdout)")
+        // Releasing the integer leaves the string parked.
+        let releaseInteger = try await P.taskhost(["targets", "pipeline.yaml", "release", "42"], in: folder)
+        #expect(releaseInteger.status == 0, "\(releaseInteger.stdout)")
+        status = try await P.taskhost(["status", "pipeline.yaml", "--json"], in: folder)
+        #expect(status.stdout.contains(#""parkedTargets":["42"]"#), "\(status.stdout)")
+        // A plain name needs no quotes.
+        let plain = try await P.taskhost(["targets", "pipeline.yaml", "park", "app_android"], in: folder)
+        #expect(plain.stdout == "app_android: parked\n", "\(plain.stdout)")
+    }
+
     @Test("A task that crashes the host runs out of attempts and is dead-lettered, inline or not; the rest run")
     func poisonTask() async throws {
         // "poison" aborts the host inside an attempt that would finish inline (journaled, not
@@ -485,7 +535,7 @@ import Testing
         process.environment = ProcessInfo.processInfo.environment.merging([
             "TASKHOST_CRASH_LOG": folder + "/attempts.log", "SWIFT_BACKTRACE": "enable=no",
         ]) { $1 }
-        FileManager.default.createFile(atPath: folder + "/stderr.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: folder + "/stderr.log", contents: nil)
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: folder + "/stderr.log"))
         process.standardOutput = FileHandle.nullDevice
         try process.run()

@@ -54,6 +54,9 @@ package final class Pipeline: Sendable {
         package var succeeded = 0
         package var deadLettered = 0
         package var rejected = 0
+        /// Of ``rejected``, inputs answered to their sender with the reason (an HTTP source's 400):
+        /// reported, and no reason for exit code 1, since the sender was told.
+        package var rejectedAnswered = 0
         package var parked = 0
         package var cancelled = 0
         package var retries = 0
@@ -72,7 +75,7 @@ package final class Pipeline: Sendable {
         package var exitCode: Int32 {
             if queueError != nil { return 3 }
             if sourceError != nil { return 2 }
-            return deadLettered + rejected + parked + cancelled == 0 ? 0 : 1
+            return deadLettered + (rejected - rejectedAnswered) + parked + cancelled == 0 ? 0 : 1
         }
     }
 
@@ -81,6 +84,7 @@ package final class Pipeline: Sendable {
             let value = Atomic<Int>(0)
         }
         let rejected = Atomic<Int>(0)
+        let rejectedAnswered = Atomic<Int>(0)
         let finished = Atomic<Int>(0)
         /// Inputs read per source, live.
         let sources: [String: Count]
@@ -459,6 +463,7 @@ package final class Pipeline: Sendable {
         out.deadLettered = summary.deadLettered
         out.retries = summary.retries
         out.rejected = counters.rejected.load(ordering: .relaxed)
+        out.rejectedAnswered = counters.rejectedAnswered.load(ordering: .relaxed)
         out.perSource = counters.perSource
         out.seconds = (ContinuousClock.now - started).seconds
         return out

@@ -36,12 +36,12 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
             source: source, executors: pipeline.config.executors.map(\.name), maxTaskBytes: source.maxTaskBytes)
     }
 
-    func start(file: String?) async -> (offset: Int64, complete: Bool) {
+    func start(file: String?) async -> (offset: Int64, complete: Bool, rotated: String?) {
         let point = await store.start(source: source.name, file: file, pipeline: pipeline)
         sequence.store(point.seq - 1, ordering: .relaxed)
         // An http source serves once its port is bound (``serving()``); the others from here.
         if case .http = source.input {} else { serving() }
-        return (point.offset, point.complete)
+        return (point.offset, point.complete, point.rotated)
     }
 
     func serving() { pipeline.health.set(source.name, .serving) }
@@ -63,13 +63,16 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
     /// A line that could not be read: counted, logged and written to the dead letters.
     private func refuse(_ line: String, seq: UInt64, reason: String, batch: BatchTracker?) {
         pipeline.counters.rejected.add(1, ordering: .relaxed)
+        // Answered to its sender (400 with the reason): reported, not a failure of the run.
+        if source.kind == .http { pipeline.counters.rejectedAnswered.add(1, ordering: .relaxed) }
         pipeline.metrics.rejected.increment()
         batch?.rejected()
         pipeline.deadLetters?.write(
             bytes: deadLetterLine(
                 id: nil, target: nil, source: source.name, seq: seq, input: line, error: reason, attempts: 0))
         pipeline.logger.warning(
-            "task rejected", metadata: ["source": "\(source.name)", "seq": "\(seq)", "reason": "\(reason)"])
+            "task rejected",
+            metadata: ["source": "\(source.name)", "seq": .stringConvertible(seq), "reason": "\(reason)"])
     }
 
     private func rejectedRow(_ line: String, seq: UInt64, reason: String, batch: BatchTracker?) -> NewTask {

@@ -27,7 +27,9 @@ protocol PipelineStore: AnyObject, Sendable {
     var failureMessage: String? { get }
     /// Where a source starts: its next sequence number, and for `file` the offset after its last
     /// committed line (`complete`: read to its end by an earlier run).
-    func start(source: String, file: String?, pipeline: Pipeline) async -> (seq: UInt64, offset: Int64, complete: Bool)
+    func start(source: String, file: String?, pipeline: Pipeline) async -> (
+        seq: UInt64, offset: Int64, complete: Bool, rotated: String?
+    )
     /// A batch file of a spool source: its tracker (resumed, or new) and where to read it from.
     func openBatch(_ name: String, of source: SourceConfig, pipeline: Pipeline) async -> (
         tracker: BatchTracker, offset: Int64, complete: Bool
@@ -106,9 +108,10 @@ final class MemoryStore: PipelineStore {
     var isDurable: Bool { false }
     var failureMessage: String? { nil }
 
-    func start(source: String, file: String?, pipeline: Pipeline) async -> (seq: UInt64, offset: Int64, complete: Bool)
-    {
-        (1, 0, false)
+    func start(source: String, file: String?, pipeline: Pipeline) async -> (
+        seq: UInt64, offset: Int64, complete: Bool, rotated: String?
+    ) {
+        (1, 0, false, nil)
     }
 
     func openBatch(_ name: String, of source: SourceConfig, pipeline: Pipeline) async -> (

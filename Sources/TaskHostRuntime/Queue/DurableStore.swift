@@ -51,8 +51,9 @@ extension DurableRun: PipelineStore {
 
     var failureMessage: String? { failure.withLock { $0?.message } }
 
-    func start(source: String, file: String?, pipeline: Pipeline) async -> (seq: UInt64, offset: Int64, complete: Bool)
-    {
+    func start(source: String, file: String?, pipeline: Pipeline) async -> (
+        seq: UInt64, offset: Int64, complete: Bool, rotated: String?
+    ) {
         await pipeline.resumePoint(source, file: file, run: self)
     }
 
@@ -85,7 +86,7 @@ extension DurableRun: PipelineStore {
         if reclaimed > 0 {
             logger.warning(
                 "tasks were running when the previous host stopped: they go back to the head of their targets",
-                metadata: ["tasks": "\(reclaimed)"])
+                metadata: ["tasks": .stringConvertible(reclaimed)])
         }
         try pipeline.resumeSpools(self)
     }

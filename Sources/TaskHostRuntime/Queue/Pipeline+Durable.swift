@@ -295,27 +295,41 @@ extension Pipeline {
     }
 
     /// Where a source resumes: its next sequence number, and for a file the offset of the
-    /// first line not yet committed (0 when the file was replaced or truncated).
+    /// first line not yet committed (0 when the file was replaced or truncated). When the path
+    /// names another file than the checkpoint's (a rotation), and that file is still beside it
+    /// under a name that begins with the path's (`in.jsonl.1`), its rest is read first (`rotated`).
     func resumePoint(_ source: String, file: String?, run: DurableRun) async -> (
-        seq: UInt64, offset: Int64, complete: Bool
+        seq: UInt64, offset: Int64, complete: Bool, rotated: String?
     ) {
         do {
             let (next, checkpoint) = try await run.queue.perform { db -> (UInt64, Checkpoint?) in
                 (try db.nextSequence(of: source), try file.flatMap { try db.checkpoint(source: source, file: $0) })
             }
-            guard let checkpoint, let path = file else { return (next, 0, false) }
-            let full = config.sources.first { $0.name == source }.flatMap { found -> String? in
+            guard let checkpoint, let path = file else { return (next, 0, false, nil) }
+            let found = config.sources.first { $0.name == source }
+            let full = found.flatMap { found -> String? in
                 if case .directory(let folder) = found.input { return folder }
                 return nil
             }
             let identity = fileIdentity(full.map { $0 + "/" + path } ?? path)
-            guard let identity, identity.device == checkpoint.device, identity.inode == checkpoint.inode,
-                identity.size >= checkpoint.offset
-            else {
+            let sameFile = identity.map { $0.device == checkpoint.device && $0.inode == checkpoint.inode } ?? false
+            if !sameFile, case .file(_, follow: true) = found?.input,
+                let rotated = rotatedFile(of: path, device: checkpoint.device, inode: checkpoint.inode),
+                rotated.size >= checkpoint.offset
+            {
+                logger.info(
+                    "the file was rotated since it was read: reading the rest of the rotated file, then the new one from its start",
+                    metadata: [
+                        "source": "\(source)", "file": "\(path)", "rotated": "\(rotated.path)",
+                        "offset": "\(checkpoint.offset)",
+                    ])
+                return (next, checkpoint.offset, false, rotated.path)
+            }
+            guard let identity, sameFile, identity.size >= checkpoint.offset else {
                 logger.warning(
                     "the file was replaced or truncated since it was read: reading it from the start",
                     metadata: ["source": "\(source)", "file": "\(path)"])
-                return (next, 0, false)
+                return (next, 0, false, nil)
             }
             if checkpoint.offset > 0, checkpoint.offset == identity.size, !checkpoint.complete {
                 logger.info(
@@ -329,10 +343,10 @@ extension Pipeline {
                         "size": "\(identity.size)",
                     ])
             }
-            return (next, checkpoint.offset, checkpoint.complete)
+            return (next, checkpoint.offset, checkpoint.complete, nil)
         } catch {
             run.fail(error)
-            return (1, 0, true)
+            return (1, 0, true, nil)
         }
     }
 
@@ -405,7 +419,7 @@ extension Pipeline {
                 (try db.compact(finishedBefore: now - retain, dedupAfter: now - window), full ? try db.countOpen() : 1)
             }
             if removed > 0 {
-                logger.debug("queue compacted", metadata: ["removed": "\(removed)"])
+                logger.debug("queue compacted", metadata: ["removed": .stringConvertible(removed)])
                 // Room again, perhaps: the next append finds out.
                 if full { health.setQueueFull(false) }
             } else if open == 0, health.warnStuck() {

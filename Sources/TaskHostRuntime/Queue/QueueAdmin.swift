@@ -138,12 +138,13 @@ package final class QueueAdmin: Sendable {
         package var running = 0
         package var succeeded = 0
         package var deadLetters = 0
-        package var busyTargets: [String] = []
-        package var backedOffTargets: [String] = []
-        package var parkedTargets: [String] = []
+        /// Targets as they are: integers as JSON numbers, strings as JSON strings.
+        package var busyTargets: [TargetID] = []
+        package var backedOffTargets: [TargetID] = []
+        package var parkedTargets: [TargetID] = []
         /// The oldest waiting task: its row, target and age in seconds.
         package var oldestRow: Int64?
-        package var oldestTarget: String?
+        package var oldestTarget: TargetID?
         package var oldestAgeSeconds: Double?
         package var fileBytes: Int64 = 0
     }
@@ -194,12 +195,8 @@ package final class QueueAdmin: Sendable {
         package var succeeded: Bool { outcome?.succeeded ?? false }
     }
 
-    /// A target id as typed: an integer when it reads as one and the queue knows it as one.
-    func target(_ text: String) throws -> TargetID {
-        guard let number = Int64(text) else { return .string(text) }
-        let known = try queue.transaction { db in try db.knowsStringTarget(text) }
-        return known ? .string(text) : .integer(number)
-    }
+    /// A target id as typed (``TargetID/init(commandLine:)``).
+    func target(_ text: String) throws -> TargetID { TargetID(commandLine: text) }
 
     /// Parks, releases or drains a target. With a host running, the host applies it (to the
     /// tasks it holds too) and answers; otherwise it is applied to the queue here.
@@ -250,7 +247,7 @@ package final class QueueAdmin: Sendable {
     package struct DeadLetter: Sendable, Codable {
         package var row: Int64
         package var id: String?
-        package var targetId: String?
+        package var targetId: TargetID?
         package var source: String
         package var seq: UInt64
         package var attempts: Int
@@ -351,3 +348,34 @@ func deadLetterLine(_ stored: StoredTask, error: String) -> [UInt8] {
 }
 
 func isJSON(_ text: String) -> Bool { (try? JSONParser.parse(text)) != nil }
+
+extension TargetID {
+    /// A target as an operator types it: a whole number is an integer target (`42`); a JSON string
+    /// is a string target (`'"42"'`, the way to name a string that reads as a number); any other
+    /// text is a string target as typed (`app_android`).
+    package init(commandLine text: String) {
+        if let value = Int64(text) {
+            self = .integer(value)
+        } else if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\""),
+            case .string(let inner) = try? JSONParser.parse(text)
+        {
+            self = .string(inner)
+        } else {
+            self = .string(text)
+        }
+    }
+
+    /// The target as ``init(commandLine:)`` reads it back: integers bare, strings as they are
+    /// unless they would read as a number or start with a quote, then as a JSON string.
+    package var commandLineText: String {
+        switch self {
+        case .integer(let value): return String(value)
+        case .string(let text):
+            guard Int64(text) != nil || text.hasPrefix("\"") || text.isEmpty else { return text }
+            var writer = JSONObjectWriter()
+            writer.add("s", text)
+            let object = String(decoding: writer.finished, as: UTF8.self)
+            return String(object.dropFirst(5).dropLast())  // {"s":"..."} -> "..."
+        }
+    }
+}
