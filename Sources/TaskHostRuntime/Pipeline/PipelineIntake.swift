@@ -49,7 +49,7 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
             return Admitted(id: item.id ?? "\(source.name)-\(seq)", error: nil)
         case .failure(let rejection):
             pipeline.counters.rejected.add(1, ordering: .relaxed)
-            pipeline.metrics.rejected.increment()
+            pipeline.metrics.rejected(source: source.name)
             batch?.rejected()
             pipeline.deadLetters?.write(
                 bytes: deadLetterLine(

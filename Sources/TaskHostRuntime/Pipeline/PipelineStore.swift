@@ -53,7 +53,7 @@ protocol PipelineStore: AnyObject, Sendable {
     func services(for pipeline: Pipeline, scheduler: Scheduler<RunExecutor<Self>, ContinuousClock>)
         -> [(name: String, body: @Sendable () async -> Void)]
     /// Tasks kept and not started, for `/status` and `/metrics`; nil when the store keeps none.
-    func depth() async -> Int?
+    func depth() async -> QueueDepth?
 
     // MARK: The end
 
@@ -118,7 +118,7 @@ final class MemoryStore: PipelineStore {
     func hooks(for pipeline: Pipeline) -> SchedulerHooks<PipelineTask> {
         let metrics = pipeline.metrics
         return SchedulerHooks(
-            attemptStarted: { _, _, wait in metrics.queueWait.record(wait) },
+            attemptStarted: { task, _, wait in metrics.of(task).queueWait.record(wait) },
             attemptFinished: { record in pipeline.finished(record, durable: nil) })
     }
 
@@ -140,7 +140,7 @@ final class MemoryStore: PipelineStore {
         -> [(name: String, body: @Sendable () async -> Void)]
     { [] }
 
-    func depth() async -> Int? { nil }
+    func depth() async -> QueueDepth? { nil }
 
     func sourcesFinished() { channel.finish() }
 
@@ -151,7 +151,8 @@ final class MemoryStore: PipelineStore {
     func close(_ summary: RunSummary<PipelineTask>, pipeline: Pipeline, into out: inout Pipeline.Summary) async {
         for unfinished in summary.unfinished {
             let status = unfinished.reason == .parked ? "parked" : "cancelled"
-            (unfinished.reason == .parked ? pipeline.metrics.parked : pipeline.metrics.cancelled).increment()
+            let labelled = pipeline.metrics.of(unfinished.task)
+            (unfinished.reason == .parked ? labelled.parked : labelled.cancelled).increment()
             pipeline.writeResult(
                 unfinished.task, status: status, attempts: unfinished.attempts,
                 error: status == "parked" ? "its target is parked" : "shut down before it finished")
