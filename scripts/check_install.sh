@@ -31,6 +31,13 @@ for file in "$prefix/bin/taskhost" "$prefix"/lib/taskhost/*.so*; do
   if ldd "$file" | grep -q "not found"; then fail "$file misses a library: $(ldd "$file")"; fi
 done
 
+echo "== the Swift plugins bind no symbol to the host's copies (they run on a runtime of their own)" >&2
+nm -D --defined-only "$prefix/bin/taskhost" | awk '{ print $3 }' | sort >"$work/host-symbols"
+for plugin in "$prefix"/lib/taskhost/lib{Echo,HTTPRequest}.so; do
+  shared=$(nm -D --undefined-only "$plugin" | awk '{ print $2 }' | sort | comm -12 - "$work/host-symbols" | head -5)
+  test -z "$shared" || fail "$plugin would bind to the host's $shared"
+done
+
 echo "== a configuration in its own folder, run from a third one" >&2
 mkdir -p "$etc/in" "$elsewhere"
 cat >"$etc/pipeline.yaml" <<'YAML'

@@ -39,8 +39,9 @@ final class PipelineMetrics: Sendable {
     let queueTasks: [String: Prometheus.Gauge]
     let queueOldestAge: Prometheus.Gauge?
 
-    /// The metrics of the tasks of one executor from one source.
-    struct Labelled: Sendable {
+    /// The metrics of the tasks of one executor from one source. A class: a task's attempt takes
+    /// one reference, not seven.
+    final class Labelled: Sendable {
         let succeeded: Prometheus.Counter
         let deadLettered: Prometheus.Counter
         let parked: Prometheus.Counter
@@ -48,6 +49,20 @@ final class PipelineMetrics: Sendable {
         let retries: Prometheus.Counter
         let queueWait: DurationHistogram
         let execution: DurationHistogram
+
+        init(
+            succeeded: Prometheus.Counter, deadLettered: Prometheus.Counter, parked: Prometheus.Counter,
+            cancelled: Prometheus.Counter, retries: Prometheus.Counter, queueWait: DurationHistogram,
+            execution: DurationHistogram
+        ) {
+            self.succeeded = succeeded
+            self.deadLettered = deadLettered
+            self.parked = parked
+            self.cancelled = cancelled
+            self.retries = retries
+            self.queueWait = queueWait
+            self.execution = execution
+        }
     }
 
     static let queueStates = ["queued", "parked", "running", "succeeded", "dead"]
