@@ -74,6 +74,23 @@ import Yams
         #expect(relative.results == "examples/out/results.jsonl")
     }
 
+    @Test("Every example's input files are found relative to its configuration, from any working folder")
+    func examplesResolve() throws {
+        let folder = Paths.packageRoot + "/examples"
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder).filter {
+            $0.hasSuffix(".yaml") && $0 != "alerts.yaml"
+        }
+        #expect(files.count >= 10)
+        for file in files {
+            let config = try ConfigLoader.load(path: folder + "/" + file, environment: [:])
+            for source in config.sources {
+                guard case .file(let path, _) = source.input else { continue }
+                #expect(FileManager.default.fileExists(atPath: path), "\(file): \(source.name) reads \(path)")
+            }
+            #expect(config.results?.hasPrefix(Paths.packageRoot + "/examples/../out/") == true, "\(file)")
+        }
+    }
+
     @Test("A configuration run from another working folder reads and writes beside itself")
     func runFromAnotherFolder() async throws {
         let folder = Paths.scratch()
