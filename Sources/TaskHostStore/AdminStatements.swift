@@ -53,6 +53,17 @@ extension SQLiteDatabase {
         return counts
     }
 
+    /// Queued tasks whose target is parked.
+    package func countQueuedOfParkedTargets() throws -> Int {
+        Int(
+            try integer(
+                """
+                SELECT count(*) FROM tasks JOIN targets
+                ON targets.target = tasks.target AND targets.target_kind = tasks.target_kind AND targets.parked = 1
+                WHERE tasks.state = \(TaskState.queued.rawValue)
+                """) ?? 0)
+    }
+
     /// Queued tasks waiting out a backoff at `now` (Unix ms).
     package func countBackingOff(at now: Int64) throws -> Int {
         Int(

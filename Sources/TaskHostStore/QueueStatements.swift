@@ -170,11 +170,7 @@ extension SQLiteDatabase {
         try DurableQueue.tasks(where: condition, bindings, in: self)
     }
 
-    /// Tasks waiting to run (queued), and those not final (queued or running).
-    package func countQueued() throws -> Int {
-        Int(try integer("SELECT count(*) FROM tasks WHERE state = \(Self.queued)") ?? 0)
-    }
-
+    /// Tasks not final (queued or running).
     package func countOpen() throws -> Int {
         Int(try integer("SELECT count(*) FROM tasks WHERE state IN (\(Self.queued), \(Self.running))") ?? 0)
     }

@@ -94,7 +94,7 @@ import Testing
 
     @Test("/readyz names what is not ready: a source not serving yet, a full queue, a failed queue, a stop")
     func readiness() {
-        let metrics = PipelineMetrics(durable: true)
+        let metrics = PipelineMetrics(durable: true, executors: ["e"], sources: ["api", "file"])
         let health = PipelineHealth(sources: ["api", "file"], metrics: metrics)
         let failure = Mutex<String?>(nil)
         let readiness = Readiness(

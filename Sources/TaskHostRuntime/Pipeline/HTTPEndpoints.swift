@@ -12,14 +12,18 @@ import TaskHostSources
 import TaskHostStore
 
 /// The counters, gauges and histograms of SEMANTICS.md item 12, in a Prometheus registry.
+///
+/// The task counters and the duration histograms are labelled by executor and source (a few of
+/// each, named in the configuration), never by target: targets are unbounded.
 final class PipelineMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
-    let succeeded: Prometheus.Counter
-    let deadLettered: Prometheus.Counter
-    let rejected: Prometheus.Counter
-    let parked: Prometheus.Counter
-    let cancelled: Prometheus.Counter
-    let retries: Prometheus.Counter
+    /// Inputs rejected, by source (index as in the configuration).
+    let rejected: [Prometheus.Counter]
+    /// The source names, in the configuration's order: a task's ``Labelled`` metrics are found
+    /// by its source's position (a few names: a scan beats hashing).
+    let sourceNames: [String]
+    /// Per executor, then per source.
+    let labelled: [[Labelled]]
     let running: Prometheus.Gauge
     let queued: Prometheus.Gauge
     let busyTargets: Prometheus.Gauge
@@ -30,30 +34,79 @@ final class PipelineMetrics: Sendable {
     /// Tasks committed to the durable queue and not started yet (those read into the scheduler
     /// included); absent with `queue: memory`.
     let durableQueued: Prometheus.Gauge?
-    let queueWait: DurationHistogram
-    let execution: DurationHistogram
     /// 1 while the durable queue is full (intake refused or paused), else 0.
     let queueFull: Prometheus.Gauge
+    /// The durable queue's tasks by state (`queued`, `parked`, `running`, `succeeded`, `dead`) and
+    /// the age of its oldest queued task; absent with `queue: memory`.
+    let queueTasks: [String: Prometheus.Gauge]
+    let queueOldestAge: Prometheus.Gauge?
 
-    init(durable: Bool) {
+    /// The metrics of the tasks of one executor from one source. A class: a task's attempt takes
+    /// one reference, not seven.
+    final class Labelled: Sendable {
+        let succeeded: Prometheus.Counter
+        let deadLettered: Prometheus.Counter
+        let parked: Prometheus.Counter
+        let cancelled: Prometheus.Counter
+        let retries: Prometheus.Counter
+        let queueWait: DurationHistogram
+        let execution: DurationHistogram
+
+        init(
+            succeeded: Prometheus.Counter, deadLettered: Prometheus.Counter, parked: Prometheus.Counter,
+            cancelled: Prometheus.Counter, retries: Prometheus.Counter, queueWait: DurationHistogram,
+            execution: DurationHistogram
+        ) {
+            self.succeeded = succeeded
+            self.deadLettered = deadLettered
+            self.parked = parked
+            self.cancelled = cancelled
+            self.retries = retries
+            self.queueWait = queueWait
+            self.execution = execution
+        }
+    }
+
+    static let queueStates = ["queued", "parked", "running", "succeeded", "dead"]
+
+    init(durable: Bool, executors: [String], sources: [String]) {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
             MetricNameDescriptor(namespace: "taskhost", metricName: metric, unitName: unit, helpText: help)
         }
-        func outcome(_ name: String) -> Prometheus.Counter {
-            registry.makeCounter(
-                descriptor: MetricNameDescriptor(
-                    namespace: "taskhost", metricName: "tasks", unitName: "total",
-                    helpText: "Tasks that reached a final state"),
-                labels: [("outcome", name)])
+        let tasks = name("tasks", "total", "Tasks that reached a final state, by executor and source")
+        let buckets: [Duration] = [
+            .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
+            .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
+        ]
+        // With the durable queue, `taskhost enqueue` records its tasks as "enqueue:<source>";
+        // anything else (tasks of a source since removed from the file) is counted as "other".
+        let sources = sources + (durable ? sources.map { "enqueue:" + $0 } : []) + ["other"]
+        sourceNames = sources
+        rejected = sources.map {
+            registry.makeCounter(descriptor: tasks, labels: [("outcome", "rejected"), ("source", $0)])
         }
-        succeeded = outcome("succeeded")
-        deadLettered = outcome("dead_lettered")
-        rejected = outcome("rejected")
-        parked = outcome("parked")
-        cancelled = outcome("cancelled")
-        retries = registry.makeCounter(descriptor: name("retries", "total", "Attempts that failed and were retried"))
+        labelled = executors.map { executor in
+            sources.map { source in
+                func outcome(_ outcome: String) -> Prometheus.Counter {
+                    registry.makeCounter(
+                        descriptor: tasks, labels: [("outcome", outcome), ("executor", executor), ("source", source)])
+                }
+                let labels = [("executor", executor), ("source", source)]
+                return Labelled(
+                    succeeded: outcome("succeeded"), deadLettered: outcome("dead_lettered"), parked: outcome("parked"),
+                    cancelled: outcome("cancelled"),
+                    retries: registry.makeCounter(
+                        descriptor: name("retries", "total", "Attempts that failed and were retried"), labels: labels),
+                    queueWait: registry.makeDurationHistogram(
+                        descriptor: name("queue_wait", "seconds", "Time from ready to start"), labels: labels,
+                        buckets: buckets),
+                    execution: registry.makeDurationHistogram(
+                        descriptor: name("execution", "seconds", "Time in the executor per attempt"), labels: labels,
+                        buckets: buckets))
+            }
+        }
         running = registry.makeGauge(descriptor: name("running", "", "Attempts running now"))
         queued = registry.makeGauge(descriptor: name("queued", "", "Admitted tasks waiting to start"))
         busyTargets = registry.makeGauge(descriptor: name("busy_targets", "", "Targets with a running task"))
@@ -70,14 +123,52 @@ final class PipelineMetrics: Sendable {
             : nil
         queueFull = registry.makeGauge(
             descriptor: name("queue_full", "", "1 while the durable queue is full and intake is refused or paused"))
-        let buckets: [Duration] = [
-            .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
-            .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
-        ]
-        queueWait = registry.makeDurationHistogram(
-            descriptor: name("queue_wait", "seconds", "Time from ready to start"), buckets: buckets)
-        execution = registry.makeDurationHistogram(
-            descriptor: name("execution", "seconds", "Time in the executor per attempt"), buckets: buckets)
+        let byState = name("queue_tasks", "", "Tasks in the durable queue by state")
+        queueTasks =
+            durable
+            ? Dictionary(
+                uniqueKeysWithValues: Self.queueStates.map {
+                    ($0, registry.makeGauge(descriptor: byState, labels: [("state", $0)]))
+                }) : [:]
+        queueOldestAge =
+            durable
+            ? registry.makeGauge(
+                descriptor: name(
+                    "queue_oldest_queued_age", "seconds",
+                    "How long the oldest task waiting in the durable queue has waited (0 when none)"))
+            : nil
+        registry.makeGauge(
+            descriptor: name(
+                "build_info", "", "The running build: always 1, its version, commit and plugin ABI as labels"),
+            labels: [
+                ("version", BuildInfo.version), ("commit", BuildInfo.current.commit), ("abi", BuildInfo.abi),
+                ("swift", BuildInfo.swift),
+            ]
+        ).set(Double(1))
+    }
+
+    /// The metrics of `task`'s executor and source.
+    @inline(__always)
+    func of(_ task: TaskItem<PipelineTask>) -> Labelled {
+        let row = labelled[task.payload.executor]
+        let source = task.payload.source
+        for index in sourceNames.indices where sourceNames[index] == source { return row[index] }
+        return row[row.count - 1]
+    }
+
+    /// Counts an input `source` rejected.
+    func rejected(source: String) {
+        for index in sourceNames.indices where sourceNames[index] == source {
+            rejected[index].increment()
+            return
+        }
+        rejected[rejected.count - 1].increment()
+    }
+
+    /// Sets the durable queue's gauges from its counts.
+    func update(from depth: QueueDepth) {
+        for (state, count) in depth.byState { queueTasks[state]?.set(Double(count)) }
+        queueOldestAge?.set(depth.oldestQueuedAge ?? 0)
     }
 
     /// Counts a plugin's misbehaviour (``PluginMisbehaviour``), by executor, plugin and kind.
@@ -200,17 +291,22 @@ struct Readiness: Sendable {
 func operationsRouter(
     metrics: PipelineMetrics, snapshot: @escaping @Sendable () -> SchedulerSnapshot?,
     perSource: @escaping @Sendable () -> [String: Int],
-    durableQueued: (@Sendable () async -> Int?)? = nil,
+    durableQueued: (@Sendable () async -> QueueDepth?)? = nil,
     readiness: Readiness? = nil
 ) -> Router<BasicRequestContext> {
     let router = Router()
     router.get("/metrics") { _, _ -> Response in
         if let snapshot = snapshot() { metrics.update(from: snapshot) }
-        if let durableQueued, let count = await durableQueued() { metrics.durableQueued?.set(Double(count)) }
+        if let durableQueued, let depth = await durableQueued() {
+            metrics.durableQueued?.set(Double(depth.waiting))
+            metrics.update(from: depth)
+        }
+        var body = metrics.registry.emitToBuffer()
+        body += ProcessMetrics.read().text.utf8
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4"
         return Response(
-            status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
+            status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
     // Liveness: the process answers (its event loops run). `/healthz` is kept as its alias.
     router.get("/livez") { _, _ -> String in "ok\n" }
@@ -240,7 +336,7 @@ func operationsRouter(
             status.add("intakeFinished", raw: s.intakeFinished ? "true" : "false")
             status.add("shuttingDown", raw: s.shuttingDown ? "true" : "false")
         }
-        if let durableQueued, let count = await durableQueued() { status.add("durableQueued", count) }
+        if let durableQueued, let depth = await durableQueued() { status.add("durableQueued", depth.waiting) }
         let sources = perSource().sorted { $0.key < $1.key }.map { "\(quote($0.key)):\($0.value)" }
         status.add("sources", raw: "{" + sources.joined(separator: ",") + "}")
         var headers = HTTPFields()

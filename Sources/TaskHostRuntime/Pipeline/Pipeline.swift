@@ -101,7 +101,8 @@ package final class Pipeline: Sendable {
     package init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
         self.config = config
         self.logger = logger
-        metrics = PipelineMetrics(durable: config.queue != nil)
+        metrics = PipelineMetrics(
+            durable: config.queue != nil, executors: config.executors.map(\.name), sources: config.sources.map(\.name))
         counters = Counters(sources: config.sources.map(\.name))
         health = PipelineHealth(sources: config.sources.map(\.name), metrics: metrics)
         var executors: [any AnsweringExecutor] = []
@@ -247,7 +248,7 @@ package final class Pipeline: Sendable {
                 throw ConfigError(
                     file: config.file, line: source.location.line, column: source.location.column,
                     key: "\(source.location.key).path", message: "cannot read '\(path)'",
-                    hint: "paths are relative to the folder taskhost runs in")
+                    hint: "a relative path is relative to the configuration's folder")
             }
         }
     }
@@ -359,7 +360,8 @@ package final class Pipeline: Sendable {
             let counters = self.counters
             let logger = self.logger
             // An endpoint that cannot serve (its port taken) stops the run, as a source that cannot.
-            let depth: (@Sendable () async -> Int?)? = store.isDurable ? { @Sendable in await store.depth() } : nil
+            let depth: (@Sendable () async -> QueueDepth?)? =
+                store.isDurable ? { @Sendable in await store.depth() } : nil
             let readiness = Readiness(
                 health: health, queueFailure: { store.failureMessage }, durable: store.isDurable,
                 executors: (executors.count, config.executors.count))
@@ -475,19 +477,20 @@ package final class Pipeline: Sendable {
     /// line, the dead letter and the batch (the durable queue records those before the target is
     /// released, in ``record(_:run:)``, but for an operator's drain).
     func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?) {
-        if record.executionTime > .zero { metrics.execution.record(record.executionTime) }
+        let labelled = metrics.of(record.task)
+        if record.executionTime > .zero { labelled.execution.record(record.executionTime) }
         // After the queue failed, what the scheduler does with the tasks it holds is not their
         // outcome: they stay queued, their batches stay open.
         if durable?.hasFailed == true { return }
         let recorded = durable != nil && !(record.error is DrainedError)
         switch record.disposition {
         case .succeeded:
-            metrics.succeeded.increment()
+            labelled.succeeded.increment()
             guard !recorded else { return }
             writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil)
             record.task.payload.batch?.final(failed: false)
         case .deadLettered:
-            metrics.deadLettered.increment()
+            labelled.deadLettered.increment()
             guard !recorded else { return }
             let error = record.error.map { "\($0)" } ?? "dead-lettered"
             let attempts = record.context.attempt
@@ -496,7 +499,7 @@ package final class Pipeline: Sendable {
             if durable == nil { writeDeadLetter(record.task, error: error, attempts: attempts) }
             record.task.payload.batch?.final(failed: true)
         case .retrying:
-            metrics.retries.increment()
+            labelled.retries.increment()
         case .parked, .cancelled:
             return
         }

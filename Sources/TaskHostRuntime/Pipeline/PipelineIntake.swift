@@ -65,7 +65,7 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
         pipeline.counters.rejected.add(1, ordering: .relaxed)
         // Answered to its sender (400 with the reason): reported, not a failure of the run.
         if source.kind == .http { pipeline.counters.rejectedAnswered.add(1, ordering: .relaxed) }
-        pipeline.metrics.rejected.increment()
+        pipeline.metrics.rejected(source: source.name)
         batch?.rejected()
         pipeline.deadLetters?.write(
             bytes: deadLetterLine(

@@ -55,7 +55,7 @@ protocol PipelineStore: AnyObject, Sendable {
     func services(for pipeline: Pipeline, scheduler: Scheduler<RunExecutor<Self>, ContinuousClock>)
         -> [(name: String, body: @Sendable () async -> Void)]
     /// Tasks kept and not started, for `/status` and `/metrics`; nil when the store keeps none.
-    func depth() async -> Int?
+    func depth() async -> QueueDepth?
 
     // MARK: The end
 
@@ -131,7 +131,7 @@ final class MemoryStore: PipelineStore {
         let ids = self.ids
         return SchedulerHooks(
             attemptStarted: { task, _, wait in
-                metrics.queueWait.record(wait)
+                metrics.of(task).queueWait.record(wait)
                 if let id = task.id { ids.started(id) }
             },
             attemptFinished: { record in
@@ -164,7 +164,7 @@ final class MemoryStore: PipelineStore {
         -> [(name: String, body: @Sendable () async -> Void)]
     { [] }
 
-    func depth() async -> Int? { nil }
+    func depth() async -> QueueDepth? { nil }
 
     func sourcesFinished() { channel.finish() }
 
@@ -175,7 +175,8 @@ final class MemoryStore: PipelineStore {
     func close(_ summary: RunSummary<PipelineTask>, pipeline: Pipeline, into out: inout Pipeline.Summary) async {
         for unfinished in summary.unfinished {
             let status = unfinished.reason == .parked ? "parked" : "cancelled"
-            (unfinished.reason == .parked ? pipeline.metrics.parked : pipeline.metrics.cancelled).increment()
+            let labelled = pipeline.metrics.of(unfinished.task)
+            (unfinished.reason == .parked ? labelled.parked : labelled.cancelled).increment()
             pipeline.writeResult(
                 unfinished.task, status: status, attempts: unfinished.attempts,
                 error: status == "parked" ? "its target is parked" : "shut down before it finished")

@@ -177,7 +177,19 @@ extension DurableRun: PipelineStore {
         ]
     }
 
-    func depth() async -> Int? { try? await queue.perform { db in try db.countQueued() } }
+    func depth() async -> QueueDepth? {
+        try? await queue.perform { db in
+            let counts = try db.countsByState()
+            let parked = try db.countQueuedOfParkedTargets()
+            let oldest = try db.oldestQueued()?.enqueuedAt
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            return QueueDepth(
+                byState: [
+                    "queued": (counts[.queued] ?? 0) - parked, "parked": parked, "running": counts[.running] ?? 0,
+                    "succeeded": counts[.succeeded] ?? 0, "dead": counts[.dead] ?? 0,
+                ], oldestQueuedAge: oldest.map { Double(max(0, now - $0)) / 1000 })
+        }
+    }
 
     // MARK: The end
 

@@ -173,7 +173,7 @@ extension Pipeline {
         let metrics = self.metrics
         return SchedulerHooks(
             attemptStarted: { task, context, wait in
-                metrics.queueWait.record(wait)
+                metrics.of(task).queueWait.record(wait)
                 // A suspect is journaled when it passes the gate (RunExecutor); a task refused for
                 // its crashes does not run.
                 if let record = task.payload.durable, run.crashes(of: record) == 0 {
