@@ -14,7 +14,7 @@ struct HTTPSource: TaskSource {
 
     func run(into intake: some SourceIntake, stopper: StopSignal, logger: Logger) async throws(SourceError) {
         _ = await intake.start(file: nil)
-        let admitLines: @Sendable ([String]) async -> [Admitted] = { lines in
+        let admitLines: @Sendable ([SourceLine]) async -> [Admitted] = { lines in
             var results: [Admitted] = []
             for line in lines { results.append(await intake.accept(line, batch: nil, checkpoint: nil)) }
             // On the durable queue, the answer (202) waits for the commit.
@@ -38,7 +38,7 @@ struct HTTPSource: TaskSource {
 /// scheduler's buffer is full, 503 once the pipeline stops.
 func intakeRouter(
     source: HTTPSource, isFull: @escaping @Sendable () -> Bool, isStopped: @escaping @Sendable () -> Bool,
-    admit: @escaping @Sendable ([String]) async -> [Admitted]
+    admit: @escaping @Sendable ([SourceLine]) async -> [Admitted]
 ) -> Router<BasicRequestContext> {
     let router = Router()
     let handler: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
@@ -67,10 +67,7 @@ func intakeRouter(
         } catch {
             return answer(.contentTooLarge, "the body is over maxBodyBytes \(source.maxBodyBytes)")
         }
-        let text = String(buffer: body)
-        let lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map(String.init).filter {
-            !$0.allSatisfy(\.isWhitespace)
-        }
+        let lines = bodyLines(body.readableBytesView)
         guard !lines.isEmpty else { return answer(.badRequest, "the body holds no task") }
         let results = await admit(lines)
         var out = JSONObjectWriter()

@@ -55,6 +55,7 @@ struct InputDecoder: Sendable {
                 switch field {
                 case .string(let text): text
                 case .integer(let number): String(number)
+                case .bigInteger(let text): text
                 case .bool(let flag): String(flag)
                 default: nil
                 }
@@ -75,6 +76,7 @@ struct InputDecoder: Sendable {
         switch object["id"] {
         case .string(let text): id = text
         case .integer(let number): id = String(number)
+        case .bigInteger(let text): id = text
         default: id = nil
         }
         var priority = 0

@@ -40,10 +40,22 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
         return (point.offset, point.complete)
     }
 
-    func accept(_ line: String, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {
+    func accept(_ input: SourceLine, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {
         let seq = sequence.add(1, ordering: .relaxed).newValue
         pipeline.counters.sources[source.name]?.value.add(1, ordering: .relaxed)
-        switch decoder.decode(line, seq: seq, batch: batch) {
+        let decoded: Result<TaskItem<PipelineTask>, InputDecoder.Rejection>
+        let line: String
+        switch input {
+        case .text(let text):
+            line = text
+            decoded = decoder.decode(text, seq: seq, batch: batch)
+        case .invalidUTF8(let bytes, _):
+            // The dead letter keeps the bytes (base64); the queue's row, which holds text, a
+            // readable copy with U+FFFD in place of what is not UTF-8.
+            line = String(decoding: bytes, as: UTF8.self)
+            decoded = .failure(InputDecoder.Rejection(reason: input.invalidReason ?? "invalid UTF-8"))
+        }
+        switch decoded {
         case .success(let item):
             if intake.add(item, checkpoint: checkpoint) { await intake.flush() }
             return Admitted(id: item.id ?? "\(source.name)-\(seq)", error: nil)
@@ -51,10 +63,15 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
             pipeline.counters.rejected.add(1, ordering: .relaxed)
             pipeline.metrics.rejected.increment()
             batch?.rejected()
-            pipeline.deadLetters?.write(
-                bytes: deadLetterLine(
+            let letter: [UInt8]
+            if case .invalidUTF8(let bytes, _) = input {
+                letter = deadLetterLine(source: source.name, seq: seq, bytes: bytes, error: rejection.reason)
+            } else {
+                letter = deadLetterLine(
                     id: nil, target: nil, source: source.name, seq: seq, input: line, error: rejection.reason,
-                    attempts: 0))
+                    attempts: 0)
+            }
+            pipeline.deadLetters?.write(bytes: letter)
             intake.reject(
                 NewTask(
                     source: source.name, seq: seq, taskId: nil, target: nil, executor: nil, priority: 0,

@@ -319,6 +319,18 @@ func deadLetterLine(
     return letter.finished
 }
 
+/// A dead-letter line for an input line that is not UTF-8: its bytes exactly as they came, in
+/// base64 (`inputBase64`), since a JSON Lines file can only hold text; there is no `input`.
+func deadLetterLine(source: String, seq: UInt64, bytes: [UInt8], error: String) -> [UInt8] {
+    var letter = JSONObjectWriter()
+    letter.add("source", source)
+    letter.add("seq", seq)
+    letter.add("inputBase64", Data(bytes).base64EncodedString())
+    letter.add("error", error)
+    letter.add("attempts", 0)
+    return letter.finished
+}
+
 /// A dead-letter line for a row the scheduler never held.
 func deadLetterLine(_ stored: StoredTask, error: String) -> [UInt8] {
     deadLetterLine(
