@@ -92,6 +92,29 @@ import Testing
         #expect(!(try String(contentsOfFile: folder + "/results.jsonl", encoding: .utf8)).contains("\u{FFFD}"))
     }
 
+    @Test("taskhost enqueue dead-letters a line that is not UTF-8 with its bytes, and queues the others")
+    func enqueueInvalidUTF8() throws {
+        let folder = Paths.scratch()
+        let text = """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: echo }
+            deadLetter: { path: \(folder)/dead.jsonl }
+            queue: { path: \(folder)/queue.db }
+            """
+        let config = try ConfigLoader.parse(text, file: folder + "/pipeline.yaml", environment: [:])
+        let bad: [UInt8] = Array(#"{"targetId": "x", "data": ""#.utf8) + [0xF0, 0x9F, 0x98] + Array(#""}"#.utf8)
+        let input = Array(#"{"targetId": "a", "data": 1}"#.utf8) + [10, 10] + bad + [13, 10]
+        let report = try QueueAdmin(config: config).enqueue(bytes: input, source: nil)
+        #expect(report.accepted == 1)
+        #expect(report.rejected.map(\.0) == [3])
+        #expect(report.rejected.map(\.1) == ["invalid UTF-8 at byte 28"])
+        let dead = try P.records(folder + "/dead.jsonl")
+        #expect(dead.count == 1)
+        #expect((dead.first?["inputBase64"] as? String).flatMap { Data(base64Encoded: $0) } == Data(bad))
+    }
+
     // MARK: Duplicated keys in the configuration
 
     @Test(

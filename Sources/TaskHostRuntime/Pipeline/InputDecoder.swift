@@ -17,6 +17,23 @@ struct InputDecoder: Sendable {
         var reason: String
     }
 
+    /// Decodes a line as a source read it; one that is not UTF-8 is refused with the offset of its
+    /// first bad byte. `text` is the line as text, for the queue's row: U+FFFD in place of bytes
+    /// that are not UTF-8 (the dead letter keeps them: ``deadLetterLine(_:text:source:seq:error:)``).
+    func decode(_ input: SourceLine, seq: UInt64, batch: BatchTracker?) -> (
+        text: String, result: Result<TaskItem<PipelineTask>, Rejection>
+    ) {
+        switch input {
+        case .text(let text):
+            return (text, decode(text, seq: seq, batch: batch))
+        case .invalidUTF8(let bytes, _):
+            return (
+                String(decoding: bytes, as: UTF8.self),
+                .failure(Rejection(reason: input.invalidReason ?? "invalid UTF-8"))
+            )
+        }
+    }
+
     func decode(_ line: String, seq: UInt64, batch: BatchTracker?) -> Result<TaskItem<PipelineTask>, Rejection> {
         if line.utf8.count > maxTaskBytes {
             return .failure(

@@ -43,18 +43,7 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
     func accept(_ input: SourceLine, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {
         let seq = sequence.add(1, ordering: .relaxed).newValue
         pipeline.counters.sources[source.name]?.value.add(1, ordering: .relaxed)
-        let decoded: Result<TaskItem<PipelineTask>, InputDecoder.Rejection>
-        let line: String
-        switch input {
-        case .text(let text):
-            line = text
-            decoded = decoder.decode(text, seq: seq, batch: batch)
-        case .invalidUTF8(let bytes, _):
-            // The dead letter keeps the bytes (base64); the queue's row, which holds text, a
-            // readable copy with U+FFFD in place of what is not UTF-8.
-            line = String(decoding: bytes, as: UTF8.self)
-            decoded = .failure(InputDecoder.Rejection(reason: input.invalidReason ?? "invalid UTF-8"))
-        }
+        let (line, decoded) = decoder.decode(input, seq: seq, batch: batch)
         switch decoded {
         case .success(let item):
             if intake.add(item, checkpoint: checkpoint) { await intake.flush() }
@@ -63,15 +52,8 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
             pipeline.counters.rejected.add(1, ordering: .relaxed)
             pipeline.metrics.rejected.increment()
             batch?.rejected()
-            let letter: [UInt8]
-            if case .invalidUTF8(let bytes, _) = input {
-                letter = deadLetterLine(source: source.name, seq: seq, bytes: bytes, error: rejection.reason)
-            } else {
-                letter = deadLetterLine(
-                    id: nil, target: nil, source: source.name, seq: seq, input: line, error: rejection.reason,
-                    attempts: 0)
-            }
-            pipeline.deadLetters?.write(bytes: letter)
+            pipeline.deadLetters?.write(
+                bytes: deadLetterLine(input, text: line, source: source.name, seq: seq, error: rejection.reason))
             intake.reject(
                 NewTask(
                     source: source.name, seq: seq, taskId: nil, target: nil, executor: nil, priority: 0,
