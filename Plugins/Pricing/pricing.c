@@ -74,3 +74,9 @@ PRICING_API const char *pricing_describe(const char *sku) {
     }
     return text;
 }
+
+PRICING_API const char *pricing_format_u64(uint64_t value) {
+    static _Thread_local char text[24];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)value);
+    return text;
+}

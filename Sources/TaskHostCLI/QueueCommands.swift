@@ -61,9 +61,8 @@ struct EnqueueCommand: AsyncParsableCommand {
             }
             data = contents
         }
-        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-            .map(String.init)
-        let report = try operate { () throws(ConfigError) in try admin.enqueue(lines: lines, source: source) }
+        // Lines that are not UTF-8 are dead-lettered with their bytes unchanged.
+        let report = try operate { () throws(ConfigError) in try admin.enqueue(bytes: Array(data), source: source) }
         for (line, reason) in report.rejected {
             printError("\(file):\(line): rejected (kept as a dead letter): \(reason)")
         }

@@ -133,6 +133,9 @@ package enum ConfigLoader {
         do {
             root = try Yams.compose(yaml: text)
         } catch let error as YamlError {
+            if case .duplicatedKeysInMapping = error, let duplicate = duplicateKey(in: text, file: file) {
+                throw duplicate
+            }
             throw yamlError(error, file: file)
         } catch {
             throw ConfigError(file: file, line: nil, column: nil, key: "", message: "\(error)")
@@ -146,6 +149,79 @@ package enum ConfigLoader {
         return try reader.pipeline(root)
     }
 
+    /// The first duplicated key of `text` (which Yams refuses, naming only the first occurrence):
+    /// the duplicate's line and column, its key path and the line of the first. Each occurrence
+    /// Yams names is renamed to a placeholder until the text composes; the tree then shows where
+    /// the other occurrence is. Nil when that fails (the caller reports Yams's error).
+    static func duplicateKey(in text: String, file: String) -> ConfigError? {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        // Placeholder -> (the key's name, its line, its column).
+        var renamed: [String: (name: String, line: Int, column: Int)] = [:]
+        var root: Node?
+        for round in 0..<64 {
+            do {
+                root = try Yams.compose(yaml: lines.joined(separator: "\n"))
+                break
+            } catch YamlError.duplicatedKeysInMapping(let duplicates, let context) {
+                let (line, column) = (context.mark.line, context.mark.column)
+                guard let name = duplicates.first, line >= 1, line <= lines.count else { return nil }
+                let row = Array(lines[line - 1].unicodeScalars)
+                guard column >= 1, column <= row.count else { return nil }
+                // The key as written: plain, or in quotes.
+                var start = column - 1
+                if row[start] == "\"" || row[start] == "'" { start += 1 }
+                let scalars = Array(name.unicodeScalars)
+                guard start + scalars.count <= row.count, Array(row[start..<start + scalars.count]) == scalars else {
+                    return nil
+                }
+                // A placeholder of the same length keeps the columns after it on that line.
+                let placeholder =
+                    String(
+                        repeating: "\u{E000}", count: max(0, scalars.count - 1))
+                    + String(Character(Unicode.Scalar(0xE100 + round)!))
+                guard placeholder.unicodeScalars.count == scalars.count else { return nil }
+                var view = String.UnicodeScalarView()
+                view.append(contentsOf: row[..<start])
+                view.append(contentsOf: placeholder.unicodeScalars)
+                view.append(contentsOf: row[(start + scalars.count)...])
+                lines[line - 1] = String(view)
+                renamed[placeholder] = (name, line, column)
+            } catch {
+                return nil
+            }
+        }
+        guard let root else { return nil }
+        func search(_ node: Node, _ path: String) -> ConfigError? {
+            switch node {
+            case .mapping(let mapping):
+                var first: [String: Int] = [:]
+                for (keyNode, value) in mapping {
+                    guard let written = keyNode.string else { continue }
+                    let original = renamed[written]
+                    let name = original?.name ?? written
+                    let line = original?.line ?? keyNode.mark?.line ?? 0
+                    let column = original?.column ?? keyNode.mark?.column
+                    let keyPath = path.isEmpty ? name : "\(path).\(name)"
+                    if let earlier = first[name] {
+                        return ConfigError(
+                            file: file, line: line, column: column, key: keyPath, message: "duplicate key '\(name)'",
+                            hint: "first at line \(earlier); keep one")
+                    }
+                    first[name] = line
+                    if let found = search(value, keyPath) { return found }
+                }
+            case .sequence(let sequence):
+                for (index, value) in sequence.enumerated() {
+                    if let found = search(value, "\(path)[\(index)]") { return found }
+                }
+            case .scalar, .alias:
+                break
+            }
+            return nil
+        }
+        return search(root, "")
+    }
+
     package static func yamlError(_ error: YamlError, file: String) -> ConfigError {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
@@ -153,6 +229,11 @@ package enum ConfigLoader {
             return ConfigError(
                 file: file, line: mark.line, column: mark.column, key: "", message: "malformed YAML: \(what)",
                 hint: "check the indentation and the quoting on that line")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return ConfigError(
+                file: file, line: context.mark.line, column: context.mark.column, key: "",
+                message: "duplicate key " + duplicates.map { "'\($0)'" }.joined(separator: ", "),
+                hint: "this is the first of them; keep one")
         default:
             return ConfigError(file: file, line: nil, column: nil, key: "", message: "malformed YAML: \(error)")
         }
@@ -186,7 +267,7 @@ package struct ConfigReader {
             guard let name = keyNode.string else { throw fail(keyNode, key, "a key must be a string") }
             let path = key.isEmpty ? name : "\(key).\(name)"
             guard seen.insert(name).inserted else {
-                throw fail(keyNode, path, "the key appears twice", hint: "keep one")
+                throw fail(keyNode, path, "duplicate key '\(name)'", hint: "keep one")
             }
             if let allowed, !allowed.contains(name) {
                 let hint =

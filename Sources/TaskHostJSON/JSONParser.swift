@@ -239,7 +239,7 @@ package struct JSONParser {
             while index < bytes.count, (48...57).contains(bytes[index]) { index += 1 }
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        if integral, let value = Int64(text) { return .integer(value) }
+        if integral { return Int64(text).map(JSONValue.integer) ?? .bigInteger(text) }
         guard let value = Double(text) else { throw fail("invalid number") }
         return .number(value)
     }

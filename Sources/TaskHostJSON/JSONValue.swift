@@ -4,6 +4,9 @@ import Foundation
 package enum JSONValue: Decodable, Sendable {
     case null, bool(Bool), number(Double), integer(Int64), string(String), array([JSONValue])
     case object([String: JSONValue])
+    /// An integer beyond Int64 (like 18446744073709551615, `UInt64.max`), kept as its exact text
+    /// (digits, with a leading `-` when negative): converting it to a `Double` would round it.
+    case bigInteger(String)
 
     package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
@@ -28,7 +31,7 @@ package enum JSONValue: Decodable, Sendable {
         switch self {
         case .null: "null"
         case .bool: "a boolean"
-        case .number, .integer: "a number"
+        case .number, .integer, .bigInteger: "a number"
         case .string: "a string"
         case .array: "an array"
         case .object: "an object"

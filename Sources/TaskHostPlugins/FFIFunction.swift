@@ -270,15 +270,28 @@ package final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
                         description: "argument \(index + 1) (\(path.text)): expected \(expected) for \(type.rawValue), "
                             + "got \(value.kind)"))
             }
+            func doesNotFit(_ number: String) -> NonRetryableError {
+                NonRetryableError(
+                    CallFailure(
+                        description: "argument \(index + 1) (\(path.text)): \(number) does not fit \(type.rawValue)"
+                            + (type == .uint64 ? " (0 to \(UInt64.max))" : "")))
+            }
             func integer(_ range: ClosedRange<Int64>) throws -> Int64 {
+                if case .bigInteger(let text) = value { throw doesNotFit(text) }
                 guard case .integer(let number) = value else { throw mismatch("an integer") }
-                guard range.contains(number) else {
-                    throw NonRetryableError(
-                        CallFailure(
-                            description: "argument \(index + 1) (\(path.text)): \(number) does not fit \(type.rawValue)"
-                        ))
-                }
+                guard range.contains(number) else { throw doesNotFit(String(number)) }
                 return number
+            }
+            /// The whole range of uint64: beyond Int64 the parser kept the number's text.
+            func unsigned() throws -> UInt64 {
+                switch value {
+                case .integer(let number) where number >= 0: return UInt64(number)
+                case .integer(let number): throw doesNotFit(String(number))
+                case .bigInteger(let text):
+                    guard let number = UInt64(text) else { throw doesNotFit(text) }
+                    return number
+                default: throw mismatch("an integer")
+                }
             }
             switch type {
             case .void: break
@@ -292,11 +305,12 @@ package final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
             case .int32: next().storeBytes(of: Int32(try integer(Int64(Int32.min)...Int64(Int32.max))), as: Int32.self)
             case .uint32: next().storeBytes(of: UInt32(try integer(0...Int64(UInt32.max))), as: UInt32.self)
             case .int64: next().storeBytes(of: try integer(Int64.min...Int64.max), as: Int64.self)
-            case .uint64: next().storeBytes(of: UInt64(try integer(0...Int64.max)), as: UInt64.self)
+            case .uint64: next().storeBytes(of: try unsigned(), as: UInt64.self)
             case .float, .double:
                 let number: Double
                 switch value {
                 case .integer(let n): number = Double(n)
+                case .bigInteger(let text): number = Double(text) ?? .infinity
                 case .number(let n): number = n
                 default: throw mismatch("a number")
                 }
@@ -346,7 +360,11 @@ package final class FFIFunctionExecutor: TaskItemExecutor, @unchecked Sendable {
             case .uint8: return try status(Int64(returned.load(as: UInt8.self)))
             case .uint16: return try status(Int64(returned.load(as: UInt16.self)))
             case .uint32: return try status(Int64(returned.load(as: UInt32.self)))
-            case .int64, .uint64: return try status(returned.load(as: Int64.self))
+            case .int64: return try status(returned.load(as: Int64.self))
+            case .uint64:
+                let code = returned.load(as: UInt64.self)
+                if code == 0 { return nil }
+                throw CallFailure(description: "\(symbol) returned \(code)")
             case .float: return formatting ? String(returned.load(as: Float.self)) : nil
             case .double: return formatting ? String(returned.load(as: Double.self)) : nil
             case .string:

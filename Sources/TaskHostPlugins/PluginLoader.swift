@@ -78,6 +78,42 @@ package struct PluginLoader: Sendable {
                 "Build it (swift build), give its path, or add its folder with --plugin-path or TASKHOST_PLUGIN_PATH.")
     }
 
+    /// The file a function executor's `library` names: a path (with a `/`) as given; a name looked
+    /// up as `lib<name>.so`, `<name>.so` and `<name>` in each folder of ``searchPath``, then left
+    /// to the system's library folders when none is there (`nil`: `dlopen` searches them).
+    /// - Throws: ``PluginError`` `.notFound` naming the path it looked for, for a path with no file.
+    package func resolveLibrary(_ reference: String) throws(PluginError) -> String? {
+        if reference.contains("/") {
+            guard fileExists(reference) else {
+                let absolute = Self.absolute(reference)
+                throw PluginError(
+                    .notFound, path: reference,
+                    message: "no library at \(absolute)" + (absolute == reference ? "" : " (\(reference))"),
+                    remedy: "Check the `library` path, or give the library's name (like pricing, for "
+                        + "libpricing.so) to look for it in the plugin path and the system's library folders.")
+            }
+            return reference
+        }
+        for folder in searchPath {
+            for candidate in ["lib\(reference).so", "\(reference).so", reference] {
+                let path = folder.hasSuffix("/") ? folder + candidate : folder + "/" + candidate
+                if fileExists(path) { return path }
+            }
+        }
+        return nil
+    }
+
+    /// The error for a library named `reference` that neither the plugin path nor the system has.
+    package func libraryNotFound(_ reference: String, dlerror: String) -> PluginError {
+        PluginError(
+            .notFound, path: reference,
+            message: "no library named '\(reference)' (looked for lib\(reference).so, \(reference).so and "
+                + "\(reference) in " + (searchPath.isEmpty ? "no folder" : searchPath.joined(separator: ", "))
+                + ", then '\(reference)' in the system's library folders: \(dlerror))",
+            remedy: "Give the library's path, add its folder with --plugin-path or TASKHOST_PLUGIN_PATH, "
+                + "or install it in a folder the system searches (ldconfig -p lists them).")
+    }
+
     /// Loads a plugin and checks its table: ABI version, required functions, capabilities.
     package func load(_ reference: String) throws(PluginError) -> LoadedPlugin {
         let path = try resolve(reference)

@@ -39,7 +39,7 @@ package struct FollowStart: Sendable {
 /// Returns when `stopper` stops or `line` answers false.
 package func followLines(
     path: String, from start: FollowStart, stopper: StopSignal, logger: Logger, flush: () async -> Void,
-    _ line: @escaping (String, Int64, FileIdentity) async -> Bool
+    _ line: @escaping (SourceLine, Int64, FileIdentity) async -> Bool
 ) async throws(SourceError) {
     let waiter = DescriptorReader(descriptor: -1)
     stopper.register(waiter)

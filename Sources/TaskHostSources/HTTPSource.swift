@@ -31,7 +31,7 @@ struct HTTPSource: TaskSource {
 /// appended whole or not at all.
 func intakeRouter(
     source: HTTPSource, isStopped: @escaping @Sendable () -> Bool,
-    admit: @escaping @Sendable ([String]) async -> BatchOutcome
+    admit: @escaping @Sendable ([SourceLine]) async -> BatchOutcome
 ) -> Router<BasicRequestContext> {
     let router = Router()
     let handler: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, _ in
@@ -60,10 +60,8 @@ func intakeRouter(
         } catch {
             return answer(.contentTooLarge, "the body is over maxBodyBytes \(source.maxBodyBytes)")
         }
-        let text = String(buffer: body)
-        let lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map(String.init).filter {
-            !$0.allSatisfy(\.isWhitespace)
-        }
+        // Split as bytes: a line that is not UTF-8 is refused on its own, its bytes unchanged.
+        let lines = bodyLines(body.readableBytesView)
         guard !lines.isEmpty else { return answer(.badRequest, "the body holds no task") }
         let results: [Admitted]
         switch await admit(lines) {

@@ -128,15 +128,15 @@ package struct LineSplitter {
 
     package init(base: Int64 = 0) { self.base = base }
 
-    package mutating func feed(_ bytes: [UInt8], _ line: (String, Int64) async -> Bool) async -> Bool {
+    package mutating func feed(_ bytes: [UInt8], _ line: (SourceLine, Int64) async -> Bool) async -> Bool {
         pending.append(contentsOf: bytes)
         var start = 0
         while let newline = pending[start...].firstIndex(of: 10) {
             var end = newline
             if end > start, pending[end - 1] == 13 { end -= 1 }
-            let text = String(decoding: pending[start..<end], as: UTF8.self)
+            let text = SourceLine(pending[start..<end])
             start = newline + 1
-            if !text.allSatisfy({ $0 == " " || $0 == "\t" }) {
+            if !text.isBlank {
                 if !(await line(text, base + Int64(start))) {
                     consume(start)
                     return false
@@ -153,13 +153,13 @@ package struct LineSplitter {
     }
 
     /// The last line when the input did not end with a newline, with the offset of its end.
-    package mutating func finish() -> (String, Int64)? {
+    package mutating func finish() -> (SourceLine, Int64)? {
         defer {
             base += Int64(pending.count)
             pending.removeAll()
         }
-        let text = String(decoding: pending, as: UTF8.self)
-        return text.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) ? nil : (text, base + Int64(pending.count))
+        let text = SourceLine(pending)
+        return text.isBlank ? nil : (text, base + Int64(pending.count))
     }
 }
 
@@ -183,7 +183,7 @@ package final class Watch: Sendable {
 /// follows one as it grows). Each line comes with the offset of the byte after it.
 package func readLines(
     path: String, from offset: Int64 = 0, stopper: StopSignal, flush: () async -> Void,
-    _ line: @escaping (String, Int64) async -> Bool
+    _ line: @escaping (SourceLine, Int64) async -> Bool
 ) async throws(SourceError) {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC)
     guard descriptor >= 0 else {

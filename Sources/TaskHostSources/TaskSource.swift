@@ -6,8 +6,9 @@ import TaskHostStore
 /// line into a task (or a dead letter), numbers it, and commits it to the store before the source
 /// acknowledges it (an HTTP answer, a file checkpoint).
 package protocol SourceIntake: Sendable {
-    /// Decodes and admits one input line; returns its task id, or why it was refused.
-    func accept(_ line: String, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted
+    /// Decodes and admits one input line; returns its task id, or why it was refused (a line
+    /// that is not UTF-8 is refused, its bytes kept unchanged in the dead letter).
+    func accept(_ line: SourceLine, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted
     /// Hands on what was accepted (on the durable queue: commits it); false when the queue failed.
     @discardableResult func flush() async -> Bool
     /// Whether the source should go on reading: the run is not stopping and the queue is healthy.
@@ -31,7 +32,7 @@ package protocol SourceIntake: Sendable {
     var failure: String? { get }
     /// Decodes and admits the lines of one request as one append: all of them are committed, or
     /// none (the queue is full, the run stops). For sources that answer each request (HTTP).
-    func acceptAll(_ lines: [String]) async -> BatchOutcome
+    func acceptAll(_ lines: [SourceLine]) async -> BatchOutcome
     /// The source takes input now (HTTP: its port is bound): the pipeline may report it ready.
     func serving()
 }
@@ -67,7 +68,7 @@ package struct Admitted: Sendable {
 
 extension SourceIntake {
     /// Line by line, then one flush: not atomic (the pipeline's intake is; this serves test doubles).
-    package func acceptAll(_ lines: [String]) async -> BatchOutcome {
+    package func acceptAll(_ lines: [SourceLine]) async -> BatchOutcome {
         var results: [Admitted] = []
         for line in lines { results.append(await accept(line, batch: nil, checkpoint: nil)) }
         return await flush() ? .admitted(results) : .unavailable(failure ?? "the pipeline is stopping")
@@ -76,9 +77,14 @@ extension SourceIntake {
     package func serving() {}
 
     /// Accepts a line; whether the source should go on.
-    package func admit(_ line: String, batch: BatchTracker? = nil, checkpoint: Checkpoint? = nil) async -> Bool {
+    package func admit(_ line: SourceLine, batch: BatchTracker? = nil, checkpoint: Checkpoint? = nil) async -> Bool {
         _ = await accept(line, batch: batch, checkpoint: checkpoint)
         return canContinue
+    }
+
+    /// Accepts a line of text (a template); whether the source should go on.
+    package func admit(_ line: String, batch: BatchTracker? = nil, checkpoint: Checkpoint? = nil) async -> Bool {
+        await admit(.text(line), batch: batch, checkpoint: checkpoint)
     }
 }
 

@@ -335,7 +335,7 @@ final class RecordingIntake: SourceIntake {
 
     var times: [Date] { received.withLock { $0 } }
 
-    func accept(_ line: String, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {
+    func accept(_ line: SourceLine, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {
         received.withLock { $0.append(clock.now) }
         return Admitted(id: "t", error: nil)
     }

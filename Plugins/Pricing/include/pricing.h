@@ -55,6 +55,10 @@ PRICING_API uint8_t pricing_is_valid_sku(const char *sku);
  * calling thread, valid until that thread's next call of pricing_describe; never free it. */
 PRICING_API const char *pricing_describe(const char *sku);
 
+/* `value` in decimal ("18446744073709551615" for UINT64_MAX): what a uint64 argument arrived as.
+ * The text lives in a buffer of the calling thread, valid until that thread's next call. */
+PRICING_API const char *pricing_format_u64(uint64_t value);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,23 @@ struct InputDecoder: Sendable {
         var reason: String
     }
 
+    /// Decodes a line as a source read it; one that is not UTF-8 is refused with the offset of its
+    /// first bad byte. `text` is the line as text, for the queue's row: U+FFFD in place of bytes
+    /// that are not UTF-8 (the dead letter keeps them: ``deadLetterLine(_:text:source:seq:error:)``).
+    func decode(_ input: SourceLine, seq: UInt64, batch: BatchTracker?) -> (
+        text: String, result: Result<TaskItem<PipelineTask>, Rejection>
+    ) {
+        switch input {
+        case .text(let text):
+            return (text, decode(text, seq: seq, batch: batch))
+        case .invalidUTF8(let bytes, _):
+            return (
+                String(decoding: bytes, as: UTF8.self),
+                .failure(Rejection(reason: input.invalidReason ?? "invalid UTF-8"))
+            )
+        }
+    }
+
     func decode(_ line: String, seq: UInt64, batch: BatchTracker?) -> Result<TaskItem<PipelineTask>, Rejection> {
         if line.utf8.count > maxTaskBytes {
             return .failure(
@@ -55,6 +72,7 @@ struct InputDecoder: Sendable {
                 switch field {
                 case .string(let text): text
                 case .integer(let number): String(number)
+                case .bigInteger(let text): text
                 case .bool(let flag): String(flag)
                 default: nil
                 }
@@ -75,6 +93,7 @@ struct InputDecoder: Sendable {
         switch object["id"] {
         case .string(let text): id = text
         case .integer(let number): id = String(number)
+        case .bigInteger(let text): id = text
         default: id = nil
         }
         var priority = 0

@@ -173,9 +173,10 @@ package final class Pipeline: Sendable {
             }
             return .plugin(plugin, configuration: configuration)
         case .function(let library, let symbol, let signature, let arguments):
-            let resolved = Result { () throws(PluginError) in try loader.resolve(library) }
-            let path = (try? resolved.get()) ?? library
-            do {
+            let resolved = Result { () throws(PluginError) in try loader.resolveLibrary(library) }
+            let path = (try? resolved.get()).flatMap { $0 } ?? library
+            do throws(PluginError) {
+                _ = try resolved.get()
                 // A library file is code loaded into the host, as a plugin is; a bare name is
                 // left to the system's library folders.
                 if path.contains("/") { try loader.checkPermissions(path) }
@@ -192,11 +193,12 @@ package final class Pipeline: Sendable {
                     default: "library"
                     }
                 // A library found neither in the search path nor by the system: say where we looked.
-                if part == "library", case .failure(let notFound) = resolved, error.code == .notFound {
+                if part == "library", case .success(nil) = resolved, error.code == .notFound,
+                    error.message.hasPrefix(library + ":")
+                {
+                    let notFound = loader.libraryNotFound(library, dlerror: error.message)
                     throw fail(
-                        executor, in: config, notFound.message.replacing("no plugin named", with: "no library named"),
-                        notFound.remedy,
-                        at: executor.partLocations["library"])
+                        executor, in: config, notFound.message, notFound.remedy, at: executor.partLocations["library"])
                 }
                 throw fail(
                     executor, in: config, error.message, error.remedy,

@@ -46,30 +46,30 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
 
     func serving() { pipeline.health.set(source.name, .serving) }
 
-    func accept(_ line: String, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {
+    func accept(_ input: SourceLine, batch: BatchTracker?, checkpoint: Checkpoint?) async -> Admitted {
         let seq = sequence.add(1, ordering: .relaxed).newValue
         pipeline.counters.sources[source.name]?.value.add(1, ordering: .relaxed)
-        switch decoder.decode(line, seq: seq, batch: batch) {
+        let (line, decoded) = decoder.decode(input, seq: seq, batch: batch)
+        switch decoded {
         case .success(let item):
             if intake.add(item, checkpoint: checkpoint) { await flush() }
             return Admitted(id: item.id ?? "\(source.name)-\(seq)", error: nil)
         case .failure(let rejection):
-            refuse(line, seq: seq, reason: rejection.reason, batch: batch)
+            refuse(input, text: line, seq: seq, reason: rejection.reason, batch: batch)
             intake.reject(rejectedRow(line, seq: seq, reason: rejection.reason, batch: batch), checkpoint: checkpoint)
             return Admitted(id: nil, error: rejection.reason)
         }
     }
 
     /// A line that could not be read: counted, logged and written to the dead letters.
-    private func refuse(_ line: String, seq: UInt64, reason: String, batch: BatchTracker?) {
+    private func refuse(_ input: SourceLine, text line: String, seq: UInt64, reason: String, batch: BatchTracker?) {
         pipeline.counters.rejected.add(1, ordering: .relaxed)
         // Answered to its sender (400 with the reason): reported, not a failure of the run.
         if source.kind == .http { pipeline.counters.rejectedAnswered.add(1, ordering: .relaxed) }
         pipeline.metrics.rejected(source: source.name)
         batch?.rejected()
         pipeline.deadLetters?.write(
-            bytes: deadLetterLine(
-                id: nil, target: nil, source: source.name, seq: seq, input: line, error: reason, attempts: 0))
+            bytes: deadLetterLine(input, text: line, source: source.name, seq: seq, error: reason))
         pipeline.logger.warning(
             "task rejected",
             metadata: ["source": "\(source.name)", "seq": .stringConvertible(seq), "reason": "\(reason)"])
@@ -110,7 +110,7 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
         return result.succeeded
     }
 
-    func acceptAll(_ lines: [String]) async -> BatchOutcome {
+    func acceptAll(_ lines: [SourceLine]) async -> BatchOutcome {
         if isFull {
             pipeline.metrics.intakeRefused(source: source.name, reason: "buffer_full")
             return .busy(retryAfter: 1)
@@ -124,8 +124,10 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
         var tasks: [TaskItem<PipelineTask>] = []
         var refused: [NewTask] = []
         var decoded: [Result<TaskItem<PipelineTask>, InputDecoder.Rejection>] = []
-        for (offset, line) in lines.enumerated() {
-            let result = decoder.decode(line, seq: first + UInt64(offset), batch: nil)
+        var texts: [String] = []
+        for (offset, input) in lines.enumerated() {
+            let (line, result) = decoder.decode(input, seq: first + UInt64(offset), batch: nil)
+            texts.append(line)
             switch result {
             case .success(let item): tasks.append(item)
             case .failure(let rejection):
@@ -162,7 +164,7 @@ final class PipelineIntake<Store: PipelineStore>: SourceIntake {
                 }
                 taskIndex += 1
             case .failure(let rejection):
-                refuse(lines[offset], seq: seq, reason: rejection.reason, batch: nil)
+                refuse(lines[offset], text: texts[offset], seq: seq, reason: rejection.reason, batch: nil)
                 answers.append(Admitted(id: nil, error: rejection.reason))
             }
         }

@@ -53,7 +53,16 @@ package final class QueueAdmin: Sendable {
     }
 
     /// Adds tasks (JSON lines) as `source` would have: same routing, same target id path.
-    package func enqueue(lines: [String], source name: String?) throws(ConfigError) -> EnqueueReport {
+    /// Queues the lines of `bytes` (JSON Lines, LF or CRLF, as a file source reads them), as
+    /// ``enqueue(lines:source:)``.
+    package func enqueue(bytes: [UInt8], source name: String?) throws(ConfigError) -> EnqueueReport {
+        let lines = bytes.split(separator: 10, omittingEmptySubsequences: false).map { line in
+            SourceLine(line.last == 13 ? line.dropLast() : line)
+        }
+        return try enqueue(lines: lines, source: name)
+    }
+
+    package func enqueue(lines: [SourceLine], source name: String?) throws(ConfigError) -> EnqueueReport {
         guard let named = name.map({ name in config.sources.first { $0.name == name } }) ?? config.sources.first else {
             throw ConfigError(
                 file: config.file, line: nil, column: nil, key: "sources",
@@ -74,9 +83,9 @@ package final class QueueAdmin: Sendable {
                 var seq = try db.nextSequence(of: source.name)
                 var rows: [NewTask] = []
                 var lineOfRow: [Int] = []
-                for (index, line) in lines.enumerated()
-                where !line.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) {
-                    switch decoder.decode(line, seq: seq, batch: nil) {
+                for (index, input) in lines.enumerated() where !input.isBlank {
+                    let (line, decoded) = decoder.decode(input, seq: seq, batch: nil)
+                    switch decoded {
                     case .success(let item):
                         rows.append(
                             NewTask(
@@ -93,8 +102,7 @@ package final class QueueAdmin: Sendable {
                         report.rejected.append((index + 1, rejection.reason))
                         sink?.write(
                             bytes: deadLetterLine(
-                                id: nil, target: nil, source: source.name, seq: seq, input: line,
-                                error: rejection.reason, attempts: 0))
+                                input, text: line, source: source.name, seq: seq, error: rejection.reason))
                         lineOfRow.append(index + 1)
                     }
                     seq += 1
@@ -337,6 +345,22 @@ func deadLetterLine(
     if isJSON(input) { letter.add("input", raw: input) } else { letter.add("input", input) }
     letter.add("error", error)
     letter.add("attempts", attempts)
+    return letter.finished
+}
+
+/// A dead-letter line for an input line that could not be read. One that is not UTF-8 has its
+/// bytes exactly as they came in base64 (`inputBase64`, in place of `input`), since a JSON Lines
+/// file can only hold text.
+func deadLetterLine(_ input: SourceLine, text: String, source: String, seq: UInt64, error: String) -> [UInt8] {
+    guard case .invalidUTF8(let bytes, _) = input else {
+        return deadLetterLine(id: nil, target: nil, source: source, seq: seq, input: text, error: error, attempts: 0)
+    }
+    var letter = JSONObjectWriter()
+    letter.add("source", source)
+    letter.add("seq", seq)
+    letter.add("inputBase64", Data(bytes).base64EncodedString())
+    letter.add("error", error)
+    letter.add("attempts", 0)
     return letter.finished
 }
 
