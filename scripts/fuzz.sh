@@ -47,7 +47,17 @@ build_config_module() {
     -o "$out/TaskHostConfig.o"
   for module in TaskHostJSON TaskHostScheduler TaskHostStore Yams CYaml CTaskHostSystem DequeModule HeapModule \
     InternalCollectionsUtilities ContainersPreview; do
-    while IFS= read -r object; do debug_objects+=("$object"); done < <(find "$bin/$module.build" -name '*.o')
+    # A Swift module's objects as its output file map lists them (the current sources; a folder
+    # reused across commits keeps objects of deleted files); a C module's by name.
+    local map="$bin/$module.build/output-file-map.json"
+    if [ -f "$map" ]; then
+      while IFS= read -r object; do debug_objects+=("$object"); done < <(python3 -c '
+import json, sys
+for entry in json.load(open(sys.argv[1])).values():
+    if "object" in entry: print(entry["object"])' "$map")
+    else
+      while IFS= read -r object; do debug_objects+=("$object"); done < <(find "$bin/$module.build" -name '*.o')
+    fi
   done
   config_built=true
 }
