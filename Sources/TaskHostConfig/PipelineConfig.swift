@@ -305,7 +305,7 @@ package struct ConfigReader {
     /// `path` relative to the file's folder, as ``path(_:_:)`` reads it.
     package func resolved(_ path: String) -> String {
         guard !path.isEmpty, !path.hasPrefix("/"), path != "-" else { return path }
-        let folder = (file as NSString).deletingLastPathComponent
+        let folder = folderOf(file)
         guard !folder.isEmpty, folder != "." else { return path }
         return (folder.hasSuffix("/") ? folder : folder + "/")
             + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
@@ -775,4 +775,11 @@ package struct ConfigReader {
 extension JSONPath {
     /// `$.targetId`, the default target of a task.
     package static let targetId: JSONPath = try! JSONPath(parsing: "$.targetId")
+}
+
+/// The folder part of `path` ("" for a bare name, "/" for a file at the root). Not NSString's
+/// `deletingLastPathComponent`: this Foundation traps on a one-character name ("x").
+fileprivate func folderOf(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "" }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
 }

@@ -40,7 +40,7 @@ package struct QueueSettings: Sendable {
         let url = URL(fileURLWithPath: file)
         let name = url.deletingPathExtension().lastPathComponent
         let folder = url.deletingLastPathComponent().path
-        let relative = (file as NSString).deletingLastPathComponent
+        let relative = folderOf(file)
         let base = relative.isEmpty ? "." : (file.hasPrefix("/") ? folder : relative)
         return base + "/.taskhost/" + name + "/queue.db"
     }
@@ -290,7 +290,7 @@ package final class DurableQueue: @unchecked Sendable {
     package init(settings: QueueSettings, host: Bool) throws(QueueError) {
         path = settings.path
         self.settings = settings
-        let folder = (path as NSString).deletingLastPathComponent
+        let folder = folderOf(path)
         let manager = FileManager.default
         if !folder.isEmpty, !manager.fileExists(atPath: folder) {
             do {
@@ -736,4 +736,11 @@ package func unixNanoseconds() -> Int64 {
     var now = timespec()
     clock_gettime(CLOCK_REALTIME, &now)
     return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+}
+
+/// The folder part of `path` ("" for a bare name, "/" for a file at the root). Not NSString's
+/// `deletingLastPathComponent`: this Foundation traps on a one-character name ("x").
+package func folderOf(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "" }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
 }

@@ -134,6 +134,25 @@ import Yams
         #expect(run.stdout.contains("plugin ABI: 1.0"), "\(run.stdout)")
         #expect(run.stdout.contains("swift: "), "\(run.stdout)")
     }
+
+    @Test("Bare one-letter file names, the configuration named without a folder: no crash (Foundation traps on them)")
+    func oneLetterNames() async throws {
+        let folder = Paths.scratch()
+        try PipelineTests.write(#"{"targetId": 1}"# + "\n", to: folder + "/i")
+        try PipelineTests.write(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              s: { kind: file, path: i, executor: echo }
+            results: { path: r }
+            deadLetter: { path: d }
+            queue: { path: q }
+            """, to: folder + "/p.yaml")
+        let run = try await PipelineTests.taskhost(["run", "p.yaml"], in: folder)
+        #expect(!run.signalled && run.status == 0, "\(run.stderr)")
+        #expect(try PipelineTests.records(folder + "/r").count == 1)
+    }
 }
 
 /// The metrics operators alert on, scraped from a run's `/metrics`.

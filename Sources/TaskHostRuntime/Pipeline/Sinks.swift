@@ -24,7 +24,7 @@ package final class JSONLinesSink: Sendable {
             descriptor = 1
             return
         }
-        let folder = (path as NSString).deletingLastPathComponent
+        let folder = folderOf(path)
         if !folder.isEmpty {
             try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
