@@ -97,6 +97,7 @@ package final class Pipeline: Sendable {
     /// Makes every executor (loading plugins, preparing functions) and opens the sinks. Every
     /// failure names the configuration's file, line and key.
     package init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
+        if config.postgres != nil { throw ConfigError.postgresNotYetRunnable(config) }
         self.config = config
         self.logger = logger
         metrics = PipelineMetrics(durable: config.queue != nil)

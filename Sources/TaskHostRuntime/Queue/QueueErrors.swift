@@ -17,3 +17,16 @@ extension ConfigError {
         }
     }
 }
+
+extension ConfigError {
+    /// `queue: { postgres: … }` is read and checked, and its store exists (`TaskHostPostgres`), but
+    /// neither `taskhost run` nor the operator's commands work on it yet.
+    static func postgresNotYetRunnable(_ config: PipelineConfig) -> ConfigError {
+        ConfigError(
+            file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
+            key: "queue.postgres",
+            message:
+                "the PostgreSQL queue is a preview: its schema and statements exist, but this command does not run on it yet",
+            hint: "use the SQLite queue for now (remove postgres from queue); docs/operations.md, PostgreSQL (preview)")
+    }
+}
