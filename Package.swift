@@ -118,7 +118,7 @@ let package = Package(
             name: "TaskHostRuntime",
             dependencies: [
                 "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostStore", "TaskHostConfig",
-                "TaskHostSources", "CTaskHostPlugin", "CTaskHostSystem",
+                "TaskHostSources", "TaskHostPostgres", "CTaskHostPlugin", "CTaskHostSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),

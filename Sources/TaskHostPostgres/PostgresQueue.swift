@@ -43,6 +43,12 @@ package enum PostgresOutcome: Sendable, Equatable {
     case park(error: String)
     /// The head failed for good and goes to the dead letters; the target moves on.
     case deadLetter(error: String)
+    /// The host retries the head itself and keeps its claim; the finish's `attempt` is the next
+    /// attempt's number, counted now.
+    case retryHeld(error: String)
+    /// The head goes back unfinished (a graceful stop), at once; `started: false` for a claim
+    /// whose attempt never began (its attempt is not counted).
+    case release(started: Bool)
 }
 
 /// An outcome to record, naming the claim it ends.
@@ -112,6 +118,17 @@ package final class PostgresQueue: Sendable {
     /// Creates or migrates the schema (see ``PostgresSchema``), on a connection of its own: a
     /// database that cannot be reached is an error here, at once, where the pool would wait for it.
     package func prepare(connectTimeout: Duration = .seconds(10)) async throws(PostgresQueueError) {
+        try await direct("preparing the queue's schema", connectTimeout: connectTimeout) { connection in
+            try await PostgresSchema.prepare(schema: schema, on: connection, logger: logger)
+        }
+    }
+
+    /// Runs `body` on a connection of its own, outside the pool (which runs only while its
+    /// ``run()`` does): for a host's start and end.
+    package func direct<Result: Sendable>(
+        _ doing: String, connectTimeout: Duration = .seconds(10),
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws(PostgresQueueError) -> Result {
         let connection: PostgresConnection
         do {
             connection = try await PostgresConnection.connect(
@@ -126,15 +143,30 @@ package final class PostgresQueue: Sendable {
             throw failure
         }
         do {
-            try await PostgresSchema.prepare(schema: schema, on: connection, logger: logger)
+            let result = try await body(connection)
+            try? await connection.close()
+            return result
         } catch {
             try? await connection.close()
-            throw error
+            throw PostgresQueueError(error, doing: doing)
         }
-        try? await connection.close()
     }
 
-    var leaseMs: Int64 { Int64(lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000) }
+    /// Tasks in the queue, targets that are ready or running, and parked targets.
+    package func counts() async throws(PostgresQueueError) -> (tasks: Int, active: Int, parked: Int) {
+        do {
+            for try await (tasks, active, parked) in try await client.execute(QueueCounts(), logger: logger) {
+                return (Int(tasks), Int(active), Int(parked))
+            }
+            return (0, 0, 0)
+        } catch {
+            throw PostgresQueueError(error, doing: "counting the queue's tasks")
+        }
+    }
+
+    package var leaseMs: Int64 {
+        Int64(lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000)
+    }
 
     /// Runs `body` in a transaction on a pooled connection.
     func transaction<Result: Sendable>(
@@ -297,14 +329,34 @@ package final class PostgresQueue: Sendable {
             var finals: [PostgresFinish] = []
             var retries: [PostgresFinish] = []
             var parks: [PostgresFinish] = []
+            var held: [PostgresFinish] = []
+            var released: [PostgresFinish] = []
             for outcome in outcomes.sorted(by: { $0.targetId < $1.targetId }) {
                 switch outcome.outcome {
                 case .succeeded, .deadLetter: finals.append(outcome)
                 case .retry: retries.append(outcome)
                 case .park: parks.append(outcome)
+                case .retryHeld: held.append(outcome)
+                case .release: released.append(outcome)
                 }
             }
             var applied = Set<Key>()
+            if !held.isEmpty {
+                let statement = HoldForRetry(
+                    targets: held.map(\.targetId), seqs: held.map(\.seq), fences: held.map(\.fence),
+                    attempts: held.map { Int64($0.attempt) }, errors: held.map { $0.outcome.error ?? "" })
+                for try await (target, seq) in try await connection.execute(statement, logger: logger) {
+                    applied.insert(Key(target: target, seq: seq))
+                }
+            }
+            if !released.isEmpty {
+                let statement = ReleaseHeads(
+                    targets: released.map(\.targetId), seqs: released.map(\.seq), fences: released.map(\.fence),
+                    uncount: released.map { if case .release(started: false) = $0.outcome { 1 } else { 0 } })
+                for try await (target, seq) in try await connection.execute(statement, logger: logger) {
+                    applied.insert(Key(target: target, seq: seq))
+                }
+            }
             if !finals.isEmpty {
                 let statement = FinishHeads(
                     targets: finals.map(\.targetId), seqs: finals.map(\.seq), fences: finals.map(\.fence),
@@ -346,6 +398,11 @@ package final class PostgresQueue: Sendable {
             return report
         }
 
+        /// Declares the host dead at once (a graceful exit, after releasing its targets).
+        package static func retire(host: Int64, on connection: PostgresConnection, logger: Logger) async throws {
+            for try await _ in try await connection.execute(RetireHost(host: host), logger: logger) {}
+        }
+
         package static func reap(on connection: PostgresConnection, logger: Logger) async throws -> (
             hosts: [Int64], targets: [PostgresReaped]
         ) {
@@ -373,8 +430,8 @@ package final class PostgresQueue: Sendable {
 extension PostgresOutcome {
     var error: String? {
         switch self {
-        case .succeeded: nil
-        case .retry(_, let error), .park(let error), .deadLetter(let error): error
+        case .succeeded, .release: nil
+        case .retry(_, let error), .park(let error), .deadLetter(let error), .retryHeld(let error): error
         }
     }
 

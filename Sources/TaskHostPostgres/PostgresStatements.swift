@@ -328,3 +328,101 @@ struct ReapTargets: PostgresPreparedStatement {
 
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
+
+/// A head the host retries itself, keeping its claim (fenced): the next attempt is counted now
+/// (`head_attempt`), so that a host that dies during the backoff or the attempt has used it, and
+/// the error is kept on the task.
+struct HoldForRetry: PostgresPreparedStatement {
+    static let sql = """
+        WITH d AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[])
+                     AS d(target_id, seq, fence, attempt, error)),
+        l AS MATERIALIZED (SELECT t.target_id FROM th_target t JOIN d ON t.target_id = d.target_id
+                           ORDER BY t.target_id FOR NO KEY UPDATE OF t),
+        t AS (UPDATE th_target t SET head_attempt = d.attempt, updated_at = now()
+              FROM d JOIN l ON l.target_id = d.target_id
+              WHERE t.target_id = d.target_id AND t.state = 'running' AND t.fence = d.fence AND t.head_seq = d.seq
+              RETURNING d.target_id, d.seq, d.error),
+        k AS (UPDATE th_task k SET last_error = t.error FROM t WHERE k.target_id = t.target_id AND k.seq = t.seq)
+        SELECT target_id, seq FROM t
+        """
+    typealias Row = (String, Int64)
+    var targets: [String]
+    var seqs: [Int64]
+    var fences: [Int64]
+    var attempts: [Int64]
+    var errors: [String]
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 5)
+        bindings.append(targets)
+        bindings.append(seqs)
+        bindings.append(fences)
+        bindings.append(attempts)
+        bindings.append(errors)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// Gives claimed heads back (fenced) on a graceful stop: `ready` at once, at the head; an attempt
+/// that never started is not counted (`uncount` 1), one cut off by the stop stays counted.
+struct ReleaseHeads: PostgresPreparedStatement {
+    static let sql = """
+        WITH d AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS d(target_id, seq, fence, uncount)),
+        l AS MATERIALIZED (SELECT t.target_id FROM th_target t JOIN d ON t.target_id = d.target_id
+                           ORDER BY t.target_id FOR NO KEY UPDATE OF t),
+        t AS (UPDATE th_target t SET state = 'ready', owner_host = NULL, next_run_at = now(),
+                head_attempt = greatest(0, t.head_attempt - d.uncount), updated_at = now()
+              FROM d JOIN l ON l.target_id = d.target_id
+              WHERE t.target_id = d.target_id AND t.state = 'running' AND t.fence = d.fence AND t.head_seq = d.seq
+              RETURNING d.target_id, d.seq)
+        SELECT target_id, seq FROM t
+        """
+    typealias Row = (String, Int64)
+    var targets: [String]
+    var seqs: [Int64]
+    var fences: [Int64]
+    var uncount: [Int64]
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 4)
+        bindings.append(targets)
+        bindings.append(seqs)
+        bindings.append(fences)
+        bindings.append(uncount)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// A host leaving gracefully: declared dead at once, so nobody waits for its lease to end (it
+/// released its targets first; any it still holds go back with the next reap).
+struct RetireHost: PostgresPreparedStatement {
+    static let sql = "UPDATE th_host SET state = 'dead', lease_until = now() WHERE host_id = $1 RETURNING host_id"
+    typealias Row = Int64
+    var host: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(host)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
+}
+
+/// What the queue holds: tasks, and targets that can run now or soon (`ready`) or run (`running`).
+struct QueueCounts: PostgresPreparedStatement {
+    static let sql = """
+        SELECT (SELECT count(*) FROM th_task),
+               (SELECT count(*) FROM th_target WHERE state IN ('ready', 'running')),
+               (SELECT count(*) FROM th_target WHERE state = 'parked')
+        """
+    typealias Row = (Int64, Int64, Int64)
+
+    func makeBindings() throws -> PostgresBindings { PostgresBindings() }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}

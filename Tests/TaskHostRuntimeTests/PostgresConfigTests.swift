@@ -102,19 +102,32 @@ import Testing
         #expect(global?.line == 1)
     }
 
-    @Test func runningOnThePreviewQueueIsRefusedWithAClearMessage() throws {
+    @Test func theOperatorCommandsRefuseThePreviewQueueWithAClearMessageAndRunBuildsIt() throws {
         let config = try parse("queue: { postgres: { url: \"postgres://a@b/c\" } }")
         let loader = PluginLoader(
             searchPath: PluginLoader.searchPath(extra: [Paths.builtPlugins], environment: [:]), allowInsecure: false)
-        #expect {
-            _ = try buildPipeline(configuration: config, loader: loader, logger: LogRecorder().logger)
-        } throws: { error in
-            (error as? ConfigError)?.key == "queue.postgres" && "\(error)".contains("preview")
-        }
+        // Built without connecting: the database is reached when the run opens its queue.
+        let pipeline = try buildPipeline(configuration: config, loader: loader, logger: LogRecorder().logger)
+        #expect(pipeline.postgres?.schema == "taskhost")
         #expect {
             _ = try QueueAdmin(config: config)
         } throws: { error in
-            (error as? ConfigError)?.key == "queue.postgres"
+            (error as? ConfigError)?.key == "queue.postgres" && "\(error)".contains("preview")
         }
+    }
+
+    @Test func anUnreachableDatabaseStopsTheRunWithExitCode3NamingIt() async throws {
+        let folder = Paths.scratch()
+        let run = try await runInProcess(
+            """
+            executors:
+              echo: { plugin: Echo }
+            sources:
+              tasks: { kind: stdin, executor: echo }
+            queue: { postgres: { url: "postgres://u:secret@127.0.0.1:1/none" } }
+            """, in: folder)
+        #expect(run.exitCode == 3, "\(run)")
+        #expect(run.summary.queueError?.contains("127.0.0.1:1") == true, "\(run)")
+        #expect(run.summary.queueError?.contains("secret") == false)
     }
 }

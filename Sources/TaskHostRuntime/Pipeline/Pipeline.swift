@@ -8,6 +8,7 @@ import Synchronization
 import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
+import TaskHostPostgres
 import TaskHostScheduler
 import TaskHostSources
 import TaskHostStore
@@ -43,6 +44,8 @@ package final class Pipeline: Sendable {
     let metrics: PipelineMetrics
     /// The durable queue (nil for `queue: memory`), opened and checked by `init`.
     let queue: DurableQueue?
+    /// The shared queue on PostgreSQL (`queue: { postgres: … }`, preview); its pool runs with a run.
+    let postgres: PostgresQueue?
     /// Forwarded by the executable: see ``commandsArrived()``.
     let commandWakeups = CommandWakeups()
 
@@ -97,10 +100,9 @@ package final class Pipeline: Sendable {
     /// Makes every executor (loading plugins, preparing functions) and opens the sinks. Every
     /// failure names the configuration's file, line and key.
     package init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
-        if config.postgres != nil { throw ConfigError.postgresNotYetRunnable(config) }
         self.config = config
         self.logger = logger
-        metrics = PipelineMetrics(durable: config.queue != nil)
+        metrics = PipelineMetrics(durable: config.queue != nil || config.postgres != nil)
         counters = Counters(sources: config.sources.map(\.name))
         var executors: [any AnsweringExecutor] = []
         var instances: [PluginInstance] = []
@@ -136,6 +138,18 @@ package final class Pipeline: Sendable {
             }
         } else {
             queue = nil
+        }
+        if let settings = config.postgres {
+            do {
+                postgres = try PostgresQueue(
+                    url: settings.url, schema: settings.schema, lease: settings.lease, logger: logger)
+            } catch {
+                throw ConfigError(
+                    file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
+                    key: "queue.postgres.url", message: error.message, hint: error.remedy)
+            }
+        } else {
+            postgres = nil
         }
     }
 
@@ -282,6 +296,12 @@ package final class Pipeline: Sendable {
         // actions hold the store, whose failure handler holds the stop. Kept, they would keep the
         // queue open, and its host lock taken, for the life of the process.
         defer { stop.detach() }
+        if let postgres {
+            let store = PostgresRun(
+                queue: postgres, executors: config.executors.map(\.name), maxConcurrency: config.maxConcurrency,
+                logger: logger, onFailure: { _ in stop.requestNow() })
+            return await run(store: store, stop: stop, progress: progress)
+        }
         guard let queue else { return await run(store: MemoryStore(), stop: stop, progress: progress) }
         let store = DurableRun(
             queue: queue, executors: config.executors.map(\.name),
@@ -467,12 +487,12 @@ package final class Pipeline: Sendable {
     /// An attempt's end as the scheduler reports it: metrics, and with `queue: memory` the result
     /// line, the dead letter and the batch (the durable queue records those before the target is
     /// released, in ``record(_:run:)``, but for an operator's drain).
-    func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?) {
+    func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?, recordedByStore: Bool = false) {
         if record.executionTime > .zero { metrics.execution.record(record.executionTime) }
         // After the queue failed, what the scheduler does with the tasks it holds is not their
         // outcome: they stay queued, their batches stay open.
         if durable?.hasFailed == true { return }
-        let recorded = durable != nil && !(record.error is DrainedError)
+        let recorded = (durable != nil || recordedByStore) && !(record.error is DrainedError)
         switch record.disposition {
         case .succeeded:
             metrics.succeeded.increment()

@@ -19,14 +19,14 @@ extension ConfigError {
 }
 
 extension ConfigError {
-    /// `queue: { postgres: … }` is read and checked, and its store exists (`TaskHostPostgres`), but
-    /// neither `taskhost run` nor the operator's commands work on it yet.
+    /// `queue: { postgres: … }` runs (`taskhost run`, one host tested), but the operator's commands
+    /// do not work on it yet.
     static func postgresNotYetRunnable(_ config: PipelineConfig) -> ConfigError {
         ConfigError(
             file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
             key: "queue.postgres",
             message:
-                "the PostgreSQL queue is a preview: its schema and statements exist, but this command does not run on it yet",
-            hint: "use the SQLite queue for now (remove postgres from queue); docs/operations.md, PostgreSQL (preview)")
+                "the PostgreSQL queue is a preview: taskhost run works on it, but enqueue, status, targets and dead-letters do not yet",
+            hint: "query the schema's tables with psql meanwhile; docs/operations.md, PostgreSQL (preview)")
     }
 }
