@@ -1,5 +1,6 @@
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// A task to enqueue.
 package struct PostgresNewTask: Sendable, Equatable {
@@ -154,13 +155,11 @@ package final class PostgresQueue: Sendable {
 
     /// Tasks in the queue, targets that are ready or running, and parked targets.
     package func counts() async throws(PostgresQueueError) -> (tasks: Int, active: Int, parked: Int) {
-        do {
-            for try await (tasks, active, parked) in try await client.execute(QueueCounts(), logger: logger) {
+        try await transaction("counting the queue's tasks") { [logger] connection in
+            for try await (tasks, active, parked) in try await connection.execute(QueueCounts(), logger: logger) {
                 return (Int(tasks), Int(active), Int(parked))
             }
             return (0, 0, 0)
-        } catch {
-            throw PostgresQueueError(error, doing: "counting the queue's tasks")
         }
     }
 
@@ -168,12 +167,18 @@ package final class PostgresQueue: Sendable {
         Int64(lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000)
     }
 
-    /// Runs `body` in a transaction on a pooled connection.
+    /// Runs `body` in a transaction on a pooled connection, within the lease: a statement that
+    /// has not answered by then fails (measured: after the server is killed mid-run, a request of
+    /// the pool can wait for ever; a host that cannot reach the database within its lease has lost
+    /// it anyway).
     func transaction<Result: Sendable>(
-        _ doing: String, _ body: (PostgresConnection) async throws -> Result
+        _ doing: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
     ) async throws(PostgresQueueError) -> Result {
+        let (client, logger) = (self.client, self.logger)
         do {
-            return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+            return try await bounded(lease, doing) {
+                try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+            }
         } catch {
             throw PostgresQueueError(error, doing: doing)
         }
@@ -184,14 +189,14 @@ package final class PostgresQueue: Sendable {
     /// Enqueues `tasks` in one transaction; returns each task's seq in its target, in input order.
     package func enqueue(_ tasks: [PostgresNewTask]) async throws(PostgresQueueError) -> [Int64] {
         guard !tasks.isEmpty else { return [] }
-        return try await transaction("enqueueing \(tasks.count) tasks") { connection in
+        return try await transaction("enqueueing \(tasks.count) tasks") { [logger] connection in
             try await Statements.enqueue(tasks, on: connection, logger: logger)
         }
     }
 
     /// Registers this host; returns its id. Its lease starts now on the database's clock.
     package func register(name: String, pid: Int32, maxConcurrency: Int) async throws(PostgresQueueError) -> Int64 {
-        try await transaction("registering the host") { connection in
+        try await transaction("registering the host") { [logger, leaseMs] connection in
             try await Statements.register(
                 name: name, pid: pid, maxConcurrency: maxConcurrency, leaseMs: leaseMs, on: connection, logger: logger)
         }
@@ -199,7 +204,7 @@ package final class PostgresQueue: Sendable {
 
     /// Renews the host's lease; false when the host was declared dead (stop, and register again).
     package func renew(host: Int64) async throws(PostgresQueueError) -> Bool {
-        try await transaction("renewing the host's lease") { connection in
+        try await transaction("renewing the host's lease") { [logger, leaseMs] connection in
             try await Statements.renew(host: host, leaseMs: leaseMs, on: connection, logger: logger)
         }
     }
@@ -207,21 +212,21 @@ package final class PostgresQueue: Sendable {
     /// Claims up to `limit` ready targets for `host` and reads their heads; nil when the host's
     /// lease has ended (it must stop claiming and register again).
     package func claim(host: Int64, limit: Int) async throws(PostgresQueueError) -> [PostgresClaim]? {
-        try await transaction("claiming tasks") { connection in
+        try await transaction("claiming tasks") { [logger] connection in
             try await Statements.claim(host: host, limit: limit, on: connection, logger: logger)
         }
     }
 
     /// Records outcomes, fenced, in one transaction.
     package func finish(_ outcomes: [PostgresFinish]) async throws(PostgresQueueError) -> PostgresFinishReport {
-        try await transaction("recording \(outcomes.count) outcomes") { connection in
+        try await transaction("recording \(outcomes.count) outcomes") { [logger] connection in
             try await Statements.finish(outcomes, on: connection, logger: logger)
         }
     }
 
     /// Declares hosts past their lease dead and gives their running targets back.
     package func reap() async throws(PostgresQueueError) -> (hosts: [Int64], targets: [PostgresReaped]) {
-        try await transaction("reaping hosts past their lease") { connection in
+        try await transaction("reaping hosts past their lease") { [logger] connection in
             try await Statements.reap(on: connection, logger: logger)
         }
     }
@@ -438,5 +443,46 @@ extension PostgresOutcome {
     var delayMs: Int64 {
         guard case .retry(let delay, _) = self else { return 0 }
         return max(0, Int64(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000))
+    }
+}
+
+/// `body`'s result, or a ``PostgresQueueError`` once `timeout` has passed without one. The caller
+/// goes on at the timeout even when `body` does not end (it is cancelled, and left to end).
+func bounded<Result: Sendable>(
+    _ timeout: Duration, _ doing: String, _ body: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
+    let once = Once<Result>()
+    return try await withCheckedThrowingContinuation { continuation in
+        once.slot.withLock { $0 = continuation }
+        // A watchdog: the one place where the work may outlive its caller (a request that never
+        // answers), so it cannot be a child task.
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            guard !Task.isCancelled else { return }
+            once.resume(
+                with: .failure(
+                    PostgresQueueError(
+                        "\(doing): the database did not answer within \(timeout)",
+                        remedy: "check that PostgreSQL runs and can be reached from this host")))
+        }
+        Task {
+            let result: Swift.Result<Result, any Error>
+            do {
+                result = .success(try await body())
+            } catch {
+                result = .failure(error)
+            }
+            timer.cancel()
+            once.resume(with: result)
+        }
+    }
+}
+
+/// A continuation resumed once, by whichever comes first.
+final class Once<Result: Sendable>: Sendable {
+    let slot = Mutex<CheckedContinuation<Result, any Error>?>(nil)
+
+    func resume(with result: Swift.Result<Result, any Error>) {
+        slot.withLock { $0.take() }?.resume(with: result)
     }
 }

@@ -25,7 +25,9 @@ package struct PostgresQueueError: Error, CustomStringConvertible, Sendable {
             self = error
             return
         }
-        let psql = (error as? PSQLError) ?? (error as? PostgresTransactionError)?.closureError as? PSQLError
+        let transaction = error as? PostgresTransactionError
+        let inner = transaction.flatMap { $0.closureError ?? $0.beginError ?? $0.commitError ?? $0.rollbackError }
+        let psql = (error as? PSQLError) ?? inner as? PSQLError
         if let psql, let info = psql.serverInfo {
             let text = [info[.message], info[.detail].map { "(\($0))" }].compactMap { $0 }.joined(separator: " ")
             self.init(
@@ -35,7 +37,8 @@ package struct PostgresQueueError: Error, CustomStringConvertible, Sendable {
             self.init(
                 "\(doing): \(psql.code)", remedy: "check that the database runs and can be reached from this host")
         } else {
-            self.init("\(doing): \(error)", remedy: "check that the database runs and can be reached from this host")
+            self.init(
+                "\(doing): \(inner ?? error)", remedy: "check that the database runs and can be reached from this host")
         }
     }
 }
