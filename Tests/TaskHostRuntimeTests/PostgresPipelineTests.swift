@@ -97,4 +97,74 @@ import Testing
         let answer = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(answer.hasPrefix("0 1 dead"), "\(answer)")
     }
+
+    /// Runs `sql` with psql against `url`; its output, trimmed.
+    static func psql(_ url: String, _ sql: String) throws -> String {
+        let psql = Process()
+        psql.executableURL = URL(fileURLWithPath: "/usr/bin/psql")
+        psql.arguments = [url, "-Atqc", sql]
+        let pipe = Pipe()
+        psql.standardOutput = pipe
+        try psql.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        psql.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("A host whose lease ended: its late outcomes are refused and write no result line; it stops (exit code 3)")
+    func aHostThatLostItsLeaseIsFencedOff() async throws {
+        let url = try Self.databaseURL()
+        let folder = Paths.scratch()
+        let schema = "p_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        let lines = (0..<6).map { #"{"targetId": "t\#($0 % 3)", "id": "a\#($0)", "data": \#($0)}"# }
+        try PipelineTests.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        // Each attempt waits until the test lets it go (a file), so the takeover below happens
+        // while the attempts run, whatever the machine's speed.
+        let release = folder + "/go"
+        let run = try await runInProcess(
+            """
+            scheduler: { maxConcurrency: 2 }
+            executors:
+              wait: { plugin: Command, config: { program: /bin/sh, args: ["-c", "while [ ! -e \(release) ]; do sleep 0.01; done; cat"] } }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: wait }
+            results: { path: \(folder)/out/results.jsonl }
+            queue: { postgres: { url: "${DATABASE_URL}", leaseMs: 60000, schema: \(schema) } }
+            """, in: folder, environment: ["DATABASE_URL": url]
+        ) { _ in
+            var running = ""
+            for _ in 0..<2000 {
+                running = try Self.psql(url, "SELECT count(*) FROM \(schema).th_target WHERE state = 'running'")
+                if running == "2" { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(running == "2")
+            // What another host's reaper does once this host's lease ended, then a claim by that
+            // host (a new fence): this host's claims are superseded.
+            _ = try Self.psql(
+                url,
+                """
+                UPDATE \(schema).th_host SET state = 'dead', lease_until = now() - interval '1 second';
+                UPDATE \(schema).th_target SET state = 'ready', owner_host = NULL WHERE state = 'running';
+                INSERT INTO \(schema).th_host (name, pid, max_concurrency, lease_until)
+                  VALUES ('other', 1, 8, now() + interval '1 hour');
+                UPDATE \(schema).th_target SET state = 'running', fence = fence + 1, head_attempt = head_attempt + 1,
+                  owner_host = (SELECT max(host_id) FROM \(schema).th_host) WHERE state = 'ready';
+                """)
+            FileManager.default.createFile(atPath: release, contents: nil)
+        }
+        #expect(run.exitCode == 3, "\(run)")
+        #expect(run.summary.queueError?.contains("lease ended") == true, "\(run)")
+        #expect(run.log.contains { $0.contains("refused a stale outcome") }, "\(run)")
+        // The superseded attempts wrote nothing; the other host's claims stand.
+        let results = (try? PipelineTests.records(folder + "/out/results.jsonl")) ?? []
+        #expect(results.isEmpty, "\(results)")
+        #expect(
+            try Self.psql(
+                url,
+                "SELECT count(*) FILTER (WHERE fence = 2) || ' ' || count(*) FROM \(schema).th_target"
+                    + " WHERE state = 'running' AND owner_host = (SELECT max(host_id) FROM \(schema).th_host)") == "2 3"
+        )
+        _ = try Self.psql(url, "DROP SCHEMA \(schema) CASCADE")
+    }
 }
