@@ -167,4 +167,87 @@ import Testing
         )
         _ = try Self.psql(url, "DROP SCHEMA \(schema) CASCADE")
     }
+
+    /// Starts `taskhost run` with `environment` added to this process's, without waiting.
+    static func host(_ config: String, in folder: String, environment: [String: String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: PipelineTests.binary)
+        process.arguments = ["run", config, "--quiet", "--plugin-path", Paths.builtPlugins]
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.standardOutput = FileHandle.nullDevice
+        let log = folder + "/" + (environment["RESULTS"] ?? "host") + ".log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    @Test("Three hosts on one database, one killed with -9 and restarted: every task once, per-target FIFO, no overlap")
+    func threeHostsShareOneQueue() async throws {
+        let url = try Self.databaseURL()
+        let folder = Paths.scratch()
+        let schema = "p_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        let tasks = 3000
+        let lines = (0..<tasks).map { #"{"targetId": "t\#($0 % 60)", "id": "m\#($0)", "data": \#($0)}"# }
+        try PipelineTests.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
+        let queue = "queue: { postgres: { url: \"${DATABASE_URL}\", leaseMs: 2000, schema: \(schema) } }"
+        let common = """
+            scheduler: { maxConcurrency: 4 }
+            executors:
+              echo: { plugin: Echo, config: { delayMs: 2 } }
+            results: { path: "${RESULTS}" }
+            \(queue)
+            """
+        // The producer reads the file (and works); the workers have nothing of their own to read.
+        try PipelineTests.write(
+            common + "\nsources:\n  tasks: { kind: file, path: tasks.jsonl, executor: echo }\n",
+            to: folder + "/producer.yaml")
+        try PipelineTests.write(
+            common + "\nsources:\n  none: { kind: stdin, executor: echo }\n", to: folder + "/worker.yaml")
+        let producer = try Self.host(
+            "producer.yaml", in: folder, environment: ["DATABASE_URL": url, "RESULTS": "out/a"])
+        // The workers start once tasks are queued (a worker on an empty queue ends at once).
+        for _ in 0..<2000 {
+            if (try? Self.psql(url, "SELECT count(*) > 100 FROM \(schema).th_task")) == "t" { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let env: (String) -> [String: String] = { ["DATABASE_URL": url, "RESULTS": "out/" + $0] }
+        let victim = try Self.host("worker.yaml", in: folder, environment: env("b"))
+        let steady = try Self.host("worker.yaml", in: folder, environment: env("c"))
+        // Killed once it has written some results, while the others work on.
+        let killed = await DurableQueueTests.kill(victim) { DurableQueueTests.size(folder + "/out/b") >= 20_000 }
+        #expect(killed)
+        let restarted = try Self.host("worker.yaml", in: folder, environment: env("d"))
+        for process in [producer, steady, restarted] { process.waitUntilExit() }
+        for process in [producer, steady, restarted] { #expect(process.terminationStatus == 0) }
+
+        var records: [[String: Any]] = []
+        for name in ["a", "b", "c", "d"] {
+            var host = (try? PipelineTests.records(folder + "/out/" + name)) ?? []
+            for index in host.indices { host[index]["host"] = name }
+            records += host
+        }
+        let byId = Dictionary(grouping: records) { $0["id"] as! String }
+        // Every task is final in the queue; a result line can miss only for the attempts the
+        // killed host was running (at most its cap), between their commit and their line.
+        #expect(try Self.psql(url, "SELECT count(*) FROM \(schema).th_task") == "0")
+        #expect(byId.count > tasks - 4 && byId.count <= tasks, "\(byId.count) tasks have a result line")
+        #expect(byId.values.allSatisfy { $0.count == 1 }, "a task has two result lines")
+        #expect(records.allSatisfy { $0["status"] as? String == "succeeded" })
+        // All three running hosts took part.
+        #expect(Set(records.map { $0["host"] as! String }).isSuperset(of: ["a", "b", "c"]))
+        // Per target, across hosts: in order of arrival, never two at once.
+        for (target, runs) in Dictionary(grouping: records, by: { $0["targetId"] as! String }) {
+            let ordered = runs.sorted { ($0["startedAt"] as! Int) < ($1["startedAt"] as! Int) }
+            let seqs = ordered.map { $0["seq"] as! Int }
+            #expect(seqs == seqs.sorted(), "target \(target) ran out of order")
+            for (a, b) in zip(ordered, ordered.dropFirst()) {
+                #expect((a["finishedAt"] as! Int) <= (b["startedAt"] as! Int), "target \(target) overlapped")
+            }
+        }
+        #expect(try Self.psql(url, "SELECT string_agg(state, ',') FROM \(schema).th_host") == "dead,dead,dead,dead")
+        _ = try Self.psql(url, "DROP SCHEMA \(schema) CASCADE")
+    }
 }

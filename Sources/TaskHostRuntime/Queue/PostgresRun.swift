@@ -474,8 +474,8 @@ extension PostgresRun: PipelineStore {
 
 extension Pipeline {
     /// What an attempt leaves on the PostgreSQL queue, as the scheduler decided it: recorded with
-    /// its claim's fence, then (when applied) its result line and dead letter. A refused outcome
-    /// (the claim was superseded: this host lost its lease) writes nothing.
+    /// its claim's fence, then (when applied) its result line and dead letter, written out at once.
+    /// A refused outcome (the claim was superseded: this host lost its lease) writes nothing.
     func record(_ attempt: AttemptRecord<PipelineTask>, postgres run: PostgresRun) async {
         let task = attempt.task
         guard let record = task.payload.postgres else { return }
@@ -505,6 +505,11 @@ extension Pipeline {
                 writeDeadLetter(task, error: message, attempts: number)
             default: break
             }
+            // At once: a line held in the sink's buffer would be lost with the host (kill -9),
+            // its task being final in the queue. What is left is the moment between the commit
+            // and this write.
+            results?.flush()
+            deadLetters?.flush()
         }
         if case .retryHeld = outcome { return }
         run.ended(claim.targetId)
