@@ -28,6 +28,8 @@ package struct PostgresClaim: Sendable, Equatable {
     package var attempt: Int
     /// The claim's fence: every outcome of this attempt must carry it.
     package var fence: Int64
+    /// Attempts of this head during which its host died (the reaper gave it back).
+    package var deaths: Int = 0
     package var taskId: String
     package var executor: String?
     package var priority: Int
@@ -302,7 +304,7 @@ package final class PostgresQueue: Sendable {
             for try await _ in try await connection.execute(LockLiveHost(host: host), logger: logger) { live = true }
             guard live else { return nil }
             guard limit > 0 else { return [] }
-            var claimed: [(String, Int64, Int32, Int64)] = []
+            var claimed: [(String, Int64, Int32, Int64, Int32)] = []
             for try await row in try await connection.execute(
                 ClaimTargets(host: host, limit: Int64(limit)), logger: logger)
             {
@@ -316,15 +318,16 @@ package final class PostgresQueue: Sendable {
             {
                 heads[target] = (taskId, executor, priority, payload)
             }
-            return try claimed.map { target, seq, attempt, fence in
+            return try claimed.map { target, seq, attempt, fence, deaths in
                 guard let (taskId, executor, priority, payload) = heads[target] else {
                     throw PostgresQueueError(
                         "the head \(seq) of target '\(target)' is missing from th_task",
                         remedy: "the queue's tables were changed by hand; report it")
                 }
                 return PostgresClaim(
-                    targetId: target, seq: seq, attempt: Int(attempt), fence: fence, taskId: taskId, executor: executor,
-                    priority: Int(priority), payload: payload)
+                    targetId: target, seq: seq, attempt: Int(attempt), fence: fence, deaths: Int(deaths),
+                    taskId: taskId,
+                    executor: executor, priority: Int(priority), payload: payload)
             }
         }
 

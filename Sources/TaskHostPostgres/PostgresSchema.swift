@@ -13,7 +13,7 @@ import PostgresNIO
 /// - `head_seq`…`tail_seq`: the target's tasks in `th_task`, numbered without gaps under the
 ///   target row's lock, so that their order is the order their enqueues committed.
 /// - `head_attempt`: the head's attempts so far, counted when it is claimed (a host that dies
-///   during an attempt has used it).
+///   during an attempt has used it); `head_deaths`: those during which its host died (reaped).
 /// - `fence`: raised by every claim; a completion, retry or park must name the fence of its claim.
 package enum PostgresSchema {
     /// The version this build creates and understands.
@@ -38,6 +38,7 @@ package enum PostgresSchema {
           head_seq bigint,
           tail_seq bigint NOT NULL DEFAULT 0,
           head_attempt integer NOT NULL DEFAULT 0,
+          head_deaths integer NOT NULL DEFAULT 0,
           next_run_at timestamptz NOT NULL DEFAULT now(),
           owner_host bigint,
           fence bigint NOT NULL DEFAULT 0,

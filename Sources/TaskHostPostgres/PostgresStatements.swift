@@ -96,9 +96,9 @@ struct ClaimTargets: PostgresPreparedStatement {
         UPDATE th_target t SET state = 'running', owner_host = $1, fence = t.fence + 1,
           head_attempt = t.head_attempt + 1, updated_at = now()
         FROM p WHERE t.target_id = p.target_id AND t.state = 'ready'
-        RETURNING t.target_id, t.head_seq, t.head_attempt, t.fence
+        RETURNING t.target_id, t.head_seq, t.head_attempt, t.fence, t.head_deaths
         """
-    typealias Row = (String, Int64, Int32, Int64)
+    typealias Row = (String, Int64, Int32, Int64, Int32)
     var host: Int64
     var limit: Int64
 
@@ -147,7 +147,7 @@ struct FinishHeads: PostgresPreparedStatement {
                            ORDER BY t.target_id FOR NO KEY UPDATE OF t),
         t AS (UPDATE th_target t SET state = CASE WHEN t.tail_seq > t.head_seq THEN 'ready' ELSE 'idle' END,
                 head_seq = CASE WHEN t.tail_seq > t.head_seq THEN t.head_seq + 1 END, head_attempt = 0,
-                next_run_at = now(), owner_host = NULL, updated_at = now()
+                head_deaths = 0, next_run_at = now(), owner_host = NULL, updated_at = now()
               FROM d JOIN l ON l.target_id = d.target_id
               WHERE t.target_id = d.target_id AND t.state = 'running' AND t.fence = d.fence AND t.head_seq = d.seq
               RETURNING d.target_id, d.seq, d.dead, d.attempts, d.error),
@@ -318,7 +318,8 @@ struct ReapTargets: PostgresPreparedStatement {
           SELECT target_id FROM th_target
           WHERE state = 'running' AND owner_host IN (SELECT host_id FROM th_host WHERE state = 'dead')
           ORDER BY target_id FOR NO KEY UPDATE)
-        UPDATE th_target t SET state = 'ready', owner_host = NULL, next_run_at = now(), updated_at = now()
+        UPDATE th_target t SET state = 'ready', owner_host = NULL, next_run_at = now(),
+          head_deaths = t.head_deaths + 1, updated_at = now()
         FROM l WHERE t.target_id = l.target_id AND t.state = 'running'
         RETURNING t.target_id, t.head_seq, t.head_attempt, t.fence
         """

@@ -165,6 +165,7 @@ import Testing
                 #expect(again.seq == claim.seq)
                 #expect(again.attempt == 2)
                 #expect(again.fence == claim.fence + 1)
+                #expect(again.deaths == 1)
             }
             // The dead host's late completion is refused; the survivor's counts.
             let late = try await queue.finish(lost.map { PostgresFinish($0, .succeeded) })

@@ -240,14 +240,78 @@ import Testing
         #expect(Set(records.map { $0["host"] as! String }).isSuperset(of: ["a", "b", "c"]))
         // Per target, across hosts: in order of arrival, never two at once.
         for (target, runs) in Dictionary(grouping: records, by: { $0["targetId"] as! String }) {
-            let ordered = runs.sorted { ($0["startedAt"] as! Int) < ($1["startedAt"] as! Int) }
+            let ordered = runs.sorted { ($0["startedAt"] as? Int ?? 0) < ($1["startedAt"] as? Int ?? 0) }
             let seqs = ordered.map { $0["seq"] as! Int }
             #expect(seqs == seqs.sorted(), "target \(target) ran out of order")
             for (a, b) in zip(ordered, ordered.dropFirst()) {
-                #expect((a["finishedAt"] as! Int) <= (b["startedAt"] as! Int), "target \(target) overlapped")
+                #expect((a["finishedAt"] as? Int ?? 0) <= (b["startedAt"] as? Int ?? 0), "target \(target) overlapped")
             }
         }
         #expect(try Self.psql(url, "SELECT string_agg(state, ',') FROM \(schema).th_host") == "dead,dead,dead,dead")
+        _ = try Self.psql(url, "DROP SCHEMA \(schema) CASCADE")
+    }
+
+    @Test("A task during whose attempts hosts kept stopping is not run again: it is dead-lettered")
+    func aTaskThatStopsHostsIsNotRunForEver() async throws {
+        let url = try Self.databaseURL()
+        let folder = Paths.scratch()
+        let schema = "p_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        try PipelineTests.write(#"{"targetId": "p", "id": "poison", "data": 1}"# + "\n", to: folder + "/tasks.jsonl")
+        try PipelineTests.write("", to: folder + "/none.jsonl")
+        let release = folder + "/go"
+        let queue = "queue: { postgres: { url: \"${DATABASE_URL}\", leaseMs: 3000, schema: \(schema) } }"
+        // The first host runs it, and is taken for dead during its attempt: what the reaper leaves
+        // after hosts died during three attempts.
+        let first = try await runInProcess(
+            """
+            scheduler: { maxConcurrency: 2 }
+            executors:
+              work: { plugin: Command, config: { program: /bin/sh, args: ["-c", "while [ ! -e \(release) ]; do sleep 0.01; done; cat"] } }
+            sources:
+              tasks: { kind: file, path: \(folder)/tasks.jsonl, executor: work }
+            retry: { maxAttempts: 3, initialDelayMs: 1 }
+            results: { path: \(folder)/out/first.jsonl }
+            \(queue)
+            """, in: folder, environment: ["DATABASE_URL": url]
+        ) { _ in
+            var running = ""
+            for _ in 0..<2000 {
+                running = try Self.psql(url, "SELECT count(*) FROM \(schema).th_target WHERE state = 'running'")
+                if running == "1" { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(running == "1")
+            _ = try Self.psql(
+                url,
+                """
+                UPDATE \(schema).th_host SET state = 'dead';
+                UPDATE \(schema).th_target SET state = 'ready', owner_host = NULL, head_attempt = 3, head_deaths = 3;
+                """)
+            FileManager.default.createFile(atPath: release, contents: nil)
+        }
+        #expect(first.exitCode == 3, "\(first)")
+        // The next host would run it at once (Echo): it does not, and dead-letters it.
+        let second = try await runInProcess(
+            """
+            executors:
+              work: { plugin: Echo }
+            sources:
+              none: { kind: file, path: \(folder)/none.jsonl, executor: work }
+            retry: { maxAttempts: 3 }
+            results: { path: \(folder)/out/second.jsonl }
+            deadLetter: { path: \(folder)/out/dead.jsonl }
+            \(queue)
+            """, in: folder, file: "second.yaml", environment: ["DATABASE_URL": url])
+        #expect(second.exitCode == 1, "\(second)")
+        let results = try PipelineTests.records(folder + "/out/second.jsonl")
+        #expect(results.count == 1)
+        #expect(results.first?["status"] as? String == "deadLettered")
+        #expect(results.first?["attempts"] as? Int == 3)
+        let dead = try PipelineTests.records(folder + "/out/dead.jsonl")
+        #expect(dead.count == 1)
+        #expect((dead.first?["error"] as? String)?.contains("stopped during 3 of its attempts") == true, "\(dead)")
+        #expect(try Self.psql(url, "SELECT count(*) || ' ' || max(attempts) FROM \(schema).th_dead") == "1 3")
+        #expect(try Self.psql(url, "SELECT state FROM \(schema).th_target") == "idle")
         _ = try Self.psql(url, "DROP SCHEMA \(schema) CASCADE")
     }
 }

@@ -299,7 +299,8 @@ package final class Pipeline: Sendable {
         if let postgres {
             let store = PostgresRun(
                 queue: postgres, executors: config.executors.map(\.name), maxConcurrency: config.maxConcurrency,
-                logger: logger, onFailure: { _ in stop.requestNow() })
+                maxAttempts: config.retry.maxAttempts, park: config.onExhausted == .park, logger: logger,
+                onFailure: { _ in stop.requestNow() })
             return await run(store: store, stop: stop, progress: progress)
         }
         guard let queue else { return await run(store: MemoryStore(), stop: stop, progress: progress) }
@@ -473,7 +474,8 @@ package final class Pipeline: Sendable {
         deadLetters?.flush()
         out.admitted = summary.admitted
         out.succeeded = summary.succeeded
-        out.deadLettered = summary.deadLettered
+        // Plus those a store ended without running them (the PostgreSQL queue's poison guard).
+        out.deadLettered += summary.deadLettered
         out.retries = summary.retries
         out.rejected = counters.rejected.load(ordering: .relaxed)
         out.rejectedAnswered = counters.rejectedAnswered.load(ordering: .relaxed)

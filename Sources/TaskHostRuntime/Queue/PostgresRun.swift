@@ -30,6 +30,9 @@ final class PostgresRun: Sendable {
     let executorIndex: [String: Int]
     let maxClaims: Int
     let maxConcurrency: Int
+    /// `retry.maxAttempts`, and whether an exhausted head parks its target (`onExhausted: park`).
+    let maxAttempts: Int
+    let park: Bool
     let logger: Logger
     let onFailure: @Sendable (String) -> Void
 
@@ -44,14 +47,18 @@ final class PostgresRun: Sendable {
         /// Batches of the sources, committed in the order they were taken.
         var pending: [(tasks: [PostgresNewTask], ticket: CommitTicket)] = []
         var draining = false
+        /// Heads dead-lettered without running (the poison guard, a gone executor).
+        var deadLettered = 0
     }
 
     let state = Mutex(State())
 
     init(
-        queue: PostgresQueue, executors: [String], maxConcurrency: Int?, logger: Logger,
-        onFailure: @escaping @Sendable (String) -> Void
+        queue: PostgresQueue, executors: [String], maxConcurrency: Int?, maxAttempts: Int, park: Bool,
+        logger: Logger, onFailure: @escaping @Sendable (String) -> Void
     ) {
+        self.maxAttempts = maxAttempts
+        self.park = park
         self.queue = queue
         self.executorNames = executors
         self.executorIndex = Dictionary(executors.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
@@ -168,19 +175,18 @@ final class PostgresRun: Sendable {
         }
     }
 
-    /// Claims as the scheduler's tasks; a claim whose executor is gone is dead-lettered.
+    /// Claims as the scheduler's tasks. A claim whose executor is gone is dead-lettered; one
+    /// during whose attempts hosts died ``HostCrashes/limit`` times (reaped) is not run again (a
+    /// task that kills its host must not do so for ever) and ends as `onExhausted` says.
     func tasks(_ claims: [PostgresClaim], pipeline: Pipeline) async -> [TaskItem<PipelineTask>] {
         var items: [TaskItem<PipelineTask>] = []
-        var gone: [PostgresFinish] = []
+        var given: [(PostgresFinish, TaskItem<PipelineTask>?)] = []
         for claim in claims {
             guard let executor = claim.executor, let index = executorIndex[executor],
                 case .object(let fields) = try? JSONParser.parse(claim.payload)
             else {
-                gone.append(
-                    PostgresFinish(
-                        claim,
-                        .deadLetter(
-                            error: "its executor '\(claim.executor ?? "")' is not in the configuration any more")))
+                let error = "its executor '\(claim.executor ?? "")' is not in the configuration any more"
+                given.append((PostgresFinish(claim, .deadLetter(error: error)), nil))
                 continue
             }
             func string(_ key: String) -> String {
@@ -194,27 +200,55 @@ final class PostgresRun: Sendable {
                 integer
                 ? Int64(claim.targetId).map { .integer($0) } ?? .string(claim.targetId) : .string(claim.targetId)
             let record = PostgresRecord(claim: claim)
+            let item = TaskItem(
+                targetId: target,
+                payload: PipelineTask(
+                    source: string("source"), seq: seq, executor: index, payload: string("payload"),
+                    raw: string("raw"), log: AttemptLog(), batch: nil, postgres: record),
+                priority: claim.priority, id: claim.taskId.isEmpty ? nil : claim.taskId, pool: index + 1)
+            if claim.deaths >= HostCrashes.limit {
+                let error =
+                    "the hosts running it stopped during \(claim.deaths) of its attempts (a crash in the executor?): "
+                    + "not run again, so that it cannot stop hosts for ever"
+                let outcome: PostgresOutcome = park ? .park(error: error) : .deadLetter(error: error)
+                given.append(
+                    (
+                        PostgresFinish(
+                            targetId: claim.targetId, seq: claim.seq, fence: claim.fence, attempt: claim.attempt - 1,
+                            outcome: outcome), item
+                    ))
+                continue
+            }
             state.withLock { $0.inFlight[claim.targetId] = record }
-            items.append(
-                TaskItem(
-                    targetId: target,
-                    payload: PipelineTask(
-                        source: string("source"), seq: seq, executor: index, payload: string("payload"),
-                        raw: string("raw"), log: AttemptLog(), batch: nil, postgres: record),
-                    priority: claim.priority, id: claim.taskId.isEmpty ? nil : claim.taskId, pool: index + 1))
+            items.append(item)
         }
-        if !gone.isEmpty {
+        if !given.isEmpty {
+            let report: PostgresFinishReport
             do {
-                _ = try await queue.finish(gone)
+                report = try await queue.finish(given.map(\.0))
             } catch {
                 fail(error)
+                return items
             }
-            for finish in gone {
-                pipeline.deadLetters?.write(
-                    bytes: deadLetterLine(
-                        id: finish.targetId, target: nil, source: "", seq: UInt64(finish.seq), input: "",
-                        error: finish.outcome.description, attempts: finish.attempt))
+            for (finish, item) in given where report.applied.contains(finish) {
+                guard case .deadLetter(let error) = finish.outcome else { continue }
+                state.withLock { $0.deadLettered += 1 }
+                if let item {
+                    pipeline.writeResult(item, status: "deadLettered", attempts: finish.attempt, error: error)
+                    pipeline.writeDeadLetter(item, error: error, attempts: finish.attempt)
+                    pipeline.metrics.deadLettered.increment()
+                } else {
+                    pipeline.deadLetters?.write(
+                        bytes: deadLetterLine(
+                            id: finish.targetId, target: .string(finish.targetId), source: "", seq: UInt64(finish.seq),
+                            input: "", error: error, attempts: finish.attempt))
+                }
             }
+            pipeline.results?.flush()
+            pipeline.deadLetters?.flush()
+            logger.warning(
+                "tasks ended without running",
+                metadata: ["tasks": "\(given.count)", "why": "\(given.first.map { $0.0.outcome.description } ?? "")"])
         }
         return items
     }
@@ -446,6 +480,7 @@ extension PostgresRun: PipelineStore {
         }
         out.leftQueued = summary.unfinished.count
         out.parked = summary.parked
+        out.deadLettered = state.withLock { $0.deadLettered }
         if let host {
             let logger = self.logger
             let releases = left.map {
