@@ -168,6 +168,8 @@ let package = Package(
             dependencies: [
                 "TaskHostRuntime", "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostConfig",
                 "TaskHostStore", "TaskHostSources", .product(name: "Logging", package: "swift-log"),
+                // examples/alerts.yaml is read as YAML.
+                .product(name: "Yams", package: "Yams"),
             ],
             exclude: ["Fixtures"]
         ),

@@ -67,6 +67,9 @@ struct EnqueueCommand: AsyncParsableCommand {
         for (line, reason) in report.rejected {
             printError("\(file):\(line): rejected (kept as a dead letter): \(reason)")
         }
+        for (line, id, state) in report.duplicates {
+            printError("\(file):\(line): duplicate of task '\(id)' (\(state)): not queued again")
+        }
         let host =
             admin.hostPID.map { " (host running, pid \($0), woken)" }
             ?? " (no host running: `taskhost run` picks them up)"
@@ -217,5 +220,126 @@ struct DeadLettersCommand: AsyncParsableCommand {
             printError("unknown command '\(verb)'\n  use list, requeue or purge")
             throw ExitCode(2)
         }
+    }
+}
+
+struct TasksCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tasks",
+        abstract: "Show one task of a pipeline's durable queue: its state, attempts, last error and output.",
+        discussion: """
+            show ID: the task with that id (the producer's `id`, or SOURCE-SEQ as in the results file for a \
+            task that came without one). Finished tasks are kept for queue.retainFinishedMs; with an id, a \
+            slim record (no input or output) for queue.dedupWindowMs. Exit code 1 when the queue holds no \
+            such task.
+            """)
+
+    @OptionGroup var queue: QueueOptions
+
+    @Argument(help: "show.")
+    var verb: String
+
+    @Argument(help: "The task's id.")
+    var id: String
+
+    @Flag(help: "One JSON object instead of text.")
+    var json = false
+
+    /// The task as `--json` prints it; times in RFC 3339.
+    struct Shown: Encodable {
+        var id: String
+        var row: Int64
+        var state: String
+        var source: String
+        var seq: UInt64
+        var target: String?
+        var targetIsInteger: Bool
+        var executor: String?
+        var attempts: Int
+        var enqueuedAt: String
+        var startedAt: String?
+        var finishedAt: String?
+        var notBefore: String?
+        var error: String?
+        var output: String?
+        var input: String
+
+        enum CodingKeys: String, CodingKey {
+            case id, row, state, source, seq, target, executor, attempts, enqueuedAt, startedAt, finishedAt
+            case notBefore, error, output, input
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(row, forKey: .row)
+            try container.encode(state, forKey: .state)
+            try container.encode(source, forKey: .source)
+            try container.encode(seq, forKey: .seq)
+            // An integer target as a number, a string target as a string.
+            if targetIsInteger, let target, let value = Int64(target) {
+                try container.encode(value, forKey: .target)
+            } else {
+                try container.encode(target, forKey: .target)
+            }
+            try container.encode(executor, forKey: .executor)
+            try container.encode(attempts, forKey: .attempts)
+            try container.encode(enqueuedAt, forKey: .enqueuedAt)
+            try container.encode(startedAt, forKey: .startedAt)
+            try container.encode(finishedAt, forKey: .finishedAt)
+            try container.encode(notBefore, forKey: .notBefore)
+            try container.encode(error, forKey: .error)
+            try container.encode(output, forKey: .output)
+            try container.encode(input, forKey: .input)
+        }
+    }
+
+    static func time(_ milliseconds: Int64?) -> String? {
+        guard let milliseconds, milliseconds > 0 else { return nil }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+
+    func run() async throws {
+        guard verb == "show" else {
+            printError("unknown command '\(verb)'\n  use show")
+            throw ExitCode(2)
+        }
+        let admin = try queue.admin()
+        let id = self.id
+        guard let task = try operate({ () throws(ConfigError) in try admin.task(id) }) else {
+            printError(
+                "no task '\(id)' in \(admin.path)\n  check the id (a task without one is SOURCE-SEQ, as in the "
+                    + "results file); finished tasks are kept for queue.retainFinishedMs, their ids for "
+                    + "queue.dedupWindowMs")
+            throw ExitCode(1)
+        }
+        let shown = Shown(
+            id: task.id ?? id, row: task.row, state: task.state.name, source: task.source, seq: task.seq,
+            target: task.targetText, targetIsInteger: task.targetIsInteger, executor: task.executor,
+            attempts: task.attempts,
+            enqueuedAt: Self.time(task.enqueuedAt) ?? "", startedAt: Self.time(task.startedAt),
+            finishedAt: Self.time(task.finishedAt), notBefore: Self.time(task.notBefore), error: task.error,
+            output: task.output, input: task.input)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(shown), as: UTF8.self))
+            return
+        }
+        let target = task.targetText.map { task.targetIsInteger ? "\($0) (integer)" : "\"\($0)\" (string)" }
+        print("id:         \(shown.id)")
+        print("state:      \(shown.state)")
+        print("target:     \(target ?? "none (the input could not be read)")")
+        print("executor:   \(shown.executor ?? "none")")
+        print("source:     \(shown.source) (seq \(shown.seq))")
+        print("attempts:   \(shown.attempts)")
+        print("enqueued:   \(shown.enqueuedAt)")
+        print("started:    \(shown.startedAt ?? "-")")
+        print("finished:   \(shown.finishedAt ?? "-")")
+        if let notBefore = shown.notBefore, !task.state.isFinal { print("not before: \(notBefore)") }
+        print("last error: \(shown.error ?? "-")")
+        print("output:     \(shown.output ?? "-")")
     }
 }

@@ -20,9 +20,10 @@ struct TaskHostCommand: AsyncParsableCommand {
             bad configuration, a plugin that cannot be loaded, or a queue that cannot be opened; 3 the \
             durable queue failed during the run (a full disk): intake stopped, committed tasks are kept.
             """,
+        version: BuildInfo.current.text,
         subcommands: [
             RunCommand.self, CheckCommand.self, PluginCommand.self, EnqueueCommand.self, StatusCommand.self,
-            TargetsCommand.self, DeadLettersCommand.self,
+            TargetsCommand.self, DeadLettersCommand.self, TasksCommand.self,
         ])
 }
 

@@ -252,6 +252,22 @@ package struct ConfigReader {
         return try substitute(scalar.string, node, key)
     }
 
+    /// A path from the file: a relative one is relative to the file's folder, not to the folder
+    /// taskhost runs in (a configuration in /etc/taskhost/ names its files beside it). Absolute
+    /// paths and `-` (standard output) are kept as written.
+    package func path(_ node: Node, _ key: String) throws(ConfigError) -> String {
+        resolved(try string(node, key))
+    }
+
+    /// `path` relative to the file's folder, as ``path(_:_:)`` reads it.
+    package func resolved(_ path: String) -> String {
+        guard !path.isEmpty, !path.hasPrefix("/"), path != "-" else { return path }
+        let folder = (file as NSString).deletingLastPathComponent
+        guard !folder.isEmpty, folder != "." else { return path }
+        return (folder.hasSuffix("/") ? folder : folder + "/")
+            + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
+    }
+
     package func nonEmpty(_ node: Node, _ key: String, _ expected: String) throws(ConfigError) -> String {
         let text = try string(node, key)
         guard !text.isEmpty else { throw fail(node, key, "expected \(expected), got an empty string") }
@@ -372,9 +388,9 @@ package struct ConfigReader {
         var pluginPath: [String] = []
         if let node = section("pluginPath") {
             if case .sequence(let items) = node {
-                for (index, item) in items.enumerated() { pluginPath.append(try string(item, "pluginPath[\(index)]")) }
+                for (index, item) in items.enumerated() { pluginPath.append(try path(item, "pluginPath[\(index)]")) }
             } else {
-                pluginPath = [try string(node, "pluginPath")]
+                pluginPath = [try path(node, "pluginPath")]
             }
         }
 
@@ -414,9 +430,9 @@ package struct ConfigReader {
                 throw fail(node, name, "missing key 'path'", hint: "a file, or - for standard output")
             }
             if name == "results" {
-                results = try string(path, "\(name).path")
+                results = try self.path(path, "\(name).path")
             } else {
-                deadLetter = try string(path, "\(name).path")
+                deadLetter = try self.path(path, "\(name).path")
             }
         }
         var metricsListen: String?
@@ -451,8 +467,8 @@ package struct ConfigReader {
     }
 
     /// `queue: memory`, `queue: durable`, `queue: { path, synchronous, retainFinishedMs,
-    /// maxSizeMB }` (SQLite), or `queue: { postgres: { url, leaseMs, schema } }`. The default is
-    /// durable, in `.taskhost/<name>/queue.db` beside the file.
+    /// maxSizeMB, dedupWindowMs }` (SQLite), or `queue: { postgres: { url, leaseMs, schema } }`. The
+    /// default is durable, in `.taskhost/<name>/queue.db` beside the file.
     func queue(_ node: Node?) throws(ConfigError) -> (QueueSettings?, PostgresQueueSettings?) {
         var settings = QueueSettings(path: QueueSettings.defaultPath(forConfig: file))
         guard let node else { return (settings, nil) }
@@ -467,7 +483,8 @@ package struct ConfigReader {
             }
         }
         let pairs = try mapping(
-            node, "queue", allowed: ["path", "synchronous", "retainFinishedMs", "maxSizeMB", "postgres"])
+            node, "queue",
+            allowed: ["path", "synchronous", "retainFinishedMs", "maxSizeMB", "dedupWindowMs", "postgres"])
         if let postgres = pairs.first(where: { $0.key == "postgres" }) {
             if let other = pairs.first(where: { $0.key != "postgres" }) {
                 throw fail(
@@ -479,12 +496,14 @@ package struct ConfigReader {
         }
         for (key, value) in pairs {
             switch key {
-            case "path": settings.path = try string(value, "queue.path")
+            case "path": settings.path = try path(value, "queue.path")
             case "synchronous":
                 settings.synchronous = try choice(
                     value, "queue.synchronous", QueueSettings.Synchronous.self, QueueSettings.Synchronous.allCases)
             case "retainFinishedMs":
                 settings.retainFinished = .milliseconds(try int(value, "queue.retainFinishedMs", minimum: 0))
+            case "dedupWindowMs":
+                settings.dedupWindow = .milliseconds(try int(value, "queue.dedupWindowMs", minimum: 0))
             default: settings.maxSizeMB = try int(value, "queue.maxSizeMB", minimum: 1)
             }
         }
@@ -543,7 +562,8 @@ package struct ConfigReader {
             let configuration =
                 try value("config").map { node throws(ConfigError) in try json(node, "\(key).config") } ?? "{}"
             return ExecutorConfig(
-                name: name, kind: .plugin(reference: try string(plugin, "\(key).plugin"), configuration: configuration),
+                name: name,
+                kind: .plugin(reference: try pluginReference(plugin, "\(key).plugin"), configuration: configuration),
                 maxConcurrency: try cap(value("maxConcurrency"), key),
                 location: location(value("config") ?? plugin, "\(key).config"),
                 referenceLocation: location(plugin, "\(key).plugin"))
@@ -567,8 +587,8 @@ package struct ConfigReader {
         return ExecutorConfig(
             name: name,
             kind: .function(
-                library: try nonEmpty(
-                    library, "\(key).library", "a library name (like pricing) or the path of its .so"),
+                library: libraryReference(
+                    try nonEmpty(library, "\(key).library", "a library name (like pricing) or the path of its .so")),
                 symbol: try nonEmpty(function, "\(key).function", "the exported C function to call"),
                 signature: try string(signature, "\(key).signature"), arguments: arguments),
             maxConcurrency: try cap(value("maxConcurrency"), key),
@@ -577,6 +597,19 @@ package struct ConfigReader {
                 "library": location(library, "\(key).library"), "function": location(function, "\(key).function"),
                 "arguments": location(value("arguments") ?? signature, "\(key).arguments"),
             ])
+    }
+
+    /// A plugin given as a path (with a `/`, or ending in `.so`) is relative to the file's folder;
+    /// a name is looked up on the search path.
+    private func pluginReference(_ node: Node, _ key: String) throws(ConfigError) -> String {
+        let reference = try string(node, key)
+        return reference.contains("/") || reference.hasSuffix(".so") ? resolved(reference) : reference
+    }
+
+    /// A library given as a path (with a `/`) is relative to the file's folder; a name (`pricing`,
+    /// `libm.so.6`) is looked up on the search path, then by the system's loader.
+    private func libraryReference(_ library: String) -> String {
+        library.contains("/") ? resolved(library) : library
     }
 
     private func cap(_ node: Node?, _ key: String) throws(ConfigError) -> Int? {
@@ -648,12 +681,12 @@ package struct ConfigReader {
         }
         switch kind {
         case .file:
-            let path = try string(try required("path", "the JSON Lines file to read"), "\(key).path")
+            let path = try self.path(try required("path", "the JSON Lines file to read"), "\(key).path")
             let follow =
                 try value("follow").map { node throws(ConfigError) in try bool(node, "\(key).follow") } ?? false
             source.input = .file(path: path, follow: follow)
         case .directory:
-            source.input = .directory(path: try string(try required("path", "the spool folder to read"), "\(key).path"))
+            source.input = .directory(path: try path(try required("path", "the spool folder to read"), "\(key).path"))
         case .http:
             let listen = try address(try required("listen", "an address like 127.0.0.1:8080"), "\(key).listen")
             let token = try value("token").map { node throws(ConfigError) in try string(node, "\(key).token") }

@@ -23,17 +23,29 @@ package struct PluginLoader: Sendable {
     }
 
     /// The default search path: `extra` folders (command line, then config) first, then
-    /// `TASKHOST_PLUGIN_PATH` (colon-separated), then the folder of the running executable and the
-    /// package's build folders `.build/release` and `.build/debug`.
-    package static func searchPath(extra: [String] = [], environment: [String: String]) -> [String] {
+    /// `TASKHOST_PLUGIN_PATH` (colon-separated), then the folder of the running executable and its
+    /// `../lib/taskhost` (where `scripts/install.sh` puts the plugins). Never the current folder's
+    /// `.build`: a deployed host loads no code from wherever it happens to be started.
+    package static func searchPath(
+        extra: [String] = [], environment: [String: String], executableFolder: String? = executableFolder()
+    ) -> [String] {
         var folders = extra
         if let path = environment["TASKHOST_PLUGIN_PATH"] {
             folders += path.split(separator: ":").map(String.init).filter { !$0.isEmpty }
         }
-        if let executable = executableFolder() { folders.append(executable) }
-        folders += [".build/release", ".build/debug"]
+        if let executable = executableFolder {
+            folders.append(executable)
+            folders.append(installedLibraryFolder(executableFolder: executable))
+        }
         var seen = Set<String>()
         return folders.filter { seen.insert($0).inserted }
+    }
+
+    /// `lib/taskhost` beside the executable's `bin`: `/usr/local/lib/taskhost` for
+    /// `/usr/local/bin/taskhost`.
+    package static func installedLibraryFolder(executableFolder: String) -> String {
+        guard let slash = executableFolder.lastIndex(of: "/") else { return "lib/taskhost" }
+        return executableFolder[..<slash] + "/lib/taskhost"
     }
 
     /// The file a plugin reference names.
@@ -347,7 +359,8 @@ private func fileExists(_ path: String) -> Bool {
     return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
 }
 
-private func executableFolder() -> String? {
+/// The folder of the running executable (from /proc/self/exe, links resolved).
+package func executableFolder() -> String? {
     var buffer = [CChar](repeating: 0, count: 4096)
     let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     guard count > 0 else { return nil }

@@ -29,6 +29,23 @@ package protocol SourceIntake: Sendable {
     var isFull: Bool { get }
     /// Why the queue failed, when it did.
     var failure: String? { get }
+    /// Decodes and admits the lines of one request as one append: all of them are committed, or
+    /// none (the queue is full, the run stops). For sources that answer each request (HTTP).
+    func acceptAll(_ lines: [String]) async -> BatchOutcome
+    /// The source takes input now (HTTP: its port is bound): the pipeline may report it ready.
+    func serving()
+}
+
+/// What became of the lines of one request (``SourceIntake/acceptAll(_:)``).
+package enum BatchOutcome: Sendable {
+    /// Appended (or refused as malformed, or answered as duplicates), line by line.
+    case admitted([Admitted])
+    /// The durable queue is full: nothing was appended; try again after `retryAfter` seconds.
+    case queueFull(retryAfter: Int)
+    /// The scheduler's buffer is full (`queue: memory`): nothing was appended.
+    case busy(retryAfter: Int)
+    /// The run stops, or the queue failed: nothing was appended.
+    case unavailable(String)
 }
 
 /// What became of one input line.
@@ -37,14 +54,27 @@ package struct Admitted: Sendable {
     package var id: String?
     /// Why it was refused (it went to the dead letters); nil when admitted.
     package var error: String?
+    /// The state of the task that already holds this id (`queued`, `running`, `succeeded`,
+    /// `deadLettered`): this line was a duplicate and was not queued again.
+    package var duplicateOf: String?
 
-    package init(id: String?, error: String?) {
+    package init(id: String?, error: String?, duplicateOf: String? = nil) {
         self.id = id
         self.error = error
+        self.duplicateOf = duplicateOf
     }
 }
 
 extension SourceIntake {
+    /// Line by line, then one flush: not atomic (the pipeline's intake is; this serves test doubles).
+    package func acceptAll(_ lines: [String]) async -> BatchOutcome {
+        var results: [Admitted] = []
+        for line in lines { results.append(await accept(line, batch: nil, checkpoint: nil)) }
+        return await flush() ? .admitted(results) : .unavailable(failure ?? "the pipeline is stopping")
+    }
+
+    package func serving() {}
+
     /// Accepts a line; whether the source should go on.
     package func admit(_ line: String, batch: BatchTracker? = nil, checkpoint: Checkpoint? = nil) async -> Bool {
         _ = await accept(line, batch: batch, checkpoint: checkpoint)

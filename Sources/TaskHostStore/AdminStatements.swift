@@ -53,6 +53,17 @@ extension SQLiteDatabase {
         return counts
     }
 
+    /// Queued tasks whose target is parked.
+    package func countQueuedOfParkedTargets() throws -> Int {
+        Int(
+            try integer(
+                """
+                SELECT count(*) FROM tasks JOIN targets
+                ON targets.target = tasks.target AND targets.target_kind = tasks.target_kind AND targets.parked = 1
+                WHERE tasks.state = \(TaskState.queued.rawValue)
+                """) ?? 0)
+    }
+
     /// Queued tasks waiting out a backoff at `now` (Unix ms).
     package func countBackingOff(at now: Int64) throws -> Int {
         Int(
@@ -157,20 +168,88 @@ extension SQLiteDatabase {
         let (clause, bindings) = selection.clause
         let unreadable = try integer(
             "SELECT count(*) FROM tasks WHERE \(clause) AND (target IS NULL OR executor IS NULL)", bindings)
+        // The new rows take over the old rows' ids (unique): the old ones give them up first.
+        try execute("CREATE TEMP TABLE IF NOT EXISTS requeued(id INTEGER PRIMARY KEY, task_id TEXT)")
+        try execute("DELETE FROM temp.requeued")
+        try run(
+            """
+            INSERT INTO temp.requeued(id, task_id) SELECT id, task_id FROM tasks
+            WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL
+            """, bindings)
+        try run("UPDATE tasks SET task_id = NULL WHERE id IN (SELECT id FROM temp.requeued)")
         let requeued = try run(
             """
             INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
                 batch, enqueued_at)
-            SELECT \(TaskState.queued.rawValue), source, seq, task_id, target_kind, target, executor, priority,
-                payload, raw, NULL, ?
-            FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL ORDER BY id
-            """, [.integer(now)] + bindings)
-        try run("DELETE FROM tasks WHERE \(clause) AND target IS NOT NULL AND executor IS NOT NULL", bindings)
+            SELECT \(TaskState.queued.rawValue), t.source, t.seq, r.task_id, t.target_kind, t.target, t.executor,
+                t.priority, t.payload, t.raw, NULL, ?
+            FROM tasks t JOIN temp.requeued r ON t.id = r.id ORDER BY t.id
+            """, [.integer(now)])
+        try run("DELETE FROM tasks WHERE id IN (SELECT id FROM temp.requeued)")
+        try execute("DELETE FROM temp.requeued")
         return (requeued, Int(unreadable ?? 0))
     }
 
     package func purge(_ selection: DeadLetterSelection) throws -> Int {
         let (clause, bindings) = selection.clause
         return try run("DELETE FROM tasks WHERE \(clause)", bindings)
+    }
+}
+
+/// One task as `taskhost tasks show` prints it.
+package struct TaskDetails: Sendable {
+    package var row: Int64
+    package var id: String?
+    package var state: TaskState
+    package var source: String
+    package var seq: UInt64
+    /// nil for an input that could not be read.
+    package var target: TargetID?
+    package var executor: String?
+    package var attempts: Int
+    /// Unix ms; nil when not yet.
+    package var enqueuedAt: Int64
+    package var startedAt: Int64?
+    package var finishedAt: Int64?
+    package var notBefore: Int64
+    package var error: String?
+    package var output: String?
+    /// The input line (empty once compacted).
+    package var input: String
+
+    /// The target's text (an integer's digits), and whether it is an integer.
+    package var targetText: String? { target?.storedText }
+    package var targetIsInteger: Bool { target?.storedKind == 1 }
+}
+
+extension SQLiteDatabase {
+    /// The task a producer's id names; or, for `SOURCE-SEQ` (the id the host gives a task that
+    /// came without one), that source's task.
+    package func taskDetails(id: String) throws -> TaskDetails? {
+        let columns = """
+            SELECT id, task_id, state, source, seq, target_kind, target, executor, attempts, enqueued_at, started_at,
+                finished_at, not_before, error, output, raw FROM tasks
+            """
+        var statement = try self.statement(columns + " WHERE task_id = ?")
+        try statement.bind([.text(id)])
+        if try !statement.step() {
+            statement.reset()
+            guard let dash = id.lastIndex(of: "-"), let seq = Int64(id[id.index(after: dash)...]) else { return nil }
+            statement = try self.statement(columns + " WHERE task_id IS NULL AND source = ? AND seq = ?")
+            try statement.bind([.text(String(id[..<dash])), .integer(seq)])
+            guard try statement.step() else {
+                statement.reset()
+                return nil
+            }
+        }
+        defer { statement.reset() }
+        return TaskDetails(
+            row: statement.int(0), id: statement.text(1), state: TaskState(rawValue: statement.int(2)) ?? .queued,
+            source: statement.text(3) ?? "", seq: UInt64(max(0, statement.int(4))),
+            target: TargetID(kind: statement.int(5), text: statement.text(6)), executor: statement.text(7),
+            attempts: Int(statement.int(8)), enqueuedAt: statement.int(9),
+            startedAt: statement.isNull(10) ? nil : statement.int(10),
+            finishedAt: statement.isNull(11) ? nil : statement.int(11), notBefore: statement.int(12),
+            error: statement.text(13), output: statement.text(14), input: statement.text(15) ?? "")
     }
 }

@@ -24,8 +24,14 @@ package struct QueueSettings: Sendable {
     package var synchronous: Synchronous = .normal
     /// Finished tasks stay this long (for `status` and inspection), then are deleted.
     package var retainFinished: Duration = .seconds(300)
-    /// The largest the file may grow; past it, intake stops with a clear error (as on a full disk).
+    /// The largest the file may grow. Intake stops a little below it (``DurableQueue/intakeReserve``
+    /// is kept for the outcomes of running tasks): sources are refused or paused until finished
+    /// tasks are compacted.
     package var maxSizeMB: Int?
+    /// How long a producer's task `id` stays taken after its task is final: a task with the same id
+    /// is answered as a duplicate, not queued again. While a task is not final its id is always
+    /// taken.
+    package var dedupWindow: Duration = .seconds(86_400)
 
     package init(path: String) { self.path = path }
 
@@ -48,6 +54,10 @@ package struct QueueError: Error, CustomStringConvertible, Sendable {
 
     package var description: String { "\(path): \(message)\n  \(remedy)" }
 
+    /// The queue (or its disk) is full: not fatal for intake, which is refused or paused until
+    /// space returns.
+    package var isFull = false
+
     package init(path: String, message: String, remedy: String) {
         self.path = path
         self.message = message
@@ -68,6 +78,7 @@ package struct QueueError: Error, CustomStringConvertible, Sendable {
     package init(path: String, _ error: SQLiteError) {
         self.path = path
         if error.isFull {
+            isFull = true
             message = "the queue is full (the disk or queue.maxSizeMB): \(error.message); intake stopped"
             remedy = "free disk space or raise queue.maxSizeMB, then run again; every committed task is kept"
         } else if error.isCorrupt {
@@ -88,11 +99,34 @@ package struct QueueError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The states of a task row.
-package enum TaskState: Int64 {
+package enum TaskState: Int64, Sendable {
     case queued = 0
     case running = 1
     case succeeded = 2
     case dead = 3
+
+    /// The name operators see (as in the results file's `status`).
+    package var name: String {
+        switch self {
+        case .queued: "queued"
+        case .running: "running"
+        case .succeeded: "succeeded"
+        case .dead: "deadLettered"
+        }
+    }
+
+    package var isFinal: Bool { self == .succeeded || self == .dead }
+}
+
+/// A task already in the queue under the id a new task brings: the new one is a duplicate.
+package struct ExistingTask: Sendable, Equatable {
+    package var row: Int64
+    package var state: TaskState
+
+    package init(row: Int64, state: TaskState) {
+        self.row = row
+        self.state = state
+    }
 }
 
 /// A task as a source hands it to the queue.
@@ -238,6 +272,9 @@ package final class DurableQueue: @unchecked Sendable {
     package struct Op: @unchecked Sendable {
         package var body: (SQLiteDatabase) throws -> Void
         package var done: ((QueueError?) -> Void)?
+        /// An append of a source: refused alone (rolled back to its savepoint) when the queue is
+        /// full, instead of failing the commit and the run.
+        package var refusable = false
     }
 
     package struct Pending {
@@ -246,7 +283,7 @@ package final class DurableQueue: @unchecked Sendable {
         package var failure: QueueError?
     }
 
-    package static let schemaVersion: Int64 = 2
+    package static let schemaVersion: Int64 = 3
 
     /// Opens (creating it and its folder if needed) and checks the queue.
     /// - Parameter host: take the host lock; fails when another host runs on this queue.
@@ -301,8 +338,9 @@ package final class DurableQueue: @unchecked Sendable {
             try db.execute("PRAGMA cache_size = -65536")
             if let megabytes = settings.maxSizeMB {
                 let pageSize = try db.integer("PRAGMA page_size") ?? 4096
-                let pages = max(16, Int64(megabytes) * 1_048_576 / pageSize)
+                let pages = max(64, Int64(megabytes) * 1_048_576 / pageSize)
                 _ = try db.integer("PRAGMA max_page_count = \(pages)")
+                pageLimits = (intake: pages - Self.intakeReserve(pages), all: pages)
             }
             if version == 0 { try createSchema() }
             if version == 1 {
@@ -315,6 +353,7 @@ package final class DurableQueue: @unchecked Sendable {
                     COMMIT;
                     """)
             }
+            if version == 1 || version == 2 { try migrateToUniqueIds() }
         } catch let error as QueueError {
             throw error
         } catch let error as SQLiteError {
@@ -360,6 +399,8 @@ package final class DurableQueue: @unchecked Sendable {
             -- The feed reads queued rows in arrival order; a row leaves this index when it starts.
             CREATE INDEX IF NOT EXISTS tasks_queued ON tasks(id) WHERE state = 0;
             CREATE INDEX IF NOT EXISTS tasks_by_target ON tasks(target, target_kind, id);
+            -- A producer's id names one task: a task brought again with it is a duplicate.
+            CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_task_id ON tasks(task_id) WHERE task_id IS NOT NULL;
             CREATE TABLE IF NOT EXISTS targets(
                 target_kind INTEGER NOT NULL, target TEXT NOT NULL, parked INTEGER NOT NULL, reason TEXT,
                 PRIMARY KEY(target, target_kind));
@@ -373,6 +414,35 @@ package final class DurableQueue: @unchecked Sendable {
             PRAGMA user_version = \(Self.schemaVersion);
             COMMIT;
             """)
+    }
+
+    /// Schema 3: a producer's id is unique among tasks (a partial unique index). Of ids that an
+    /// earlier taskhost queued twice, the newest task keeps it; the older ones lose it.
+    private func migrateToUniqueIds() throws(SQLiteError) {
+        try db.execute(
+            """
+            BEGIN IMMEDIATE;
+            UPDATE tasks SET task_id = NULL WHERE task_id IS NOT NULL AND id NOT IN
+                (SELECT max(id) FROM tasks WHERE task_id IS NOT NULL GROUP BY task_id);
+            CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_task_id ON tasks(task_id) WHERE task_id IS NOT NULL;
+            PRAGMA user_version = 3;
+            COMMIT;
+            """)
+    }
+
+    // MARK: Space
+
+    /// `max_page_count` for a source's appends and for everything else (nil: no maxSizeMB). The
+    /// appends stop ``intakeReserve(_:)`` pages short of the limit, so that the outcomes of the
+    /// tasks already queued can still be recorded when intake is refused.
+    private var pageLimits: (intake: Int64, all: Int64)?
+
+    /// The pages kept for outcomes: an eighth of the limit.
+    package static func intakeReserve(_ pages: Int64) -> Int64 { max(8, pages / 8) }
+
+    private func limitPages(forIntake intake: Bool) {
+        guard let pageLimits else { return }
+        _ = try? db.integer("PRAGMA max_page_count = \(intake ? pageLimits.intake : pageLimits.all)")
     }
 
     // MARK: The host lock
@@ -420,10 +490,15 @@ package final class DurableQueue: @unchecked Sendable {
     // MARK: Group commit
 
     /// Queues a write; `done` runs on the commit thread once it is committed (nil) or failed.
-    package func submit(_ body: @escaping (SQLiteDatabase) throws -> Void, done: ((QueueError?) -> Void)? = nil) {
+    /// - Parameter refusable: a source's append: refused alone (`done` gets an error whose
+    ///   ``QueueError/isFull`` is set) when the queue is full, the rest of the commit goes on.
+    package func submit(
+        _ body: @escaping (SQLiteDatabase) throws -> Void, refusable: Bool = false,
+        done: ((QueueError?) -> Void)? = nil
+    ) {
         let (schedule, failure) = pending.withLock { pending -> (Bool, QueueError?) in
             if let failure = pending.failure { return (false, failure) }
-            pending.ops.append(Op(body: body, done: done))
+            pending.ops.append(Op(body: body, done: done, refusable: refusable))
             defer { pending.scheduled = true }
             return (!pending.scheduled, nil)
         }
@@ -462,23 +537,70 @@ package final class DurableQueue: @unchecked Sendable {
                 return ops
             }
             if ops.isEmpty { return }
-            var failure: QueueError?
+            let (failure, refused) = commit(ops)
+            for (index, op) in ops.enumerated() { op.done?(refused[index] ?? failure) }
+        }
+    }
+
+    /// Commits `ops` in one transaction. A source's append that does not fit (the queue or the
+    /// disk full) is refused alone: rolled back to its savepoint, or, when SQLite rolled back the
+    /// whole transaction (or the commit itself failed), the others are committed again without it.
+    /// Returns the commit's failure and the refused appends' errors, by index.
+    private func commit(_ ops: [Op]) -> (QueueError?, [Int: QueueError]) {
+        var refused: [Int: QueueError] = [:]
+        attempt: while true {
+            var limited = false
             do {
                 try db.execute("BEGIN IMMEDIATE")
-                for op in ops { try op.body(db) }
+                for (index, op) in ops.enumerated() where refused[index] == nil {
+                    guard op.refusable else {
+                        if limited {
+                            limitPages(forIntake: false)
+                            limited = false
+                        }
+                        try op.body(db)
+                        continue
+                    }
+                    if !limited {
+                        limitPages(forIntake: true)
+                        limited = true
+                    }
+                    try db.execute("SAVEPOINT intake")
+                    do {
+                        try op.body(db)
+                        try db.execute("RELEASE intake")
+                    } catch let error as SQLiteError where error.isFull {
+                        db.resetBusyStatements()
+                        refused[index] = QueueError(path: path, error)
+                        guard sqlite3_get_autocommit(db.handle) == 0 else {
+                            // SQLite undid the whole transaction: again, without this append.
+                            limitPages(forIntake: false)
+                            continue attempt
+                        }
+                        try db.execute("ROLLBACK TO intake; RELEASE intake")
+                    }
+                }
+                if limited { limitPages(forIntake: false) }
                 db.resetBusyStatements()
                 beforeCommit.withLock { $0 }?.body()
                 try db.execute("COMMIT")
+                return (nil, refused)
             } catch {
                 db.resetBusyStatements()
                 try? db.execute("ROLLBACK")
+                if limited { limitPages(forIntake: false) }
                 let queueError = QueueError(path: path, error)
-                failure = queueError
+                // A full disk at the commit: the appends are refused, the rest committed again.
+                let appends = ops.indices.filter { ops[$0].refusable && refused[$0] == nil }
+                if queueError.isFull, !appends.isEmpty {
+                    for index in appends { refused[index] = queueError }
+                    continue attempt
+                }
                 if let sqlite = error as? SQLiteError, sqlite.isFull || sqlite.isCorrupt || sqlite.isReadOnly {
                     pending.withLock { $0.failure = queueError }
                 }
+                return (queueError, refused)
             }
-            for op in ops { op.done?(failure) }
         }
     }
 
@@ -508,26 +630,46 @@ package final class DurableQueue: @unchecked Sendable {
 
     // MARK: Statements shared by the host and the tools
 
-    package static func insert(_ tasks: [NewTask], into db: SQLiteDatabase, now: Int64) throws {
+    /// Inserts `tasks`; returns those whose producer id an earlier task still holds (not final, or
+    /// final after `dedupAfter`, Unix ms), by index in `tasks`: they are duplicates, not inserted.
+    /// An id whose task became final before `dedupAfter` is free again.
+    @discardableResult
+    package static func insert(_ tasks: [NewTask], into db: SQLiteDatabase, now: Int64, dedupAfter: Int64 = .min)
+        throws -> [Int: ExistingTask]
+    {
+        var duplicates: [Int: ExistingTask] = [:]
+        // A taken id leaves the row out (the unique index on task_id); only then is the holder read.
         let statement = try db.statement(
             """
             INSERT INTO tasks(state, source, seq, task_id, target_kind, target, executor, priority, payload, raw,
                 batch, enqueued_at, finished_at, error)
             VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(task_id) WHERE task_id IS NOT NULL DO NOTHING
             """)
         var nextSeq: [String: UInt64] = [:]
-        for task in tasks {
-            statement.reset()
+        for (index, task) in tasks.enumerated() {
+            nextSeq[task.source] = max(nextSeq[task.source] ?? 0, task.seq + 1)
             let dead = task.rejected != nil
-            try statement.bind([
+            let values: [SQLiteValue] = [
                 .integer((dead ? TaskState.dead : TaskState.queued).rawValue), .text(task.source),
                 .integer(Int64(task.seq)), .optional(task.taskId), .integer(task.target?.storedKind ?? 0),
                 .optional(task.target?.storedText), .optional(task.executor), .int(task.priority),
                 .optional(task.payload), .text(task.raw), .optional(task.batch), .integer(now),
                 dead ? .integer(now) : .null, .optional(task.rejected),
-            ])
+            ]
+            statement.reset()
+            try statement.bind(values)
             _ = try statement.step()
-            nextSeq[task.source] = max(nextSeq[task.source] ?? 0, task.seq + 1)
+            guard let id = task.taskId, db.changes == 0, let existing = try db.task(withId: id) else { continue }
+            if !existing.state.isFinal || existing.finishedAt > dedupAfter {
+                duplicates[index] = ExistingTask(row: existing.row, state: existing.state)
+                continue
+            }
+            // Its holder finished before the window: the id is free again.
+            try db.releaseTaskId(row: existing.row)
+            statement.reset()
+            try statement.bind(values)
+            _ = try statement.step()
         }
         for (source, next) in nextSeq {
             try db.run(
@@ -536,6 +678,7 @@ package final class DurableQueue: @unchecked Sendable {
                 ON CONFLICT(name) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)
                 """, [.text(source), .integer(Int64(next))])
         }
+        return duplicates
     }
 
     package static func save(_ checkpoint: Checkpoint, into db: SQLiteDatabase) throws {

@@ -170,11 +170,7 @@ extension SQLiteDatabase {
         try DurableQueue.tasks(where: condition, bindings, in: self)
     }
 
-    /// Tasks waiting to run (queued), and those not final (queued or running).
-    package func countQueued() throws -> Int {
-        Int(try integer("SELECT count(*) FROM tasks WHERE state = \(Self.queued)") ?? 0)
-    }
-
+    /// Tasks not final (queued or running).
     package func countOpen() throws -> Int {
         Int(try integer("SELECT count(*) FROM tasks WHERE state IN (\(Self.queued), \(Self.running))") ?? 0)
     }
@@ -244,12 +240,48 @@ extension SQLiteDatabase {
 
     // MARK: Upkeep
 
-    /// Deletes succeeded tasks finished at or before `before` (Unix ms) and gives pages back.
-    package func compact(finishedBefore before: Int64) throws -> Int {
+    /// Deletes succeeded tasks finished at or before `before` (Unix ms) and gives pages back. Those
+    /// with a producer's id that finished after `dedupAfter` keep a slim row (their id, state,
+    /// attempts, error and times; not their payload, input or output) for the dedup window.
+    package func compact(finishedBefore before: Int64, dedupAfter: Int64 = .max) throws -> Int {
         let removed = try run(
-            "DELETE FROM tasks WHERE state = \(Self.succeeded) AND finished_at <= ?", [.integer(before)])
+            """
+            DELETE FROM tasks WHERE state = \(Self.succeeded) AND finished_at <= ?
+                AND (task_id IS NULL OR finished_at <= ?)
+            """, [.integer(before), .integer(dedupAfter)])
+        // Slimmed by moving, not in place: rows shrunk in place would keep their pages (a page each
+        // for tasks of a kilobyte or more), and a full queue would stay full.
+        let columns = """
+            state, source, seq, task_id, target_kind, target, executor, priority, batch, attempts, crashes,
+            not_before, enqueued_at, started_at, finished_at, error
+            """
+        try execute("CREATE TEMP TABLE IF NOT EXISTS slimmed AS SELECT id, \(columns) FROM tasks WHERE 0")
+        try run(
+            """
+            INSERT INTO temp.slimmed SELECT id, \(columns) FROM tasks
+            WHERE state = \(Self.succeeded) AND finished_at <= ? AND task_id IS NOT NULL AND raw <> ''
+            """, [.integer(before)])
+        try run("DELETE FROM tasks WHERE id IN (SELECT id FROM temp.slimmed)")
+        try run("INSERT INTO tasks(raw, \(columns)) SELECT '', \(columns) FROM temp.slimmed ORDER BY id")
+        try run("DELETE FROM temp.slimmed")
         try execute("PRAGMA incremental_vacuum(2000)")
         return removed
+    }
+
+    // MARK: Producers' ids
+
+    /// The task that holds a producer's id, with its state and when it finished (0 when not final).
+    package func task(withId id: String) throws -> (row: Int64, state: TaskState, finishedAt: Int64)? {
+        let statement = try statement("SELECT id, state, finished_at FROM tasks WHERE task_id = ?")
+        defer { statement.reset() }
+        try statement.bind([.text(id)])
+        guard try statement.step() else { return nil }
+        return (statement.int(0), TaskState(rawValue: statement.int(1)) ?? .queued, statement.int(2))
+    }
+
+    /// A final task's id after the dedup window: free for a new task.
+    package func releaseTaskId(row: Int64) throws {
+        try run("UPDATE tasks SET task_id = NULL WHERE id = ?", [.integer(row)])
     }
 
     // MARK: Sources

@@ -96,6 +96,9 @@ package final class SQLiteDatabase {
 
     package var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
 
+    /// Rows the last statement inserted, changed or deleted.
+    package var changes: Int { Int(sqlite3_changes(handle)) }
+
     /// Resets every cached statement still stepping: one left mid-way would keep a read
     /// transaction open after COMMIT (the WAL could not restart, and another process's write
     /// would make the next BEGIN IMMEDIATE fail with SQLITE_BUSY_SNAPSHOT).

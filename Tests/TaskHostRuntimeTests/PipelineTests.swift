@@ -769,8 +769,8 @@ extension PipelineTests {
             }
             #expect(status.contains(#""sources":{"api":3}"#))
             let metrics = try await Self.request("http://127.0.0.1:\(metricsPort)/metrics").body
-            #expect(metrics.contains(#"taskhost_tasks_total{outcome="succeeded"} 2"#))
-            #expect(metrics.contains(#"taskhost_tasks_total{outcome="rejected"} 1"#))
+            #expect(metrics.contains(#"taskhost_tasks_total{outcome="succeeded",executor="echo",source="api"} 2"#))
+            #expect(metrics.contains(#"taskhost_tasks_total{outcome="rejected",source="api"} 1"#))
             #expect(metrics.contains("taskhost_running 0"))
             stop.request()
         }

@@ -48,6 +48,8 @@ package final class Pipeline: Sendable {
     let postgres: PostgresQueue?
     /// Forwarded by the executable: see ``commandsArrived()``.
     let commandWakeups = CommandWakeups()
+    /// Whether the pipeline takes input (`/readyz`): each source's status, the queue's room.
+    let health: PipelineHealth
 
     /// What a run did, for the summary and the exit code.
     package struct Summary: Sendable {
@@ -102,8 +104,11 @@ package final class Pipeline: Sendable {
     package init(config: PipelineConfig, loader: PluginLoader, logger: Logger) throws(ConfigError) {
         self.config = config
         self.logger = logger
-        metrics = PipelineMetrics(durable: config.queue != nil || config.postgres != nil)
+        metrics = PipelineMetrics(
+            durable: config.queue != nil || config.postgres != nil, executors: config.executors.map(\.name),
+            sources: config.sources.map(\.name))
         counters = Counters(sources: config.sources.map(\.name))
+        health = PipelineHealth(sources: config.sources.map(\.name), metrics: metrics)
         var executors: [any AnsweringExecutor] = []
         var instances: [PluginInstance] = []
         for executor in config.executors {
@@ -259,7 +264,7 @@ package final class Pipeline: Sendable {
                 throw ConfigError(
                     file: config.file, line: source.location.line, column: source.location.column,
                     key: "\(source.location.key).path", message: "cannot read '\(path)'",
-                    hint: "paths are relative to the folder taskhost runs in")
+                    hint: "a relative path is relative to the configuration's folder")
             }
         }
     }
@@ -378,11 +383,15 @@ package final class Pipeline: Sendable {
             let counters = self.counters
             let logger = self.logger
             // An endpoint that cannot serve (its port taken) stops the run, as a source that cannot.
-            let depth: (@Sendable () async -> Int?)? = store.isDurable ? { @Sendable in await store.depth() } : nil
+            let depth: (@Sendable () async -> QueueDepth?)? =
+                store.isDurable ? { @Sendable in await store.depth() } : nil
+            let readiness = Readiness(
+                health: health, queueFailure: { store.failureMessage }, durable: store.isDurable,
+                executors: (executors.count, config.executors.count))
             add("operations endpoint", ends: .ignore) {
                 let router = operationsRouter(
                     metrics: metrics, snapshot: { scheduler.snapshot() }, perSource: { counters.perSource },
-                    durableQueued: depth)
+                    durableQueued: depth, readiness: readiness)
                 do throws(SourceError) {
                     try await serve(router, on: listen, logger: logger)
                 } catch {
@@ -426,6 +435,7 @@ package final class Pipeline: Sendable {
                 pipeline: self, source: source, store: store, stopper: stopper,
                 isFull: { scheduler.snapshot().intakeWaitingForRoom })
             let reader = makeSource(source)
+            let health = self.health
             add("source \(source.name)", ends: .ignore) { [logger] in
                 await withGracefulShutdownHandler {
                     do throws(SourceError) {
@@ -436,6 +446,7 @@ package final class Pipeline: Sendable {
                 } onGracefulShutdown: {
                     stopper.stop()
                 }
+                health.set(source.name, .finished)
                 if sourcesLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { store.sourcesFinished() }
             }
         }
@@ -490,19 +501,20 @@ package final class Pipeline: Sendable {
     /// line, the dead letter and the batch (the durable queue records those before the target is
     /// released, in ``record(_:run:)``, but for an operator's drain).
     func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?, recordedByStore: Bool = false) {
-        if record.executionTime > .zero { metrics.execution.record(record.executionTime) }
+        let labelled = metrics.of(record.task)
+        if record.executionTime > .zero { labelled.execution.record(record.executionTime) }
         // After the queue failed, what the scheduler does with the tasks it holds is not their
         // outcome: they stay queued, their batches stay open.
         if durable?.hasFailed == true { return }
         let recorded = (durable != nil || recordedByStore) && !(record.error is DrainedError)
         switch record.disposition {
         case .succeeded:
-            metrics.succeeded.increment()
+            labelled.succeeded.increment()
             guard !recorded else { return }
             writeResult(record.task, status: "succeeded", attempts: record.context.attempt, error: nil)
             record.task.payload.batch?.final(failed: false)
         case .deadLettered:
-            metrics.deadLettered.increment()
+            labelled.deadLettered.increment()
             guard !recorded else { return }
             let error = record.error.map { "\($0)" } ?? "dead-lettered"
             let attempts = record.context.attempt
@@ -511,7 +523,7 @@ package final class Pipeline: Sendable {
             if durable == nil { writeDeadLetter(record.task, error: error, attempts: attempts) }
             record.task.payload.batch?.final(failed: true)
         case .retrying:
-            metrics.retries.increment()
+            labelled.retries.increment()
         case .parked, .cancelled:
             return
         }
@@ -522,6 +534,26 @@ package final class Pipeline: Sendable {
             bytes: deadLetterLine(
                 id: task.id, target: task.targetId, source: task.payload.source, seq: task.payload.seq,
                 input: task.payload.raw, error: error, attempts: attempts))
+    }
+
+    /// A task whose id an earlier task holds: not queued; its result line says so, with the state of
+    /// the task that holds the id.
+    func writeDuplicate(_ task: TaskItem<PipelineTask>, existing: ExistingTask) {
+        counters.finished.add(1, ordering: .relaxed)
+        task.payload.batch?.final(failed: false)
+        guard let results else { return }
+        var record = JSONObjectWriter()
+        record.add("id", task.id)
+        switch task.targetId {
+        case .integer(let value): record.add("targetId", value)
+        case .string(let value): record.add("targetId", value as String?)
+        }
+        record.add("source", task.payload.source)
+        record.add("seq", task.payload.seq)
+        record.add("executor", config.executors[task.payload.executor].name)
+        record.add("status", "duplicate")
+        record.add("state", existing.state.name)
+        results.write(bytes: record.finished)
     }
 
     func writeResult(_ task: TaskItem<PipelineTask>, status: String, attempts: Int, error: String?) {

@@ -55,7 +55,7 @@ protocol PipelineStore: AnyObject, Sendable {
     func services(for pipeline: Pipeline, scheduler: Scheduler<RunExecutor<Self>, ContinuousClock>)
         -> [(name: String, body: @Sendable () async -> Void)]
     /// Tasks kept and not started, for `/status` and `/metrics`; nil when the store keeps none.
-    func depth() async -> Int?
+    func depth() async -> QueueDepth?
 
     // MARK: The end
 
@@ -71,19 +71,19 @@ protocol PipelineStore: AnyObject, Sendable {
 enum AppendTicket: Sendable {
     /// Handed on at once (nothing to wait for), or refused (the store failed).
     case done(Bool)
-    /// Tasks to send into the scheduler's input, with back-pressure.
-    case send([TaskItem<PipelineTask>], AsyncChannel<[TaskItem<PipelineTask>]>)
+    /// Tasks to send into the scheduler's input, with back-pressure; `duplicates` were not sent.
+    case send([TaskItem<PipelineTask>], AsyncChannel<[TaskItem<PipelineTask>]>, duplicates: [Int: ExistingTask])
     /// A commit of the durable queue.
     case commit(CommitTicket)
     /// A commit the waiter helps along (`work` commits pending batches in order), then awaits.
     case perform(CommitTicket, @Sendable () async -> Void)
 
-    func wait() async -> Bool {
+    func wait() async -> AppendResult {
         switch self {
-        case .done(let ok): return ok
-        case .send(let tasks, let channel):
-            await channel.send(tasks)
-            return true
+        case .done(let ok): return ok ? .committed([:]) : .failed
+        case .send(let tasks, let channel, let duplicates):
+            if !tasks.isEmpty { await channel.send(tasks) }
+            return .committed(duplicates)
         case .commit(let ticket): return await ticket.wait()
         case .perform(let ticket, let work):
             await work()
@@ -97,9 +97,17 @@ enum AppendTicket: Sendable {
 /// fastest paths.
 final class MemoryStore: PipelineStore {
     let channel = AsyncChannel<[TaskItem<PipelineTask>]>()
+    /// The producers' ids of the tasks not final, and of those final within the dedup window.
+    let ids = TaskIds(window: QueueSettings(path: "").dedupWindow)
 
     func submit(_ tasks: [TaskItem<PipelineTask>], refused: [NewTask], checkpoint: Checkpoint?) -> AppendTicket {
-        tasks.isEmpty ? .done(true) : .send(tasks, channel)
+        if tasks.isEmpty { return .done(true) }
+        // Only tasks that bring an id pay for the check.
+        guard tasks.contains(where: { $0.id != nil }) else { return .send(tasks, channel, duplicates: [:]) }
+        let duplicates = ids.claim(tasks.map(\.id), now: unixMilliseconds())
+        if duplicates.isEmpty { return .send(tasks, channel, duplicates: [:]) }
+        let fresh = tasks.indices.filter { duplicates[$0] == nil }.map { tasks[$0] }
+        return .send(fresh, channel, duplicates: duplicates)
     }
 
     var isDurable: Bool { false }
@@ -125,9 +133,22 @@ final class MemoryStore: PipelineStore {
 
     func hooks(for pipeline: Pipeline) -> SchedulerHooks<PipelineTask> {
         let metrics = pipeline.metrics
+        let ids = self.ids
         return SchedulerHooks(
-            attemptStarted: { _, _, wait in metrics.queueWait.record(wait) },
-            attemptFinished: { record in pipeline.finished(record, durable: nil) })
+            attemptStarted: { task, _, wait in
+                metrics.of(task).queueWait.record(wait)
+                if let id = task.id { ids.started(id) }
+            },
+            attemptFinished: { record in
+                pipeline.finished(record, durable: nil)
+                if let id = record.task.id {
+                    switch record.disposition {
+                    case .succeeded: ids.finished(id, as: .succeeded, now: unixMilliseconds())
+                    case .deadLettered: ids.finished(id, as: .dead, now: unixMilliseconds())
+                    case .retrying, .parked, .cancelled: ids.started(id, state: .queued)
+                    }
+                }
+            })
     }
 
     @inline(__always)
@@ -148,7 +169,7 @@ final class MemoryStore: PipelineStore {
         -> [(name: String, body: @Sendable () async -> Void)]
     { [] }
 
-    func depth() async -> Int? { nil }
+    func depth() async -> QueueDepth? { nil }
 
     func sourcesFinished() { channel.finish() }
 
@@ -159,7 +180,8 @@ final class MemoryStore: PipelineStore {
     func close(_ summary: RunSummary<PipelineTask>, pipeline: Pipeline, into out: inout Pipeline.Summary) async {
         for unfinished in summary.unfinished {
             let status = unfinished.reason == .parked ? "parked" : "cancelled"
-            (unfinished.reason == .parked ? pipeline.metrics.parked : pipeline.metrics.cancelled).increment()
+            let labelled = pipeline.metrics.of(unfinished.task)
+            (unfinished.reason == .parked ? labelled.parked : labelled.cancelled).increment()
             pipeline.writeResult(
                 unfinished.task, status: status, attempts: unfinished.attempts,
                 error: status == "parked" ? "its target is parked" : "shut down before it finished")
@@ -167,5 +189,79 @@ final class MemoryStore: PipelineStore {
         }
         out.parked = summary.parked
         out.cancelled = summary.cancelled
+    }
+}
+
+/// The producers' ids with `queue: memory`: an id is taken while its task is not final, and for
+/// `window` after (bounded: at most ``capacity`` final ids are remembered, the oldest forgotten
+/// first).
+final class TaskIds: Sendable {
+    struct Entry {
+        var state: TaskState
+        var finishedAt: Int64
+    }
+
+    struct State {
+        var entries: [String: Entry] = [:]
+        /// Final ids in the order they became final, from `head` on.
+        var finals: [(id: String, at: Int64)] = []
+        var head = 0
+    }
+
+    let state = Mutex(State())
+    /// Milliseconds.
+    let window: Int64
+    let capacity: Int
+
+    init(window: Duration, capacity: Int = 1_000_000) {
+        self.window = Int64((window.seconds * 1000).rounded())
+        self.capacity = capacity
+    }
+
+    /// Takes the ids of a batch (nil: a task without one); returns the duplicates, by index, with
+    /// the state of the task that holds the id.
+    func claim(_ ids: [String?], now: Int64) -> [Int: ExistingTask] {
+        state.withLock { state in
+            forgetExpired(&state, now: now)
+            var duplicates: [Int: ExistingTask] = [:]
+            for (index, id) in ids.enumerated() {
+                guard let id else { continue }
+                if let entry = state.entries[id], !entry.state.isFinal || entry.finishedAt > now - window {
+                    duplicates[index] = ExistingTask(row: 0, state: entry.state)
+                } else {
+                    state.entries[id] = Entry(state: .queued, finishedAt: 0)
+                }
+            }
+            return duplicates
+        }
+    }
+
+    func started(_ id: String, state new: TaskState = .running) {
+        state.withLock { state in
+            if state.entries[id]?.state.isFinal == false { state.entries[id]?.state = new }
+        }
+    }
+
+    func finished(_ id: String, as final: TaskState, now: Int64) {
+        state.withLock { state in
+            state.entries[id] = Entry(state: final, finishedAt: now)
+            state.finals.append((id, now))
+        }
+    }
+
+    private func forgetExpired(_ state: inout State, now: Int64) {
+        while state.head < state.finals.count,
+            state.finals[state.head].at <= now - window || state.finals.count - state.head > capacity
+        {
+            let (id, at) = state.finals[state.head]
+            if let entry = state.entries[id], entry.state.isFinal, entry.finishedAt == at {
+                state.entries[id] = nil
+            }
+            state.head += 1
+        }
+        if state.head > 1024, state.head * 2 > state.finals.count {
+            state.finals.removeFirst(state.head)
+            state.head = 0
+        }
     }
 }

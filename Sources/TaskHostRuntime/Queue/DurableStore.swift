@@ -23,14 +23,26 @@ extension DurableRun: PipelineStore {
                     payload: item.payload.payload, raw: item.payload.raw, batch: item.payload.batch?.name))
         }
         let ticket = CommitTicket()
+        let window = Int64((queue.settings.dedupWindow.seconds * 1000).rounded())
+        let offset = refused.count
+        nonisolated(unsafe) var duplicates: [Int: ExistingTask] = [:]
         queue.submit(
             { db in
-                try DurableQueue.insert(rows, into: db, now: unixMilliseconds())
+                let now = unixMilliseconds()
+                duplicates = try DurableQueue.insert(rows, into: db, now: now, dedupAfter: now - window)
                 if let checkpoint { try DurableQueue.save(checkpoint, into: db) }
             },
+            refusable: true,
             done: { [self] error in
-                if let error { fail(error) } else if !tasks.isEmpty { arrived() }
-                ticket.finish(error == nil)
+                if let error, error.isFull {
+                    ticket.finish(.full)
+                    return
+                }
+                if let error { fail(error) } else if tasks.count > duplicates.count { arrived() }
+                ticket.finish(
+                    error == nil
+                        ? .committed(Dictionary(uniqueKeysWithValues: duplicates.map { ($0.key - offset, $0.value) }))
+                        : .failed)
             })
         return .commit(ticket)
     }
@@ -149,15 +161,35 @@ extension DurableRun: PipelineStore {
                 { [self] in
                     let retain = queue.settings.retainFinished
                     let period = max(Duration.seconds(1), min(retain / 2, .seconds(60)))
+                    let health = pipeline.health
                     await untilShutdown {
-                        while (try? await Task.sleep(for: period)) != nil { await pipeline.compact(self) }
+                        // Every period; every 200 ms while the queue is full (intake waits for room).
+                        var waited = Duration.zero
+                        while (try? await Task.sleep(for: .milliseconds(200))) != nil {
+                            waited += .milliseconds(200)
+                            guard waited >= period || health.queueFull else { continue }
+                            waited = .zero
+                            await pipeline.compact(self)
+                        }
                     }
                 }
             ),
         ]
     }
 
-    func depth() async -> Int? { try? await queue.perform { db in try db.countQueued() } }
+    func depth() async -> QueueDepth? {
+        try? await queue.perform { db in
+            let counts = try db.countsByState()
+            let parked = try db.countQueuedOfParkedTargets()
+            let oldest = try db.oldestQueued()?.enqueuedAt
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            return QueueDepth(
+                byState: [
+                    "queued": (counts[.queued] ?? 0) - parked, "parked": parked, "running": counts[.running] ?? 0,
+                    "succeeded": counts[.succeeded] ?? 0, "dead": counts[.dead] ?? 0,
+                ], oldestQueuedAge: oldest.map { Double(max(0, now - $0)) / 1000 })
+        }
+    }
 
     // MARK: The end
 

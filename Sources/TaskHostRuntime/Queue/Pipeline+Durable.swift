@@ -15,6 +15,8 @@ import TaskHostStore
 /// cost a task switch, or a commit, each). With the source's checkpoint in the same append.
 final class Intake<Store: PipelineStore>: Sendable {
     let store: Store
+    /// Tasks a commit found duplicates of earlier ones (not queued), with the earlier task.
+    let onDuplicates: @Sendable ([(TaskItem<PipelineTask>, ExistingTask)]) -> Void
 
     struct State {
         var tasks: [TaskItem<PipelineTask>] = []
@@ -27,7 +29,10 @@ final class Intake<Store: PipelineStore>: Sendable {
 
     let state = Mutex(State())
 
-    init(store: Store) { self.store = store }
+    init(store: Store, onDuplicates: @escaping @Sendable ([(TaskItem<PipelineTask>, ExistingTask)]) -> Void) {
+        self.store = store
+        self.onDuplicates = onDuplicates
+    }
 
     /// Adds a task; true when the batch is full and should be flushed.
     func add(_ item: TaskItem<PipelineTask>, checkpoint: Checkpoint?) -> Bool {
@@ -49,43 +54,76 @@ final class Intake<Store: PipelineStore>: Sendable {
     func mark(_ checkpoint: Checkpoint) { state.withLock { $0.checkpoint = checkpoint } }
 
     /// Hands the batch on. On the durable queue it returns once everything this source added
-    /// before the call is committed; false when the store failed (the run is stopping).
-    @discardableResult
-    func flush() async -> Bool {
-        if store.failureMessage != nil { return false }
-        // Taken and submitted under the lock: batches reach the store in the order they were read.
-        let ticket = state.withLock { state -> AppendTicket? in
+    /// before the call is committed. When the queue is full the batch is kept, ahead of what is
+    /// added next, for the next flush (``AppendResult/full``).
+    func flush() async -> AppendResult {
+        if store.failureMessage != nil { return .failed }
+        // Taken and submitted under the lock: batches reach the store in order they were read.
+        let (ticket, batch) = state.withLock {
+            state -> (AppendTicket?, (tasks: [TaskItem<PipelineTask>], refused: [NewTask], checkpoint: Checkpoint?)?) in
             guard !state.tasks.isEmpty || !state.refused.isEmpty || state.checkpoint != nil else {
-                return state.lastCommit
+                return (state.lastCommit, nil)
             }
+            let batch = (state.tasks, state.refused, state.checkpoint)
             let ticket = store.submit(state.tasks, refused: state.refused, checkpoint: state.checkpoint)
-            state.tasks.removeAll(keepingCapacity: true)
-            state.refused.removeAll(keepingCapacity: true)
+            state.tasks = []
+            state.refused = []
             state.checkpoint = nil
             if case .commit = ticket { state.lastCommit = ticket }
-            return ticket
+            return (ticket, batch)
         }
-        guard let ticket else { return true }
-        return await ticket.wait()
+        guard let ticket else { return .committed([:]) }
+        let result = await ticket.wait()
+        guard let batch else { return result }
+        switch result {
+        case .committed(let duplicates) where !duplicates.isEmpty:
+            onDuplicates(duplicates.sorted { $0.key < $1.key }.map { (batch.tasks[$0.key], $0.value) })
+        case .full:
+            // Kept for the next try, ahead of what the source added since.
+            state.withLock { state in
+                state.tasks = batch.tasks + state.tasks
+                state.refused = batch.refused + state.refused
+                if state.checkpoint == nil { state.checkpoint = batch.checkpoint }
+            }
+        default:
+            break
+        }
+        return result
+    }
+}
+
+/// What became of an append.
+enum AppendResult: Sendable {
+    /// Committed (or handed to the scheduler); the tasks that were duplicates of earlier ones, by
+    /// their index in the append, were not.
+    case committed([Int: ExistingTask])
+    /// Refused whole: the durable queue is full (not fatal: try again once space returns).
+    case full
+    /// The store failed or the run stops.
+    case failed
+
+    var succeeded: Bool {
+        if case .committed = self { return true }
+        return false
     }
 }
 
 /// The commit of one batch, awaited by every caller whose tasks it holds.
 final class CommitTicket: Sendable {
-    let state = Mutex<(result: Bool?, waiters: [CheckedContinuation<Bool, Never>])>((nil, []))
+    let state = Mutex<(result: AppendResult?, waiters: [CheckedContinuation<AppendResult, Never>])>((nil, []))
 
-    func finish(_ ok: Bool) {
+    func finish(_ result: AppendResult) {
         let waiters = state.withLock { state in
-            state.result = ok
+            state.result = result
             defer { state.waiters.removeAll() }
             return state.waiters
         }
-        for waiter in waiters { waiter.resume(returning: ok) }
+        for waiter in waiters { waiter.resume(returning: result) }
     }
 
-    func wait() async -> Bool {
+    func wait() async -> AppendResult {
         await withCheckedContinuation { continuation in
-            let result = state.withLock { state -> Bool? in
+            let result = state.withLock { state -> AppendResult? in
                 if state.result == nil { state.waiters.append(continuation) }
                 return state.result
             }
@@ -135,7 +173,7 @@ extension Pipeline {
         let metrics = self.metrics
         return SchedulerHooks(
             attemptStarted: { task, context, wait in
-                metrics.queueWait.record(wait)
+                metrics.of(task).queueWait.record(wait)
                 // A suspect is journaled when it passes the gate (RunExecutor); a task refused for
                 // its crashes does not run.
                 if let record = task.payload.durable, run.crashes(of: record) == 0 {
@@ -368,13 +406,31 @@ extension Pipeline {
         return outcome
     }
 
-    /// Deletes finished tasks older than the retention, and gives the pages back.
+    /// Deletes finished tasks older than the retention (those with a producer's id keep a slim
+    /// row for the dedup window), and gives the pages back. While the queue is full, finished
+    /// tasks are compacted at once, whatever the retention: room for new tasks comes first.
     func compact(_ run: DurableRun) async {
-        let retain = Int64((run.queue.settings.retainFinished.seconds * 1000).rounded())
+        let full = health.queueFull
+        let retain = full ? 0 : Int64((run.queue.settings.retainFinished.seconds * 1000).rounded())
+        let window = Int64((run.queue.settings.dedupWindow.seconds * 1000).rounded())
         do {
-            let before = unixMilliseconds() - retain
-            let removed = try await run.queue.perform { db in try db.compact(finishedBefore: before) }
-            if removed > 0 { logger.debug("queue compacted", metadata: ["removed": .stringConvertible(removed)]) }
+            let now = unixMilliseconds()
+            let (removed, open) = try await run.queue.perform { db in
+                (try db.compact(finishedBefore: now - retain, dedupAfter: now - window), full ? try db.countOpen() : 1)
+            }
+            if removed > 0 {
+                logger.debug("queue compacted", metadata: ["removed": .stringConvertible(removed)])
+                // Room again, perhaps: the next append finds out.
+                if full { health.setQueueFull(false) }
+            } else if open == 0, health.warnStuck() {
+                // Nothing left to finish: only room given back by the operator helps.
+                logger.error(
+                    "the queue is full of dead letters and of finished tasks' ids kept for queue.dedupWindowMs: intake waits until there is room",
+                    metadata: [
+                        "queue": "\(run.queue.path)",
+                        "remedy": "raise queue.maxSizeMB, lower queue.dedupWindowMs, or purge dead letters",
+                    ])
+            }
         } catch {
             run.fail(error)
         }

@@ -115,16 +115,16 @@ final class PostgresRun: Sendable {
             }
             guard let (tasks, ticket) = next else { return }
             if state.withLock({ $0.failure != nil }) {
-                ticket.finish(false)
+                ticket.finish(.failed)
                 continue
             }
             do {
                 _ = try await queue.enqueue(tasks)
                 arrived()
-                ticket.finish(true)
+                ticket.finish(.committed([:]))
             } catch {
                 fail(error)
-                ticket.finish(false)
+                ticket.finish(.failed)
             }
         }
     }
@@ -236,7 +236,7 @@ final class PostgresRun: Sendable {
                 if let item {
                     pipeline.writeResult(item, status: "deadLettered", attempts: finish.attempt, error: error)
                     pipeline.writeDeadLetter(item, error: error, attempts: finish.attempt)
-                    pipeline.metrics.deadLettered.increment()
+                    pipeline.metrics.of(item).deadLettered.increment()
                 } else {
                     pipeline.deadLetters?.write(
                         bytes: deadLetterLine(
@@ -422,7 +422,7 @@ extension PostgresRun: PipelineStore {
         let metrics = pipeline.metrics
         return SchedulerHooks(
             attemptStarted: { task, _, wait in
-                metrics.queueWait.record(wait)
+                metrics.of(task).queueWait.record(wait)
                 task.payload.postgres?.started.store(true, ordering: .relaxed)
             },
             attemptFinished: { record in pipeline.finished(record, durable: nil, recordedByStore: true) },
@@ -452,7 +452,11 @@ extension PostgresRun: PipelineStore {
         ]
     }
 
-    func depth() async -> Int? { try? await queue.counts().tasks }
+    /// Tasks in the queue (waiting or running; not split by state yet).
+    func depth() async -> QueueDepth? {
+        guard let counts = try? await queue.counts() else { return nil }
+        return QueueDepth(byState: ["queued": counts.tasks], oldestQueuedAge: nil)
+    }
 
     // MARK: The end
 

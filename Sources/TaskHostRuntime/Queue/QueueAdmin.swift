@@ -49,6 +49,8 @@ package final class QueueAdmin: Sendable {
         package var accepted = 0
         /// Input lines (1-based) that could not be read, with the reason; kept as dead letters.
         package var rejected: [(line: Int, reason: String)] = []
+        /// Input lines (1-based) whose id a task already holds, with that task's state: not queued.
+        package var duplicates: [(line: Int, id: String, state: String)] = []
     }
 
     /// Adds tasks (JSON lines) as `source` would have: same routing, same target id path.
@@ -72,6 +74,7 @@ package final class QueueAdmin: Sendable {
             try queue.transaction { db in
                 var seq = try db.nextSequence(of: source.name)
                 var rows: [NewTask] = []
+                var lineOfRow: [Int] = []
                 for (index, line) in lines.enumerated()
                 where !line.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) {
                     switch decoder.decode(line, seq: seq, batch: nil) {
@@ -82,6 +85,7 @@ package final class QueueAdmin: Sendable {
                                 executor: executors[item.payload.executor], priority: item.priority,
                                 payload: item.payload.payload, raw: line, batch: nil))
                         report.accepted += 1
+                        lineOfRow.append(index + 1)
                     case .failure(let rejection):
                         rows.append(
                             NewTask(
@@ -92,10 +96,17 @@ package final class QueueAdmin: Sendable {
                             bytes: deadLetterLine(
                                 id: nil, target: nil, source: source.name, seq: seq, input: line,
                                 error: rejection.reason, attempts: 0))
+                        lineOfRow.append(index + 1)
                     }
                     seq += 1
                 }
-                try DurableQueue.insert(rows, into: db, now: unixMilliseconds())
+                let now = unixMilliseconds()
+                let window = Int64((queue.settings.dedupWindow.seconds * 1000).rounded())
+                let duplicates = try DurableQueue.insert(rows, into: db, now: now, dedupAfter: now - window)
+                for (index, existing) in duplicates.sorted(by: { $0.key < $1.key }) {
+                    report.duplicates.append((lineOfRow[index], rows[index].taskId ?? "", existing.state.name))
+                    report.accepted -= 1
+                }
             }
         } catch {
             throw ConfigError(error)
@@ -103,6 +114,19 @@ package final class QueueAdmin: Sendable {
         sink?.flush()
         notifyHost()
         return report
+    }
+
+    // MARK: Tasks
+
+    /// The task a producer's id (or `SOURCE-SEQ`) names, nil when the queue holds none: not
+    /// enqueued, or finished longer ago than `retainFinishedMs` (without an id) or
+    /// `dedupWindowMs` (with one).
+    package func task(_ id: String) throws(ConfigError) -> TaskDetails? {
+        do {
+            return try queue.transaction { db in try db.taskDetails(id: id) }
+        } catch {
+            throw ConfigError(error)
+        }
     }
 
     // MARK: Status
