@@ -35,7 +35,8 @@ package struct PostgresQueueError: Error, CustomStringConvertible, Sendable {
                 remedy: "check the database (its log, its permissions) and retry", sqlState: info[.sqlState])
         } else if let psql {
             self.init(
-                "\(doing): \(psql.code)", remedy: "check that the database runs and can be reached from this host")
+                "\(doing): \(psql.code)" + (psql.underlying.map { " (\($0))" } ?? ""),
+                remedy: "check that the database runs and can be reached from this host")
         } else {
             self.init(
                 "\(doing): \(inner ?? error)", remedy: "check that the database runs and can be reached from this host")
