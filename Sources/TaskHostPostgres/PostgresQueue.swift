@@ -169,16 +169,16 @@ package final class PostgresQueue: Sendable {
         Int64(lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000)
     }
 
-    /// Runs `body` in a transaction on a pooled connection, within the lease: a statement that
-    /// has not answered by then fails (measured: after the server is killed mid-run, a request of
-    /// the pool can wait for ever; a host that cannot reach the database within its lease has lost
-    /// it anyway).
+    /// Runs `body` in a transaction on a pooled connection, within twice the lease (at least 10 s):
+    /// a statement that has not answered by then fails (measured: after the server is killed
+    /// mid-run, a request of the pool can wait for ever; a host that cannot reach the database for
+    /// longer than its lease has lost it anyway).
     func transaction<Result: Sendable>(
         _ doing: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
     ) async throws(PostgresQueueError) -> Result {
         let (client, logger) = (self.client, self.logger)
         do {
-            return try await bounded(lease, doing) {
+            return try await bounded(max(lease * 2, .seconds(10)), doing) {
                 try await client.withTransaction(logger: logger) { connection in try await body(connection) }
             }
         } catch {

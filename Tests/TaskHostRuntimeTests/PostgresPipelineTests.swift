@@ -41,7 +41,7 @@ import Testing
             retry: { maxAttempts: 3, backoff: fixed, initialDelayMs: 5 }
             results: { path: \(folder)/out/results.jsonl }
             deadLetter: { path: \(folder)/out/dead.jsonl }
-            queue: { postgres: { url: "${DATABASE_URL}", leaseMs: 5000, schema: \(schema) } }
+            queue: { postgres: { url: "${DATABASE_URL}", leaseMs: 30000, schema: \(schema) } }
             """, in: folder, environment: ["DATABASE_URL": url])
         // 1: a task was dead-lettered (as on the other queues).
         #expect(run.exitCode == 1, "\(run)")
@@ -192,7 +192,7 @@ import Testing
         let tasks = 3000
         let lines = (0..<tasks).map { #"{"targetId": "t\#($0 % 60)", "id": "m\#($0)", "data": \#($0)}"# }
         try PipelineTests.write(lines.joined(separator: "\n") + "\n", to: folder + "/tasks.jsonl")
-        let queue = "queue: { postgres: { url: \"${DATABASE_URL}\", leaseMs: 2000, schema: \(schema) } }"
+        let queue = "queue: { postgres: { url: \"${DATABASE_URL}\", leaseMs: 4000, schema: \(schema) } }"
         let common = """
             scheduler: { maxConcurrency: 4 }
             executors:
@@ -259,7 +259,7 @@ import Testing
         try PipelineTests.write(#"{"targetId": "p", "id": "poison", "data": 1}"# + "\n", to: folder + "/tasks.jsonl")
         try PipelineTests.write("", to: folder + "/none.jsonl")
         let release = folder + "/go"
-        let queue = "queue: { postgres: { url: \"${DATABASE_URL}\", leaseMs: 3000, schema: \(schema) } }"
+        let queue = "queue: { postgres: { url: \"${DATABASE_URL}\", leaseMs: 30000, schema: \(schema) } }"
         // The first host runs it, and is taken for dead during its attempt: what the reaper leaves
         // after hosts died during three attempts.
         let first = try await runInProcess(
@@ -275,7 +275,7 @@ import Testing
             """, in: folder, environment: ["DATABASE_URL": url]
         ) { _ in
             var running = ""
-            for _ in 0..<2000 {
+            for _ in 0..<500 {
                 running = try Self.psql(url, "SELECT count(*) FROM \(schema).th_target WHERE state = 'running'")
                 if running == "1" { break }
                 try await Task.sleep(for: .milliseconds(10))
