@@ -43,6 +43,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The plugin ABI: one C header, usable as-is by C, C++, Rust or Zig authors.
@@ -86,6 +87,15 @@ let package = Package(
             ],
             swiftSettings: hostFlags
         ),
+        // The shared queue on PostgreSQL (many hosts on one database): schema, migrations and the
+        // fenced statements. Host-side only: the scheduler and the plugin SDK never link it.
+        .target(
+            name: "TaskHostPostgres",
+            dependencies: [
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: hostFlags
+        ),
         // The configuration: a pipeline file read into typed values, every error at its file:line:column.
         .target(
             name: "TaskHostConfig",
@@ -108,7 +118,7 @@ let package = Package(
             name: "TaskHostRuntime",
             dependencies: [
                 "TaskHostScheduler", "TaskHostJSON", "TaskHostPlugins", "TaskHostStore", "TaskHostConfig",
-                "TaskHostSources", "CTaskHostPlugin", "CTaskHostSystem",
+                "TaskHostSources", "TaskHostPostgres", "CTaskHostPlugin", "CTaskHostSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -162,6 +172,14 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ],
             exclude: ["Fixtures"]
+        ),
+        // Runs against a real PostgreSQL: `scripts/test.sh` starts a throwaway cluster for it.
+        .testTarget(
+            name: "TaskHostPostgresTests",
+            dependencies: [
+                "TaskHostPostgres", .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -19,15 +19,53 @@ package struct PipelineConfig: Sendable {
     package var metricsListen: String?
     package var pluginPath: [String]
     package var gracePeriod: Duration
-    /// The durable queue between the sources and the scheduler; nil for `queue: memory`.
+    /// The durable queue between the sources and the scheduler; nil for `queue: memory` and for
+    /// `queue: { postgres: … }`.
     package var queue: QueueSettings?
     package var queueLocation: Location?
+    /// The shared queue on PostgreSQL (`queue: { postgres: … }`), for many hosts on one database;
+    /// nil otherwise (then ``queue`` says which queue the pipeline has).
+    package var postgres: PostgresQueueSettings? = nil
+    /// A cap on running tasks across all hosts of one PostgreSQL queue (`scheduler.globalMaxConcurrency`).
+    package var globalMaxConcurrency: Int? = nil
+
+    /// Which queue the pipeline has.
+    package enum QueueKind: Sendable {
+        case memory
+        case sqlite(QueueSettings)
+        case postgres(PostgresQueueSettings)
+    }
+
+    package var queueKind: QueueKind {
+        if let postgres { return .postgres(postgres) }
+        if let queue { return .sqlite(queue) }
+        return .memory
+    }
 
     /// Where a value came from, for later errors (a plugin refusing its configuration).
     package struct Location: Sendable, Equatable {
         package var line: Int?
         package var column: Int?
         package var key: String
+    }
+}
+
+/// `queue: { postgres: { url, leaseMs, schema } }`: the shared queue on PostgreSQL.
+package struct PostgresQueueSettings: Sendable, Equatable {
+    /// `postgres://user:password@host:port/database` (`${VAR}` replaced from the environment).
+    package var url: String
+    /// How long a host's lease lasts without a renewal (on the database's clock); past it, another
+    /// host takes its targets back.
+    package var lease: Duration = .seconds(30)
+    /// The PostgreSQL schema that holds the queue's tables.
+    package var schema: String = "taskhost"
+
+    package static let minimumLeaseMs = 1000
+
+    package init(url: String, lease: Duration = .seconds(30), schema: String = "taskhost") {
+        self.url = url
+        self.lease = lease
+        self.schema = schema
     }
 }
 
@@ -414,10 +452,15 @@ package struct ConfigReader {
 
         var maxConcurrency: Int?
         var bufferSize = 10_000
+        var globalMaxConcurrency: (Int, Node)?
         if let node = section("scheduler") {
-            for (key, value) in try mapping(node, "scheduler", allowed: ["maxConcurrency", "bufferSize"]) {
+            for (key, value) in try mapping(
+                node, "scheduler", allowed: ["maxConcurrency", "bufferSize", "globalMaxConcurrency"])
+            {
                 switch key {
                 case "maxConcurrency": maxConcurrency = try int(value, "scheduler.maxConcurrency", minimum: 1)
+                case "globalMaxConcurrency":
+                    globalMaxConcurrency = (try int(value, "scheduler.globalMaxConcurrency", minimum: 1), value)
                 default: bufferSize = try int(value, "scheduler.bufferSize", minimum: 1)
                 }
             }
@@ -486,31 +529,53 @@ package struct ConfigReader {
             }
         }
         let queueNode = section("queue")
-        return PipelineConfig(
+        let (queue, postgres) = try queue(queueNode)
+        if let (_, node) = globalMaxConcurrency, postgres == nil {
+            throw fail(
+                node, "scheduler.globalMaxConcurrency", "a global cap needs the shared queue on PostgreSQL",
+                hint:
+                    "with one host, scheduler.maxConcurrency is the cap; for many hosts use queue: { postgres: { url } }"
+            )
+        }
+        var config = PipelineConfig(
             file: file, maxConcurrency: maxConcurrency, bufferSize: bufferSize, executors: executors, sources: sources,
             retry: retry, timeout: timeout, onExhausted: onExhausted, results: results, deadLetter: deadLetter,
             metricsListen: metricsListen, pluginPath: pluginPath, gracePeriod: gracePeriod,
-            queue: try queue(queueNode), queueLocation: queueNode.map { location($0, "queue") })
+            queue: queue, queueLocation: queueNode.map { location($0, "queue") })
+        config.postgres = postgres
+        config.globalMaxConcurrency = globalMaxConcurrency?.0
+        return config
     }
 
-    /// `queue: memory`, `queue: durable`, or `queue: { path, synchronous, retainFinishedMs,
-    /// maxSizeMB, dedupWindowMs }`. The default is durable, in `.taskhost/<name>/queue.db` beside the file.
-    func queue(_ node: Node?) throws(ConfigError) -> QueueSettings? {
+    /// `queue: memory`, `queue: durable`, `queue: { path, synchronous, retainFinishedMs,
+    /// maxSizeMB, dedupWindowMs }` (SQLite), or `queue: { postgres: { url, leaseMs, schema } }`. The
+    /// default is durable, in `.taskhost/<name>/queue.db` beside the file.
+    func queue(_ node: Node?) throws(ConfigError) -> (QueueSettings?, PostgresQueueSettings?) {
         var settings = QueueSettings(path: QueueSettings.defaultPath(forConfig: file))
-        guard let node else { return settings }
+        guard let node else { return (settings, nil) }
         if case .scalar(let scalar) = node {
             switch scalar.string {
-            case "memory": return nil
-            case "durable": return settings
+            case "memory": return (nil, nil)
+            case "durable": return (settings, nil)
             default:
                 throw fail(
                     node, "queue", "expected memory, durable or a mapping, got '\(scalar.string)'",
                     hint: "queue: memory keeps tasks in memory only (lost on a crash); the default is durable")
             }
         }
-        for (key, value) in try mapping(
-            node, "queue", allowed: ["path", "synchronous", "retainFinishedMs", "maxSizeMB", "dedupWindowMs"])
-        {
+        let pairs = try mapping(
+            node, "queue",
+            allowed: ["path", "synchronous", "retainFinishedMs", "maxSizeMB", "dedupWindowMs", "postgres"])
+        if let postgres = pairs.first(where: { $0.key == "postgres" }) {
+            if let other = pairs.first(where: { $0.key != "postgres" }) {
+                throw fail(
+                    other.node, "queue.\(other.key)",
+                    "'\(other.key)' belongs to the SQLite queue, not to queue.postgres",
+                    hint: "remove it, or remove postgres to keep the queue in a SQLite file")
+            }
+            return (nil, try postgresQueue(postgres.node))
+        }
+        for (key, value) in pairs {
             switch key {
             case "path": settings.path = try path(value, "queue.path")
             case "synchronous":
@@ -521,6 +586,46 @@ package struct ConfigReader {
             case "dedupWindowMs":
                 settings.dedupWindow = .milliseconds(try int(value, "queue.dedupWindowMs", minimum: 0))
             default: settings.maxSizeMB = try int(value, "queue.maxSizeMB", minimum: 1)
+            }
+        }
+        return (settings, nil)
+    }
+
+    /// `postgres: { url, leaseMs, schema }` under `queue`.
+    func postgresQueue(_ node: Node) throws(ConfigError) -> PostgresQueueSettings {
+        let pairs = try mapping(node, "queue.postgres", allowed: ["url", "leaseMs", "schema"])
+        guard let urlNode = pairs.first(where: { $0.key == "url" })?.node else {
+            throw fail(
+                node, "queue.postgres", "missing key 'url'",
+                hint: "url: \"${DATABASE_URL}\" with DATABASE_URL=postgres://user:password@host:5432/database")
+        }
+        let url = try string(urlNode, "queue.postgres.url")
+        guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
+            throw fail(
+                urlNode, "queue.postgres.url", "expected a postgres:// URL",
+                hint: "postgres://user:password@host:5432/database")
+        }
+        var settings = PostgresQueueSettings(url: url)
+        for (key, value) in pairs {
+            switch key {
+            case "leaseMs":
+                settings.lease = .milliseconds(
+                    try int(value, "queue.postgres.leaseMs", minimum: PostgresQueueSettings.minimumLeaseMs))
+            case "schema":
+                let schema = try string(value, "queue.postgres.schema")
+                guard let first = schema.unicodeScalars.first, schema.count <= 63,
+                    first == "_" || ("a"..."z").contains(first),
+                    schema.unicodeScalars.allSatisfy({
+                        $0 == "_" || ("a"..."z").contains($0) || ("0"..."9").contains($0)
+                    })
+                else {
+                    throw fail(
+                        value, "queue.postgres.schema",
+                        "expected a lowercase name of letters, digits and underscores, got '\(schema)'",
+                        hint: "the default is taskhost")
+                }
+                settings.schema = schema
+            default: break
             }
         }
         return settings

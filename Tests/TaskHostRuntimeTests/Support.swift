@@ -99,11 +99,17 @@ func loader(allowInsecure: Bool = false) -> PluginLoader {
 /// Collects log lines, to assert on misbehaviour reports.
 final class LogRecorder: LogHandler, @unchecked Sendable {
     let lines = Mutex<[String]>([])
-    var metadata: Logger.Metadata = [:]
+    // Shared by every copy of the logger (a reference handler): libraries that set metadata on
+    // their copies (postgres-nio, per connection) do so from several threads.
+    let sharedMetadata = Mutex<Logger.Metadata>([:])
+    var metadata: Logger.Metadata {
+        get { sharedMetadata.withLock { $0 } }
+        set { sharedMetadata.withLock { $0 = newValue } }
+    }
     var logLevel: Logger.Level = .trace
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
+        get { sharedMetadata.withLock { $0[key] } }
+        set { sharedMetadata.withLock { $0[key] = newValue } }
     }
     func log(event: LogEvent) {
         lines.withLock { $0.append("\(event.level): \(event.message)") }

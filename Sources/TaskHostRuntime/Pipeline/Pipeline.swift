@@ -8,6 +8,7 @@ import Synchronization
 import TaskHostConfig
 import TaskHostJSON
 import TaskHostPlugins
+import TaskHostPostgres
 import TaskHostScheduler
 import TaskHostSources
 import TaskHostStore
@@ -43,6 +44,8 @@ package final class Pipeline: Sendable {
     let metrics: PipelineMetrics
     /// The durable queue (nil for `queue: memory`), opened and checked by `init`.
     let queue: DurableQueue?
+    /// The shared queue on PostgreSQL (`queue: { postgres: … }`, preview); its pool runs with a run.
+    let postgres: PostgresQueue?
     /// Forwarded by the executable: see ``commandsArrived()``.
     let commandWakeups = CommandWakeups()
     /// Whether the pipeline takes input (`/readyz`): each source's status, the queue's room.
@@ -102,7 +105,8 @@ package final class Pipeline: Sendable {
         self.config = config
         self.logger = logger
         metrics = PipelineMetrics(
-            durable: config.queue != nil, executors: config.executors.map(\.name), sources: config.sources.map(\.name))
+            durable: config.queue != nil || config.postgres != nil, executors: config.executors.map(\.name),
+            sources: config.sources.map(\.name))
         counters = Counters(sources: config.sources.map(\.name))
         health = PipelineHealth(sources: config.sources.map(\.name), metrics: metrics)
         var executors: [any AnsweringExecutor] = []
@@ -139,6 +143,18 @@ package final class Pipeline: Sendable {
             }
         } else {
             queue = nil
+        }
+        if let settings = config.postgres {
+            do {
+                postgres = try PostgresQueue(
+                    url: settings.url, schema: settings.schema, lease: settings.lease, logger: logger)
+            } catch {
+                throw ConfigError(
+                    file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
+                    key: "queue.postgres.url", message: error.message, hint: error.remedy)
+            }
+        } else {
+            postgres = nil
         }
     }
 
@@ -287,6 +303,13 @@ package final class Pipeline: Sendable {
         // actions hold the store, whose failure handler holds the stop. Kept, they would keep the
         // queue open, and its host lock taken, for the life of the process.
         defer { stop.detach() }
+        if let postgres {
+            let store = PostgresRun(
+                queue: postgres, executors: config.executors.map(\.name), maxConcurrency: config.maxConcurrency,
+                maxAttempts: config.retry.maxAttempts, park: config.onExhausted == .park, logger: logger,
+                onFailure: { _ in stop.requestNow() })
+            return await run(store: store, stop: stop, progress: progress)
+        }
         guard let queue else { return await run(store: MemoryStore(), stop: stop, progress: progress) }
         let store = DurableRun(
             queue: queue, executors: config.executors.map(\.name),
@@ -464,7 +487,8 @@ package final class Pipeline: Sendable {
         deadLetters?.flush()
         out.admitted = summary.admitted
         out.succeeded = summary.succeeded
-        out.deadLettered = summary.deadLettered
+        // Plus those a store ended without running them (the PostgreSQL queue's poison guard).
+        out.deadLettered += summary.deadLettered
         out.retries = summary.retries
         out.rejected = counters.rejected.load(ordering: .relaxed)
         out.rejectedAnswered = counters.rejectedAnswered.load(ordering: .relaxed)
@@ -478,13 +502,13 @@ package final class Pipeline: Sendable {
     /// An attempt's end as the scheduler reports it: metrics, and with `queue: memory` the result
     /// line, the dead letter and the batch (the durable queue records those before the target is
     /// released, in ``record(_:run:)``, but for an operator's drain).
-    func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?) {
+    func finished(_ record: AttemptRecord<PipelineTask>, durable: DurableRun?, recordedByStore: Bool = false) {
         let labelled = metrics.of(record.task)
         if record.executionTime > .zero { labelled.execution.record(record.executionTime) }
         // After the queue failed, what the scheduler does with the tasks it holds is not their
         // outcome: they stay queued, their batches stay open.
         if durable?.hasFailed == true { return }
-        let recorded = durable != nil && !(record.error is DrainedError)
+        let recorded = (durable != nil || recordedByStore) && !(record.error is DrainedError)
         switch record.disposition {
         case .succeeded:
             labelled.succeeded.increment()

@@ -75,6 +75,8 @@ enum AppendTicket: Sendable {
     case send([TaskItem<PipelineTask>], AsyncChannel<[TaskItem<PipelineTask>]>, duplicates: [Int: ExistingTask])
     /// A commit of the durable queue.
     case commit(CommitTicket)
+    /// A commit the waiter helps along (`work` commits pending batches in order), then awaits.
+    case perform(CommitTicket, @Sendable () async -> Void)
 
     func wait() async -> AppendResult {
         switch self {
@@ -83,6 +85,9 @@ enum AppendTicket: Sendable {
             if !tasks.isEmpty { await channel.send(tasks) }
             return .committed(duplicates)
         case .commit(let ticket): return await ticket.wait()
+        case .perform(let ticket, let work):
+            await work()
+            return await ticket.wait()
         }
     }
 }

@@ -24,10 +24,12 @@ package struct PipelineTask: Sendable {
     package let batch: BatchTracker?
     /// Set for a task of the durable queue: its row and what its earlier attempts left.
     let durable: DurableRecord?
+    /// Set for a task of the PostgreSQL queue: its claim.
+    let postgres: PostgresRecord?
 
     init(
         source: String, seq: UInt64, executor: Int, payload: String, raw: String, log: AttemptLog,
-        batch: BatchTracker?, durable: DurableRecord? = nil
+        batch: BatchTracker?, durable: DurableRecord? = nil, postgres: PostgresRecord? = nil
     ) {
         self.source = source
         self.seq = seq
@@ -37,6 +39,7 @@ package struct PipelineTask: Sendable {
         self.log = log
         self.batch = batch
         self.durable = durable
+        self.postgres = postgres
     }
 }
 

@@ -19,6 +19,7 @@ package final class QueueAdmin: Sendable {
 
     package init(config: PipelineConfig) throws(ConfigError) {
         self.config = config
+        if config.postgres != nil { throw ConfigError.postgresNotYetRunnable(config) }
         guard let settings = config.queue else {
             throw ConfigError(
                 file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column, key: "queue",

@@ -17,3 +17,16 @@ extension ConfigError {
         }
     }
 }
+
+extension ConfigError {
+    /// `queue: { postgres: … }` runs (`taskhost run`, one host tested), but the operator's commands
+    /// do not work on it yet.
+    static func postgresNotYetRunnable(_ config: PipelineConfig) -> ConfigError {
+        ConfigError(
+            file: config.file, line: config.queueLocation?.line, column: config.queueLocation?.column,
+            key: "queue.postgres",
+            message:
+                "the PostgreSQL queue is a preview: taskhost run works on it, but enqueue, status, targets and dead-letters do not yet",
+            hint: "query the schema's tables with psql meanwhile; docs/operations.md, PostgreSQL (preview)")
+    }
+}
