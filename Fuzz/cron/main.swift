@@ -28,4 +28,3 @@ public func fuzzCron(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     }
     return 0
 }
-
